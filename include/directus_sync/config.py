@@ -1,0 +1,223 @@
+"""Configuration models: one validated row of the remote-sources table.
+
+The table holds data, not code; every row is validated here once, and the DAG factory only ever sees a
+:class:`RemoteSource` or a :class:`BrokenRemote` that explains which field of which row is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+import pendulum
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+DAG_ID_PREFIX = "directus_sync__"
+DEFAULT_SCHEDULE = "*/5 * * * *"
+DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=pendulum.UTC)
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,62}$"
+CRON_PRESETS = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
+
+class Status(StrEnum):
+    """Only published rows become DAGs, as in the original extension."""
+
+    PUBLISHED = "published"
+    DRAFT = "draft"
+    ARCHIVED = "archived"
+
+
+class CollectionSchema(BaseModel):
+    """One synced collection and the fields to carry; the primary key is always carried.
+
+    Accepts the original extension's ``name`` and its validator's ``collection`` for the collection name.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(validation_alias=AliasChoices("name", "collection"), min_length=1)
+    fields: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_system_collection(cls, name: str) -> str:
+        if name.startswith("directus_"):
+            raise ValueError(f"system collection {name!r} cannot be synced")
+        return name
+
+    @field_validator("fields")
+    @classmethod
+    def _distinct_fields(cls, fields: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in fields:
+            raise ValueError('list the fields to sync by name; "*" is not accepted')
+        duplicates = sorted({f for f in fields if fields.count(f) > 1})
+        if duplicates:
+            raise ValueError(f"fields listed twice: {', '.join(duplicates)}")
+        return fields
+
+
+class RemoteSource(BaseModel):
+    """A validated row of the remote-sources table: sync ``source_conn_id`` into ``remote_conn_id``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    status: Status = Status.DRAFT
+    source_conn_id: str = Field(min_length=1)
+    remote_conn_id: str = Field(min_length=1)
+    sync_schema: tuple[CollectionSchema, ...] = Field(
+        validation_alias=AliasChoices("schema", "sync_schema"), min_length=1
+    )
+    notify_users: tuple[str, ...] = ()
+    schedule: str = DEFAULT_SCHEDULE
+    start_date: datetime = DEFAULT_START_DATE
+    overlap_seconds: int = Field(default=60, ge=0, le=86_400)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    retries: int = Field(default=1, ge=0, le=10)
+    description: str | None = None
+
+    @field_validator("sync_schema", "notify_users", mode="before")
+    @classmethod
+    def _decode_json(cls, value: Any) -> Any:
+        """The table stores JSON as text on databases without a JSON type."""
+        if isinstance(value, str | bytes):
+            try:
+                return json.loads(value) if value.strip() else []
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+        return [] if value is None else value
+
+    @field_validator("schedule", "overlap_seconds", "batch_size", "retries", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """Nullable table columns: NULL means the default."""
+        return cls.model_fields[info.field_name or ""].default if value in (None, "") else value
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(CRON_PRESETS.get(value, value)):
+            raise ValueError(f"{value!r} is not a cron expression or preset such as '@hourly' or '*/5 * * * *'")
+        return value
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _parse_start_date(cls, value: Any) -> Any:
+        if value in (None, ""):
+            return DEFAULT_START_DATE
+        if isinstance(value, str):
+            return pendulum.parse(value)
+        return value
+
+    @field_validator("start_date")
+    @classmethod
+    def _aware_start_date(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=pendulum.UTC)
+
+    @model_validator(mode="after")
+    def _distinct_collections(self) -> RemoteSource:
+        names = [c.name for c in self.sync_schema]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"schema lists collections twice: {', '.join(duplicates)}")
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return dag_id_for(self.name)
+
+    @property
+    def cron(self) -> str:
+        return CRON_PRESETS.get(self.schedule, self.schedule)
+
+    @property
+    def overlap(self) -> timedelta:
+        return timedelta(seconds=self.overlap_seconds)
+
+    @property
+    def collections(self) -> list[str]:
+        return [c.name for c in self.sync_schema]
+
+
+class BrokenRemote(BaseModel):
+    """A row that failed validation: it still becomes a DAG, whose runs fail with ``error``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    error: str
+    status: Literal["broken"] = "broken"
+    source_conn_id: str | None = None
+    notify_users: tuple[str, ...] = ()
+    schedule: str = DEFAULT_SCHEDULE
+
+    @property
+    def dag_id(self) -> str:
+        return dag_id_for(self.name)
+
+
+def dag_id_for(name: str) -> str:
+    return DAG_ID_PREFIX + re.sub(r"[^a-zA-Z0-9_]", "_", name)[:200]
+
+
+def parse_row(row: dict[str, Any]) -> RemoteSource | BrokenRemote:
+    """Validate one table row; an invalid row becomes a :class:`BrokenRemote` naming each wrong field."""
+    try:
+        return RemoteSource.model_validate(row)
+    except ValidationError as exc:
+        return BrokenRemote(
+            name=str(row.get("name") or f"row_{row.get('id', 'unknown')}"),
+            error=describe_validation_error(row, exc),
+            source_conn_id=row.get("source_conn_id") or None,
+            notify_users=_salvage_notify_users(row.get("notify_users")),
+            schedule=_salvage_schedule(row.get("schedule")),
+        )
+
+
+def describe_validation_error(row: dict[str, Any], exc: ValidationError) -> str:
+    """One line per wrong field, e.g. ``schema[0].fields: Field required``."""
+    label = row.get("name") or f"id={row.get('id')}"
+    problems = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(part) for part in error["loc"]) or "row"
+        location = re.sub(r"\.(\d+)", r"[\1]", location).replace("sync_schema", "schema")
+        problems.append(f"{location}: {error['msg']}")
+    return f"remote-sources row {label!r} is invalid: " + "; ".join(problems)
+
+
+def _salvage_notify_users(value: Any) -> tuple[str, ...]:
+    try:
+        users = json.loads(value) if isinstance(value, str) else value
+        return tuple(str(u) for u in users) if isinstance(users, list) else ()
+    except (ValueError, TypeError):
+        return ()
+
+
+def _salvage_schedule(value: Any) -> str:
+    try:
+        return RemoteSource._valid_cron(value) if isinstance(value, str) and value else DEFAULT_SCHEDULE
+    except ValueError:
+        return DEFAULT_SCHEDULE

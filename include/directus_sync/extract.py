@@ -1,0 +1,158 @@
+"""Change extraction: which items of the source changed in a window, and their newest state.
+
+The source's activity log says *which* keys changed; the items themselves say *what* they are now. So a
+replayed or out-of-order run always writes the newest state, and a key that no longer exists on the
+source is a delete whatever the log says last happened to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+from pydantic import BaseModel
+
+from directus_sync.config import RemoteSource
+from directus_sync.hook import DirectusHook
+from directus_sync.schema import CollectionShape, shape_of
+from directus_sync.staging import batched, write_jsonl
+
+log = logging.getLogger(__name__)
+
+ACTIVITY_PAGE_SIZE = 5_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """The span of source activity a run reads; ``full`` means copy every item instead."""
+
+    start: datetime | None
+    end: datetime
+    full: bool
+
+    def describe(self) -> str:
+        if self.full:
+            return f"full copy (as of {self.end.isoformat()})"
+        assert self.start is not None
+        return f"activity from {self.start.isoformat()} to {self.end.isoformat()}"
+
+
+def compute_window(
+    interval_start: datetime | None,
+    interval_end: datetime,
+    prev_success_end: datetime | None,
+    overlap: timedelta,
+    full_resync: bool = False,
+) -> Window:
+    """The run's data interval, widened back to the previous success and by ``overlap``.
+
+    Widening covers changes a failed run or a stopped scheduler left behind; the overlap covers activity
+    committed just after the previous run read its window. Without a previous success (a new remote),
+    or when asked, the run copies everything.
+    """
+    if full_resync or prev_success_end is None:
+        return Window(None, interval_end, full=True)
+    start = interval_start or prev_success_end
+    start = min(start, prev_success_end)
+    return Window(start - overlap, interval_end, full=False)
+
+
+class CollectionChanges(BaseModel):
+    """What one collection contributes to a run, and where its staged files are."""
+
+    collection: str
+    pk: str
+    fields: list[str]
+    upserts: int
+    deletes: int
+    upserts_path: str
+    deletes_path: str
+
+
+class ChangeManifest(BaseModel):
+    """The extraction result passed through XCom: counts and paths, never item contents."""
+
+    run_folder: str
+    window: str
+    full: bool
+    collections: list[CollectionChanges]
+
+    @property
+    def total(self) -> int:
+        return sum(c.upserts + c.deletes for c in self.collections)
+
+
+def changed_keys(
+    source: DirectusHook, collections: list[str], window: Window, sync_user: str
+) -> dict[str, dict[str, None]]:
+    """Keys with create/update/delete activity in ``window``, per collection, in first-seen order.
+
+    Activity by ``sync_user`` is left out: those are our own writes arriving from another remote's sync
+    (echo suppression), and following them would make A->B and B->A ping-pong forever.
+    """
+    assert window.start is not None
+    keys: dict[str, dict[str, None]] = {c: {} for c in collections}
+    after_id, pages, rows = 0, 0, 0
+    start, end = _iso(window.start), _iso(window.end)
+    while True:
+        page = source.activity_page(collections, after_id, start, end, sync_user, ACTIVITY_PAGE_SIZE)
+        pages += 1
+        rows += len(page)
+        for entry in page:
+            keys[entry["collection"]][str(entry["item"])] = None
+        if len(page) < ACTIVITY_PAGE_SIZE:
+            break
+        after_id = int(page[-1]["id"])
+    log.info("Read %d activity rows in %d pages: %s", rows, pages,
+             ", ".join(f"{c}={len(k)} keys" for c, k in keys.items()))
+    return keys
+
+
+def extract(
+    source: DirectusHook, remote: RemoteSource, window: Window, folder: ObjectStoragePath
+) -> ChangeManifest:
+    """Stage every change of ``remote``'s collections in ``window`` under ``folder``."""
+    sync_user = source.current_user_id()
+    shapes = {c.name: shape_of(source, c) for c in remote.sync_schema}
+    keys = None if window.full else changed_keys(source, remote.collections, window, sync_user)
+    result = []
+    for name, shape in shapes.items():
+        upserts_path, deletes_path = folder / f"{name}.upserts.jsonl", folder / f"{name}.deletes.jsonl"
+        deleted: list[Any] = []
+        if keys is None:
+            items: Iterator[dict[str, Any]] = _all_items(source, shape, remote.batch_size)
+        else:
+            items = _current_state(source, shape, list(keys[name]), remote.batch_size, deleted)
+        upserts = write_jsonl(upserts_path, items)
+        write_jsonl(deletes_path, deleted)
+        log.info("%s: staged %d upserts and %d deletes", name, upserts, len(deleted))
+        result.append(CollectionChanges(collection=name, pk=shape.pk, fields=list(shape.fields),
+                                        upserts=upserts, deletes=len(deleted), upserts_path=str(upserts_path),
+                                        deletes_path=str(deletes_path)))
+    return ChangeManifest(run_folder=str(folder), window=window.describe(), full=window.full,
+                          collections=result)
+
+
+def _all_items(source: DirectusHook, shape: CollectionShape, page_size: int) -> Iterator[dict[str, Any]]:
+    for number, page in enumerate(source.iter_items(shape.collection, shape.pk, shape.read_fields, page_size)):
+        log.info("%s: read page %d of the full copy (%d items)", shape.collection, number + 1, len(page))
+        yield from page
+
+
+def _current_state(
+    source: DirectusHook, shape: CollectionShape, keys: list[str], batch_size: int, deleted: list[Any]
+) -> Iterator[dict[str, Any]]:
+    """Yield the current state of each key that still exists; collect the others in ``deleted``."""
+    for batch in batched(keys, batch_size):
+        found = source.read_items(shape.collection, shape.pk, batch, shape.read_fields)
+        present = {str(item[shape.pk]) for item in found}
+        deleted.extend(shape.typed_key(k) for k in batch if k not in present)
+        yield from found
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,113 @@
+"""The sync schema against real instances: which fields exist, the primary key, and pruning.
+
+Only the listed fields and the primary key ever reach a remote, whatever the source returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from directus_sync.config import CollectionSchema
+from directus_sync.hook import DirectusError, DirectusHook
+
+INTEGER_TYPES = {"integer", "bigInteger"}
+
+
+class SchemaMismatch(ValueError):
+    """Listed fields are missing or cannot be synced; the message names each field and instance."""
+
+
+@dataclass(frozen=True)
+class CollectionShape:
+    """A collection as one instance has it: its primary key and the listed fields it holds."""
+
+    collection: str
+    pk: str
+    pk_type: str
+    fields: tuple[str, ...]
+
+    @property
+    def read_fields(self) -> list[str]:
+        return [self.pk, *(f for f in self.fields if f != self.pk)]
+
+    def typed_key(self, key: Any) -> Any:
+        """Activity logs keys as strings; writes want integer keys back as integers."""
+        return int(key) if self.pk_type in INTEGER_TYPES else key
+
+
+def describe_fields(hook: DirectusHook, collection: str) -> dict[str, dict[str, Any]]:
+    """The collection's fields by name; a missing or unreadable collection is a schema problem."""
+    try:
+        return {f["field"]: f for f in hook.fields(collection)}
+    except DirectusError as exc:
+        if exc.status in (403, 404):
+            raise SchemaMismatch(
+                f"collection {collection!r} does not exist on {hook.directus_conn_id!r} or its sync user "
+                f"may not read it (Directus answered {exc.status})") from exc
+        raise
+
+
+def shape_of(hook: DirectusHook, schema: CollectionSchema) -> CollectionShape:
+    """The listed fields of ``schema`` that exist on ``hook``'s instance, and its primary key."""
+    fields = describe_fields(hook, schema.name)
+    pk = primary_key(fields, schema.name, hook.directus_conn_id)
+    return CollectionShape(schema.name, pk, fields[pk].get("type", ""),
+                           tuple(f for f in schema.fields if f in fields))
+
+
+def primary_key(fields: dict[str, dict[str, Any]], collection: str, conn_id: str) -> str:
+    for name, field in fields.items():
+        if (field.get("schema") or {}).get("is_primary_key"):
+            return name
+    raise SchemaMismatch(f"collection {collection!r} on {conn_id!r} has no primary key")
+
+
+def schema_problems(
+    schema: CollectionSchema, conn_id: str, fields: dict[str, dict[str, Any]], other_pk: str | None = None
+) -> list[str]:
+    """What stops ``schema`` from syncing with the instance ``conn_id`` whose fields are ``fields``."""
+    problems = []
+    for name in schema.fields:
+        field = fields.get(name)
+        if field is None:
+            problems.append(f"field {schema.name}.{name} is missing on {conn_id!r}")
+        elif field.get("type") == "alias" or not field.get("schema"):
+            special = ",".join((field.get("meta") or {}).get("special") or []) or "alias"
+            problems.append(f"field {schema.name}.{name} on {conn_id!r} is a relational or presentation "
+                            f"field ({special}) that has no column; sync the foreign-key side instead")
+    if other_pk is not None:
+        pk = next((n for n, f in fields.items() if (f.get("schema") or {}).get("is_primary_key")), None)
+        if pk != other_pk:
+            problems.append(f"collection {schema.name!r} has primary key {pk!r} on {conn_id!r} but "
+                            f"{other_pk!r} on the source")
+    return problems
+
+
+def check_schema(
+    schemas: Iterable[CollectionSchema], source: DirectusHook, remote: DirectusHook
+) -> dict[str, CollectionShape]:
+    """Check every listed field against both instances; raise one error listing every problem."""
+    shapes: dict[str, CollectionShape] = {}
+    problems: list[str] = []
+    for schema in schemas:
+        try:
+            source_fields = describe_fields(source, schema.name)
+            source_pk = primary_key(source_fields, schema.name, source.directus_conn_id)
+            problems += schema_problems(schema, source.directus_conn_id, source_fields)
+            remote_fields = describe_fields(remote, schema.name)
+            problems += schema_problems(schema, remote.directus_conn_id, remote_fields, source_pk)
+        except SchemaMismatch as exc:
+            problems.append(str(exc))
+            continue
+        shapes[schema.name] = CollectionShape(schema.name, source_pk, source_fields[source_pk].get("type", ""),
+                                              schema.fields)
+    if problems:
+        raise SchemaMismatch("the sync schema does not match the instances:\n- " + "\n- ".join(problems))
+    return shapes
+
+
+def prune(item: dict[str, Any], shape: CollectionShape) -> dict[str, Any]:
+    """Keep the primary key and the listed fields; drop everything else."""
+    return {name: item[name] for name in shape.read_fields if name in item}

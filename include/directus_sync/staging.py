@@ -1,0 +1,89 @@
+"""Staged change sets: JSON-lines files under an object-storage root, one folder per DAG run.
+
+Change sets can hold hundreds of thousands of items, so they travel between tasks as files, and XCom
+only carries their paths and counts. The root is ``DIRECTUS_SYNC_STAGING_URL``: any URL
+``ObjectStoragePath`` understands (``s3://aws_default@bucket/prefix``, ``gs://...``, ``file:///...``).
+With a Celery worker fleet it must be storage every worker reaches; the default, a folder under
+``AIRFLOW_HOME``, suits one machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+STAGING_URL_ENV = "DIRECTUS_SYNC_STAGING_URL"
+
+
+def staging_root() -> ObjectStoragePath:
+    url = os.environ.get(STAGING_URL_ENV)
+    if not url:
+        home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+        url = f"file://{home / 'directus_sync' / 'staging'}"
+    return ObjectStoragePath(url)
+
+
+def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:
+    """The folder holding one run's staged files."""
+    return staging_root() / dag_id / re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+
+
+class JsonlWriter:
+    """Appends JSON documents, one a line, to a new file; counts what it wrote."""
+
+    def __init__(self, path: ObjectStoragePath) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.count = 0
+        self._handle: Any = None
+
+    def __enter__(self) -> JsonlWriter:
+        self._handle = self.path.open("w")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._handle.close()
+
+    def write(self, record: Any) -> None:
+        self._handle.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        self.count += 1
+
+
+def write_jsonl(path: ObjectStoragePath, records: Iterable[Any]) -> int:
+    """Write ``records`` one JSON document per line; return how many were written."""
+    with JsonlWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return writer.count
+
+
+def read_jsonl(path: ObjectStoragePath) -> Iterator[Any]:
+    """The records of a file written by :func:`write_jsonl`; nothing when it does not exist."""
+    if not path.exists():
+        return
+    with path.open("r") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def remove_folder(folder: ObjectStoragePath) -> None:
+    if folder.exists():
+        folder.rmdir(recursive=True)

@@ -1,0 +1,137 @@
+"""The bodies of the sync DAG's tasks: each reads the Airflow context, calls the library, returns a summary.
+
+They are plain functions of a :class:`RemoteSource` and the task context so the factory can wrap them
+with ``@task`` and the tests can read them; XCom only ever carries counts and staged-file paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+from directus_sync import apply, notify
+from directus_sync.config import BrokenRemote, RemoteSource
+from directus_sync.extract import ChangeManifest, compute_window, extract
+from directus_sync.hook import DirectusHook
+from directus_sync.plan import SyncPlan, plan
+from directus_sync.schema import check_schema
+from directus_sync.staging import read_jsonl, remove_folder, run_folder
+
+log = logging.getLogger(__name__)
+
+ERROR_XCOM_KEY = "error"
+SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates")
+
+
+class ConfigurationError(ValueError):
+    """The remote's row in the remote-sources table (or the table itself) is unusable."""
+
+
+@contextlib.contextmanager
+def errors_recorded(context: Mapping[str, Any]) -> Iterator[None]:
+    """Keep a failing task's error in XCom so that notify_on_failure can report it."""
+    try:
+        yield
+    except Exception as exc:
+        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{type(exc).__name__}: {exc}"[:4000])
+        raise
+
+
+def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
+    window = compute_window(
+        interval_start=context.get("data_interval_start"),
+        interval_end=_window_end(context),
+        prev_success_end=_resolved(context.get("prev_data_interval_end_success")),
+        overlap=remote.overlap,
+        full_resync=bool(context["params"].get("full_resync")),
+    )
+    log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
+    folder = run_folder(context["dag"].dag_id, context["run_id"])
+    manifest = extract(_hook(remote.source_conn_id), remote, window, folder)
+    return manifest.model_dump(mode="json")
+
+
+def filter_schema(remote: RemoteSource, manifest: dict[str, Any]) -> dict[str, Any]:
+    source, target = _hook(remote.source_conn_id), _hook(remote.remote_conn_id)
+    shapes = check_schema(remote.sync_schema, source, target)
+    return plan(target, ChangeManifest.model_validate(manifest), shapes, remote.batch_size).model_dump(mode="json")
+
+
+def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: str) -> dict[str, int]:
+    """Run one of ``apply_creates``, ``apply_updates`` or ``apply_deletes`` over every collection."""
+    write = {"creates": apply.apply_creates, "updates": apply.apply_updates,
+             "deletes": apply.apply_deletes}[action]
+    target = _hook(remote.remote_conn_id)
+    return {c.collection: write(target, c, remote.batch_size)
+            for c in SyncPlan.model_validate(sync_plan).collections}
+
+
+def cleanup_staging(context: Mapping[str, Any]) -> None:
+    remove_folder(run_folder(context["dag"].dag_id, context["run_id"]))
+
+
+def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str, Any]) -> int:
+    ti = context["ti"]
+    errors = {task_id: error for task_id in ("validate_configuration", *SYNC_TASKS)
+              if (error := ti.xcom_pull(task_ids=task_id, key=ERROR_XCOM_KEY))}
+    report = notify.FailureReport(remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"],
+                                  errors=errors)
+    sync_plan = ti.xcom_pull(task_ids="filter_schema")
+    if sync_plan:
+        report.keys, report.counts = _pending_keys(SyncPlan.model_validate(sync_plan))
+    log.error("Run failed: %s", "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see task logs")
+    if remote.source_conn_id is None:
+        log.warning("The source connection of %s is unknown; nobody can be notified", remote.name)
+        return 0
+    return notify.send(_hook(remote.source_conn_id), remote.notify_users, report)
+
+
+def validate_configuration(broken: BrokenRemote) -> None:
+    raise ConfigurationError(broken.error)
+
+
+def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The first keys of each collection's pending writes, for the message, and their totals."""
+    keys: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
+    for c in sync_plan.collections:
+        counts[c.collection] = c.creates + c.updates + c.deletes
+        records = itertools.chain(
+            (r[c.pk] for r in read_jsonl(ObjectStoragePath(c.creates_path))),
+            (r["key"] for r in read_jsonl(ObjectStoragePath(c.updates_path))),
+            read_jsonl(ObjectStoragePath(c.deletes_path)),
+        )
+        keys[c.collection] = [str(k) for k in itertools.islice(records, notify.MAX_KEYS_LISTED)]
+    return keys, counts
+
+
+def _hook(conn_id: str) -> DirectusHook:
+    return DirectusHook(directus_conn_id=conn_id)
+
+
+def _resolved(value: Any) -> datetime | None:
+    """Airflow hands some context values as lazy proxies, and a proxy of None is not ``None``."""
+    if not value:
+        return None
+    resolved: datetime = getattr(value, "__wrapped__", value)
+    return resolved
+
+
+def _window_end(context: Mapping[str, Any]) -> datetime:
+    """The data interval's end; a manual run reaches up to its own logical date (or start) as well.
+
+    Interval timetables give a manual run the last *complete* interval, which would leave out the edits
+    a user triggered the run for. Reading further is safe: the next run starts from the interval's end.
+    """
+    dag_run = context["dag_run"]
+    end: datetime | None = context.get("data_interval_end")
+    if str(dag_run.run_type) in ("manual", "DagRunType.MANUAL") or end is None:
+        moment: datetime = context.get("logical_date") or dag_run.run_after
+        end = moment if end is None else max(end, moment)
+    return end
