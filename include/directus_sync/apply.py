@@ -9,14 +9,13 @@ create, and deleting a key that is already gone is success.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from directus_sync.hook import DirectusError, DirectusHook
+from directus_sync.hook import DirectusError, DirectusHook, encode_json
 from directus_sync.plan import CollectionPlan
 from directus_sync.staging import read_jsonl
 
@@ -35,7 +34,7 @@ def request_batches(items: Iterable[Any], max_count: int, max_bytes: int) -> Ite
     batch: list[Any] = []
     size = 2
     for item in items:
-        width = len(json.dumps(item, separators=(",", ":"), default=str).encode()) + 1
+        width = len(encode_json(item)) + 1  # the item and its comma
         if batch and (len(batch) >= max_count or size + width > max_bytes):
             yield batch
             batch, size = [], 2

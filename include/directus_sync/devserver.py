@@ -49,9 +49,11 @@ def ensure_directus(cache_dir: Path) -> Path:
         package_json = cache_dir / "package.json"
         if not package_json.exists():
             package_json.write_text('{"name": "directus-runtime", "private": true}\n')
-        log.info("Installing directus@%s from npm into %s (once; takes a few minutes)", DIRECTUS_VERSION, cache_dir)
+        log.info("Installing directus@%s from npm into %s (once; takes a few minutes)",
+                 DIRECTUS_VERSION, cache_dir)
         result = subprocess.run(
-            ["npm", "install", "--save-exact", "--no-audit", "--no-fund", "--loglevel=error", f"directus@{DIRECTUS_VERSION}"],
+            ["npm", "install", "--save-exact", "--no-audit", "--no-fund", "--loglevel=error",
+             f"directus@{DIRECTUS_VERSION}"],
             cwd=cache_dir,
             capture_output=True,
             text=True,
@@ -184,9 +186,9 @@ def start_instance(
                                    stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout)
     if bootstrap.returncode != 0:
         raise DevServerError(f"Directus bootstrap for {name} failed; see {log_path}")
-    process = subprocess.Popen(["node", str(cli), "start"], env=env, cwd=instance_dir,
-                               stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(["node", str(cli), "start"], env=env, cwd=instance_dir,
+                                   stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     instance = DirectusInstance(name, f"http://127.0.0.1:{port}", admin_token, process, log_path)
     wait_until_ready(instance, timeout)
     return instance
@@ -228,3 +230,25 @@ def running_instances(
     finally:
         for instance in instances:
             instance.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m directus_sync.devserver install [DIR]``: install the pinned Directus ahead of time."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m directus_sync.devserver")
+    parser.add_argument("command", choices=["install"])
+    parser.add_argument("cache_dir", nargs="?", default=str(default_cache_dir()))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(ensure_directus(Path(args.cache_dir)))
+    return 0
+
+
+def default_cache_dir() -> Path:
+    """``DIRECTUS_SYNC_CACHE`` or ``.cache/directus`` under the current directory."""
+    return Path(os.environ.get("DIRECTUS_SYNC_CACHE", ".cache/directus"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

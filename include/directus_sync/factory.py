@@ -116,13 +116,15 @@ def build_sync_dag(remote: RemoteSource) -> DAG:
             tasks.cleanup_staging(context)
 
         @task(trigger_rule="one_failed", retries=0)
-        def notify_on_failure(**context: Any) -> int:
-            return tasks.notify_on_failure(remote, context)
+        def notify_on_failure(**context: Any) -> None:
+            tasks.notify_on_failure(remote, context)
 
         manifest = extract_changes()
-        sync_plan = filter_schema(manifest)
+        sync_plan = filter_schema(manifest)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
         # Deletes first, creates last: a unique value freed by a delete can then be taken by a create.
-        deletes, updates, creates = apply_deletes(sync_plan), apply_updates(sync_plan), apply_creates(sync_plan)
+        deletes = apply_deletes(sync_plan)  # type: ignore[arg-type]
+        updates = apply_updates(sync_plan)  # type: ignore[arg-type]
+        creates = apply_creates(sync_plan)  # type: ignore[arg-type]
         deletes >> updates >> creates >> cleanup_staging()
         [manifest, sync_plan, deletes, updates, creates] >> notify_on_failure()
     return dag
@@ -147,8 +149,8 @@ def build_broken_dag(broken: BrokenRemote) -> DAG:
                 tasks.validate_configuration(broken)
 
         @task(trigger_rule="one_failed", retries=0)
-        def notify_on_failure(**context: Any) -> int:
-            return tasks.notify_on_failure(broken, context)
+        def notify_on_failure(**context: Any) -> None:
+            tasks.notify_on_failure(broken, context)
 
         validate_configuration() >> notify_on_failure()
     return dag

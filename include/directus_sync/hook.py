@@ -97,8 +97,8 @@ class DirectusHook(HttpHook):
     ) -> Any:
         """Send one call and return Directus's ``data`` member (``None`` for empty answers)."""
         session = self.session
-        body = None if payload is None else json.dumps(payload, separators=(",", ":"), default=str)
-        headers = {"Content-Type": "application/json"} if body is not None else None
+        body = None if payload is None else encode_json(payload)
+        headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
         try:
             response = session.request(method, self.base_url.rstrip("/") + path, params=params, data=body,
                                        headers=headers, timeout=self.timeout)
@@ -203,14 +203,19 @@ def activity_filter(
     return {"_and": clauses}
 
 
+def encode_json(payload: Any) -> bytes:
+    """A request body exactly as sent: compact UTF-8 JSON."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
 def chunk_keys(keys: Sequence[Any], max_chars: int = MAX_FILTER_CHARS) -> Iterator[Sequence[Any]]:
     """Split ``keys`` so that each chunk's JSON stays under ``max_chars`` characters."""
-    start, size = 0, 0
+    start, size = 0, 2
     for index, key in enumerate(keys):
-        width = len(json.dumps(key)) + 1
+        width = len(json.dumps(key)) + 2  # the key and its ", " separator
         if size + width > max_chars and index > start:
             yield keys[start:index]
-            start, size = index, 0
+            start, size = index, 2
         size += width
     if start < len(keys):
         yield keys[start:]

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
 
 from directus_sync import apply, notify
 from directus_sync.config import BrokenRemote, RemoteSource
@@ -76,7 +77,9 @@ def cleanup_staging(context: Mapping[str, Any]) -> None:
     remove_folder(run_folder(context["dag"].dag_id, context["run_id"]))
 
 
-def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str, Any]) -> int:
+def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str, Any]) -> None:
+    """Notify the remote's users, then fail: Airflow's "watcher" pattern, so that the run is marked
+    failed even when this task, a leaf of the DAG, did its job."""
     ti = context["ti"]
     errors = {task_id: error for task_id in ("validate_configuration", *SYNC_TASKS)
               if (error := ti.xcom_pull(task_ids=task_id, key=ERROR_XCOM_KEY))}
@@ -85,11 +88,12 @@ def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str,
     sync_plan = ti.xcom_pull(task_ids="filter_schema")
     if sync_plan:
         report.keys, report.counts = _pending_keys(SyncPlan.model_validate(sync_plan))
-    log.error("Run failed: %s", "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see task logs")
+    summary = "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see the task logs"
     if remote.source_conn_id is None:
         log.warning("The source connection of %s is unknown; nobody can be notified", remote.name)
-        return 0
-    return notify.send(_hook(remote.source_conn_id), remote.notify_users, report)
+    else:
+        notify.send(_hook(remote.source_conn_id), remote.notify_users, report)
+    raise AirflowFailException(f"The sync of remote {remote.name!r} failed: {summary}")
 
 
 def validate_configuration(broken: BrokenRemote) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-
 from directus_sync import store
 from directus_sync.devserver import DirectusInstance
 from directus_sync.provision import provision
@@ -111,3 +110,17 @@ class Airflow:
         if conf:
             args += ["--conf", json.dumps(conf)]
         return self.run(*args)
+
+    def dagbag(self) -> dict[str, Any]:
+        """Parse the DAG folder as the dag-processor does; return the DAG ids and import errors."""
+        script = (
+            "import json\n"
+            "from airflow.dag_processing.dagbag import DagBag\n"
+            f"bag = DagBag(dag_folder={str(REPO / 'dags')!r})\n"
+            "print(json.dumps({'dags': sorted(bag.dags), 'import_errors': bag.import_errors}))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", script], env=self.env(), capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return parsed

@@ -1,0 +1,215 @@
+"""The demo: three local Directus instances on SQLite, synced by the generated DAGs through real Airflow.
+
+``make demo`` (or ``python -m directus_sync.demo``) starts everything under ``.demo/``, runs the sync
+twice with a change on the source in between, proves each result by reading the remotes back, and stops
+every process it started, on success, error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from directus_sync import store
+from directus_sync.devserver import (
+    DirectusInstance,
+    SqliteDatabase,
+    default_cache_dir,
+    ensure_directus,
+    running_instances,
+)
+from directus_sync.provision import provision
+
+COLLECTION = "articles"
+SYNCED_FIELDS = ["title", "body", "views"]
+INSTANCES = ("source", "remote_b", "remote_c")
+REMOTES = {"demo_to_b": "remote_b", "demo_to_c": "remote_c"}
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m directus_sync.demo", description=__doc__)
+    parser.add_argument("--dir", default=".demo", help="where instances, Airflow and the table live")
+    parser.add_argument("--ui", action="store_true",
+                        help="afterwards, keep `airflow standalone` running with the sync DAGs visible")
+    args = parser.parse_args(argv)
+    workdir = Path(args.dir).resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)  # every run starts clean
+    workdir.mkdir(parents=True)
+    try:
+        return run_demo(workdir, args.ui)
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
+
+
+def run_demo(workdir: Path, ui: bool) -> int:
+    say("installing directus@12.4.0 from npm (cached after the first time)")
+    cli = ensure_directus(default_cache_dir())
+    databases = [(name, SqliteDatabase(workdir / name / "data.db")) for name in INSTANCES]
+    with ExitStack() as stack:
+        say("starting three Directus instances on SQLite")
+        started = stack.enter_context(running_instances(cli, databases, workdir / "directus"))
+        instances = {i.name: i for i in started}
+        for instance in started:
+            print(f"    {instance.name:<9} {instance.url}")
+        airflow = DemoAirflow(workdir / "airflow")
+        prepare(instances, airflow)
+        source = instances["source"]
+        seeded = source.api("POST", f"/items/{COLLECTION}", json=[
+            {"title": f"Article {n}", "body": f"Body of article {n}", "views": n * 10,
+             "internal_note": "never leaves the source"} for n in range(1, 6)])
+        say(f"seeded {len(seeded)} articles on the source; first sync (a full copy)")
+        sync_all(airflow, instances)
+
+        say("changing the source: one update, one delete, one create")
+        source.api("PATCH", f"/items/{COLLECTION}/1", json={"title": "Article 1 (edited)", "views": 11})
+        source.api("DELETE", f"/items/{COLLECTION}/2")
+        source.api("POST", f"/items/{COLLECTION}", json={"title": "Article 6", "body": "New", "views": 60})
+        say("second sync (only the changes)")
+        sync_all(airflow, instances)
+        if ui:
+            serve_ui(airflow)
+    say("done; every process the demo started is stopped")
+    return 0
+
+
+def prepare(instances: dict[str, DirectusInstance], airflow: DemoAirflow) -> None:
+    say("creating the articles collection on each instance and provisioning a sync user")
+    for instance in instances.values():
+        instance.api("POST", "/collections", json={"collection": COLLECTION, "meta": {}, "schema": {}, "fields": [
+            {"field": "id", "type": "integer", "meta": {"hidden": True},
+             "schema": {"is_primary_key": True, "has_auto_increment": True}},
+            {"field": "title", "type": "string", "meta": {}, "schema": {}},
+            {"field": "body", "type": "text", "meta": {}, "schema": {}},
+            {"field": "views", "type": "integer", "meta": {}, "schema": {}},
+            {"field": "internal_note", "type": "string", "meta": {}, "schema": {}},
+        ]})
+        user = provision(instance.url, instance.admin_token, [COLLECTION])
+        airflow.connections[f"directus_{instance.name}"] = user.connection()
+    say("preparing Airflow (SQLite metadata) and the remote-sources table")
+    airflow.migrate()
+    engine = sa.create_engine(f"sqlite:///{airflow.table_path}")
+    store.migrate(engine)
+    for name, remote in REMOTES.items():
+        store.upsert_row(engine, {
+            "name": name, "status": "published", "source_conn_id": "directus_source",
+            "remote_conn_id": f"directus_{remote}", "schedule": "*/5 * * * *",
+            "schema": [{"name": COLLECTION, "fields": SYNCED_FIELDS}], "notify_users": []})
+        print(f"    remote {name}: directus_source -> directus_{remote}, fields {', '.join(SYNCED_FIELDS)}")
+
+
+def sync_all(airflow: DemoAirflow, instances: dict[str, DirectusInstance]) -> None:
+    for name, remote in REMOTES.items():
+        dag_id = f"directus_sync__{name}"
+        before = read(instances[remote])
+        started = time.monotonic()
+        airflow.dags_test(dag_id)
+        after = read(instances[remote])
+        created = len(after.keys() - before.keys())
+        deleted = len(before.keys() - after.keys())
+        updated = sum(1 for k in after.keys() & before.keys() if after[k] != before[k])
+        print(f"    {dag_id}: {created} created, {updated} updated, {deleted} deleted on {remote} "
+              f"({time.monotonic() - started:.1f} s)")
+        prove(instances["source"], instances[remote])
+
+
+def read(instance: DirectusInstance) -> dict[int, dict[str, Any]]:
+    rows = instance.api("GET", f"/items/{COLLECTION}", params={"limit": -1, "sort": "id"})
+    return {row["id"]: row for row in rows}
+
+
+def prove(source: DirectusInstance, remote: DirectusInstance) -> None:
+    """Read both sides back and show that the synced fields match and nothing else arrived."""
+    on_source, on_remote = read(source), read(remote)
+    same = all(on_remote.get(k, {}).get(f) == item[f] for k, item in on_source.items() for f in SYNCED_FIELDS)
+    leaked = [k for k, item in on_remote.items() if item.get("internal_note")]
+    verdict = "in sync" if same and set(on_source) == set(on_remote) and not leaked else "NOT in sync"
+    print(f"      read back from {remote.name}: {len(on_remote)} articles, {verdict}; "
+          f"internal_note carried: {'yes' if leaked else 'no'}")
+    for key, item in sorted(on_remote.items()):
+        print(f"        #{key} {item['title']!r} views={item['views']}")
+    if verdict != "in sync":
+        raise SystemExit(f"{remote.name} does not match the source")
+
+
+class DemoAirflow:
+    """An Airflow home with SQLite metadata, the remote-sources table in SQLite, connections in env."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.table_path = home / "remote_sources.db"
+        self.connections: dict[str, dict[str, Any]] = {}
+        home.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).resolve().parents[2] / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "DIRECTUS_SYNC_TABLE_REFRESH_SECONDS": "0",
+            "AIRFLOW_CONN_DIRECTUS_SYNC_DB": json.dumps({"conn_type": "sqlite", "host": str(self.table_path)}),
+        })
+        env.update({f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in self.connections.items()})
+        return env
+
+    def airflow(self, *args: str) -> subprocess.CompletedProcess[str]:
+        airflow_bin = str(Path(sys.executable).with_name("airflow"))
+        return subprocess.run([airflow_bin, *args], env=self.env(), capture_output=True, text=True)
+
+    def migrate(self) -> None:
+        result = self.airflow("db", "migrate")
+        if result.returncode != 0:
+            raise SystemExit(f"airflow db migrate failed:\n{result.stderr[-3000:]}")
+
+    def dags_test(self, dag_id: str) -> None:
+        """Run one DAG run in-process (`airflow dags test`); its log goes to a file beside the home."""
+        result = self.airflow("dags", "test", dag_id, datetime.now(UTC).isoformat())
+        log_path = self.home / f"{dag_id}.log"
+        with log_path.open("a") as log:
+            log.write(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise SystemExit(f"{dag_id} failed; its log is {log_path}")
+
+
+def serve_ui(airflow: DemoAirflow) -> None:
+    say("starting `airflow standalone`; Ctrl-C stops it and the instances")
+    process = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "standalone"], env=airflow.env(),
+                               stdout=(airflow.home / "standalone.log").open("w"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    password_file = airflow.home / "simple_auth_manager_passwords.json.generated"
+    try:
+        for _ in range(120):
+            if password_file.exists():
+                break
+            time.sleep(1)
+        logins = json.loads(password_file.read_text()) if password_file.exists() else {}
+        print("    Airflow UI: http://localhost:8080", flush=True)
+        for user, password in logins.items():
+            print(f"    login: {user} / {password}", flush=True)
+        while True:
+            time.sleep(3600)
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Fixtures: three real Directus 12.4.0 instances on PostgreSQL, and one real Airflow home."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from directus_sync import store
+from directus_sync.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
+
+from .harness import REPO, Airflow
+
+INSTANCE_NAMES = ("a", "b", "c")
+TABLE_DB = "directus_sync_e2e_table"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DirectusInstance]]:
+    cli = ensure_directus(REPO / ".cache" / "directus")
+    workdir = tmp_path_factory.mktemp("directus")
+    databases = [(name, PostgresDatabase(f"directus_sync_e2e_{name}")) for name in INSTANCE_NAMES]
+    with running_instances(cli, databases, workdir) as started:
+        yield {instance.name: instance for instance in started}
+
+
+@pytest.fixture(scope="session")
+def airflow(instances: dict[str, DirectusInstance], tmp_path_factory: pytest.TempPathFactory) -> Airflow:
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{TABLE_DB}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{TABLE_DB}"')
+    conn.close()
+    af = Airflow(home=Path(tmp_path_factory.mktemp("airflow_home")), table_db=TABLE_DB)
+    for instance in instances.values():
+        af.add_instance(instance)
+    store.migrate(af.engine())
+    result = af.run("db", "migrate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return af
+
+
+@pytest.fixture
+def collection() -> str:
+    """A collection name of its own for each test, so tests share instances but not data."""
+    return f"art_{uuid.uuid4().hex[:8]}"
