@@ -88,22 +88,22 @@ class ChangeManifest(BaseModel):
 
 def changed_keys(
     source: DirectusHook, collections: list[str], window: Window, sync_user: str
-) -> dict[str, dict[str, None]]:
-    """Keys with create/update/delete activity in ``window``, per collection, in first-seen order.
+) -> dict[str, dict[str, str]]:
+    """Keys with create/update/delete activity in ``window``, per collection, with their latest timestamp.
 
     Activity by ``sync_user`` is left out: those are our own writes arriving from another remote's sync
     (echo suppression), and following them would make A->B and B->A ping-pong forever.
     """
     assert window.start is not None
-    keys: dict[str, dict[str, None]] = {c: {} for c in collections}
+    keys: dict[str, dict[str, str]] = {c: {} for c in collections}
     after_id, pages, rows = 0, 0, 0
     start, end = _iso(window.start), _iso(window.end)
     while True:
         page = source.activity_page(collections, after_id, start, end, sync_user, ACTIVITY_PAGE_SIZE)
         pages += 1
         rows += len(page)
-        for entry in page:
-            keys[entry["collection"]][str(entry["item"])] = None
+        for entry in page:  # in id order, so the last timestamp seen is the latest
+            keys[entry["collection"]][str(entry["item"])] = entry["timestamp"]
         if len(page) < ACTIVITY_PAGE_SIZE:
             break
         after_id = int(page[-1]["id"])
@@ -122,12 +122,14 @@ def extract(
     result = []
     for name, shape in shapes.items():
         upserts_path, deletes_path = folder / f"{name}.upserts.jsonl", folder / f"{name}.deletes.jsonl"
-        deleted: list[Any] = []
+        deleted: list[dict[str, Any]] = []
+        records: Iterator[dict[str, Any]]
         if keys is None:
-            items: Iterator[dict[str, Any]] = _all_items(source, shape, remote.batch_size)
+            records = ({"item": item, "changed_at": None}
+                       for item in _all_items(source, shape, remote.batch_size))
         else:
-            items = _current_state(source, shape, list(keys[name]), remote.batch_size, deleted)
-        upserts = write_jsonl(upserts_path, items)
+            records = _current_state(source, shape, keys[name], remote.batch_size, deleted)
+        upserts = write_jsonl(upserts_path, records)
         write_jsonl(deletes_path, deleted)
         log.info("%s: staged %d upserts and %d deletes", name, upserts, len(deleted))
         result.append(CollectionChanges(collection=name, pk=shape.pk, fields=list(shape.fields),
@@ -144,14 +146,19 @@ def _all_items(source: DirectusHook, shape: CollectionShape, page_size: int) -> 
 
 
 def _current_state(
-    source: DirectusHook, shape: CollectionShape, keys: list[str], batch_size: int, deleted: list[Any]
+    source: DirectusHook, shape: CollectionShape, changed: dict[str, str], batch_size: int,
+    deleted: list[dict[str, Any]],
 ) -> Iterator[dict[str, Any]]:
-    """Yield the current state of each key that still exists; collect the others in ``deleted``."""
-    for batch in batched(keys, batch_size):
+    """Yield the current state of each changed key that still exists; collect the others in ``deleted``.
+
+    Each record carries ``changed_at``, the key's latest source activity, for conflict checks.
+    """
+    for batch in batched(list(changed), batch_size):
         found = source.read_items(shape.collection, shape.pk, batch, shape.read_fields)
         present = {str(item[shape.pk]) for item in found}
-        deleted.extend(shape.typed_key(k) for k in batch if k not in present)
-        yield from found
+        deleted.extend({"key": shape.typed_key(k), "changed_at": changed[k]} for k in batch if k not in present)
+        for item in found:
+            yield {"item": item, "changed_at": changed[str(item[shape.pk])]}
 
 
 def _iso(moment: datetime) -> str:

@@ -141,6 +141,28 @@ class DirectusHook(HttpHook):
         }
         return list(self.request("GET", "/activity", params=params) or [])
 
+    def latest_changes(
+        self, collection: str, keys: Sequence[Any], exclude_user: str | None, since: str | None = None
+    ) -> dict[str, str]:
+        """The timestamp of the latest create/update/delete of each key not made by ``exclude_user``,
+        among those at or after ``since``."""
+        latest: dict[str, str] = {}
+        for chunk in chunk_keys([str(k) for k in keys]):
+            clauses: list[dict[str, Any]] = [
+                {"collection": {"_eq": collection}},
+                {"item": {"_in": list(chunk)}},
+                {"action": {"_in": ["create", "update", "delete"]}},
+            ]
+            if exclude_user:
+                clauses.append({"_or": [{"user": {"_neq": exclude_user}}, {"user": {"_null": True}}]})
+            if since:
+                clauses.append({"timestamp": {"_gte": since}})
+            params = {"filter": json.dumps({"_and": clauses}), "aggregate[max]": "timestamp",
+                      "groupBy[]": "item", "limit": -1}
+            for row in self.request("GET", "/activity", params=params) or []:
+                latest[str(row["item"])] = str(row["max"]["timestamp"])
+        return latest
+
     # -- items --------------------------------------------------------------------------------------
 
     def read_items(self, collection: str, pk: str, keys: Sequence[Any], fields: Sequence[str]) -> list[dict]:

@@ -1,12 +1,18 @@
-"""Planning: compare staged source items with the remote and decide what to create, update or delete.
+"""Planning: compare staged source changes with the remote and decide what to create, update or delete.
 
 Items already equal on the remote are left alone, so an overlapping window, a replay or a retried run
 writes nothing twice and adds no activity or revisions on the remote.
+
+Conflicts are settled by the last writer: a change is not applied when the remote's own latest change
+to that key (made by anyone but the sync) is newer than the source's. With two-way sync the newer change
+then travels the other way in the opposite DAG. Ties go to the instance whose connection id sorts last,
+the same answer in both directions. A full copy has no change times and is authoritative.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
@@ -15,9 +21,11 @@ from pydantic import BaseModel
 from directus_sync.extract import ChangeManifest, CollectionChanges
 from directus_sync.hook import DirectusHook
 from directus_sync.schema import CollectionShape, prune
-from directus_sync.staging import JsonlWriter, batched, read_jsonl, write_jsonl
+from directus_sync.staging import JsonlWriter, batched, read_jsonl
 
 log = logging.getLogger(__name__)
+
+MAX_CONFLICT_KEYS_LOGGED = 20
 
 
 class CollectionPlan(BaseModel):
@@ -30,6 +38,7 @@ class CollectionPlan(BaseModel):
     updates: int = 0
     deletes: int = 0
     unchanged: int = 0
+    conflicts: int = 0
     creates_path: str
     updates_path: str
     deletes_path: str
@@ -42,16 +51,37 @@ class SyncPlan(BaseModel):
     window: str
     collections: list[CollectionPlan]
 
-    def sample_keys(self) -> dict[str, int]:
-        return {c.collection: c.creates + c.updates + c.deletes for c in self.collections}
+
+class ConflictGuard:
+    """Tells whether the remote changed a key after the source did (the remote then keeps its change)."""
+
+    def __init__(self, remote: DirectusHook, remote_sync_user: str | None, source_wins_ties: bool) -> None:
+        self.remote = remote
+        self.remote_sync_user = remote_sync_user
+        self.source_wins_ties = source_wins_ties
+
+    def losing_keys(self, collection: str, changed_at: dict[str, str | None]) -> set[str]:
+        """Keys whose source change (at ``changed_at``) is older than the remote's latest own change."""
+        timed = {k: t for k, t in changed_at.items() if t is not None}
+        if not timed:
+            return set()
+        # Only remote changes at or after the oldest source change can be later than one of them.
+        since = min(timed.values(), key=_parse)
+        remote_times = self.remote.latest_changes(collection, list(timed), self.remote_sync_user, since)
+        return {k for k, t in timed.items() if k in remote_times and self._remote_is_later(t, remote_times[k])}
+
+    def _remote_is_later(self, source_time: str, remote_time: str) -> bool:
+        source_at, remote_at = _parse(source_time), _parse(remote_time)
+        return remote_at > source_at or (remote_at == source_at and not self.source_wins_ties)
 
 
 def plan(
-    remote: DirectusHook, manifest: ChangeManifest, shapes: dict[str, CollectionShape], batch_size: int
+    remote: DirectusHook, manifest: ChangeManifest, shapes: dict[str, CollectionShape], batch_size: int,
+    guard: ConflictGuard,
 ) -> SyncPlan:
     """Write the create/update/delete files of every collection in ``manifest``."""
     folder = ObjectStoragePath(manifest.run_folder)
-    plans = [plan_collection(remote, changes, shapes[changes.collection], folder, batch_size)
+    plans = [plan_collection(remote, changes, shapes[changes.collection], folder, batch_size, guard)
              for changes in manifest.collections]
     return SyncPlan(run_folder=manifest.run_folder, window=manifest.window, collections=plans)
 
@@ -62,6 +92,7 @@ def plan_collection(
     shape: CollectionShape,
     folder: ObjectStoragePath,
     batch_size: int,
+    guard: ConflictGuard,
 ) -> CollectionPlan:
     name = changes.collection
     result = CollectionPlan(
@@ -70,45 +101,71 @@ def plan_collection(
         updates_path=str(folder / f"{name}.updates.jsonl"),
         deletes_path=str(folder / f"{name}.deletes.remote.jsonl"),
     )
-    upserts = (prune(item, shape) for item in read_jsonl(ObjectStoragePath(changes.upserts_path)))
+    conflicts: list[str] = []
     with JsonlWriter(ObjectStoragePath(result.creates_path)) as creates, \
             JsonlWriter(ObjectStoragePath(result.updates_path)) as updates:
-        for batch in batched(upserts, batch_size):
-            result.unchanged += _diff_batch(remote, shape, batch, creates, updates)
-    result.creates, result.updates = creates.count, updates.count
-    deletes = list(read_jsonl(ObjectStoragePath(changes.deletes_path)))
-    present = [key for batch in batched(deletes, batch_size) for key in _existing_keys(remote, shape, batch)]
-    result.deletes = write_jsonl(ObjectStoragePath(result.deletes_path), present)
-    log.info("%s: %d to create, %d to update, %d to delete, %d already equal on the remote",
-             name, result.creates, result.updates, result.deletes, result.unchanged)
+        for batch in batched(read_jsonl(ObjectStoragePath(changes.upserts_path)), batch_size):
+            result.unchanged += _plan_upserts(remote, shape, batch, guard, creates, updates, conflicts)
+    with JsonlWriter(ObjectStoragePath(result.deletes_path)) as deletes:
+        for batch in batched(read_jsonl(ObjectStoragePath(changes.deletes_path)), batch_size):
+            _plan_deletes(remote, shape, batch, guard, deletes, conflicts)
+    result.creates, result.updates, result.deletes = creates.count, updates.count, deletes.count
+    result.conflicts = len(conflicts)
+    log.info("%s: %d to create, %d to update, %d to delete, %d already equal, %d conflicts kept the remote's "
+             "newer change", name, result.creates, result.updates, result.deletes, result.unchanged,
+             result.conflicts)
+    if conflicts:
+        log.warning("%s: conflicting keys (first %d): %s", name, MAX_CONFLICT_KEYS_LOGGED,
+                    ", ".join(conflicts[:MAX_CONFLICT_KEYS_LOGGED]))
     return result
 
 
-def _diff_batch(
+def _plan_upserts(
     remote: DirectusHook,
     shape: CollectionShape,
     batch: list[dict[str, Any]],
+    guard: ConflictGuard,
     creates: JsonlWriter,
     updates: JsonlWriter,
+    conflicts: list[str],
 ) -> int:
     """Stage creates and updates (changed fields plus the whole item) for one batch; return unchanged."""
-    keys = [item[shape.pk] for item in batch]
-    current = {str(i[shape.pk]): i for i in remote.read_items(shape.collection, shape.pk, keys,
-                                                              shape.read_fields)}
-    unchanged = 0
-    for item in batch:
-        existing = current.get(str(item[shape.pk]))
+    items = [prune(record["item"], shape) for record in batch]
+    current = {str(i[shape.pk]): i for i in remote.read_items(shape.collection, shape.pk,
+                                                              [i[shape.pk] for i in items], shape.read_fields)}
+    differing = {str(item[shape.pk]): (item, record["changed_at"]) for item, record in zip(items, batch, strict=True)
+                 if current.get(str(item[shape.pk])) != item}
+    losing = guard.losing_keys(shape.collection, {k: at for k, (_, at) in differing.items()})
+    conflicts.extend(sorted(losing))
+    for key, (item, _) in differing.items():
+        if key in losing:
+            continue
+        existing = current.get(key)
         if existing is None:
             creates.write(item)
-            continue
-        changed = {f: v for f, v in item.items() if f != shape.pk and existing.get(f) != v}
-        if changed:
-            updates.write({"key": item[shape.pk], "changes": changed, "item": item})
         else:
-            unchanged += 1
-    return unchanged
+            changed = {f: v for f, v in item.items() if f != shape.pk and existing.get(f) != v}
+            updates.write({"key": item[shape.pk], "changes": changed, "item": item})
+    return len(items) - len(differing)
 
 
-def _existing_keys(remote: DirectusHook, shape: CollectionShape, keys: list[Any]) -> list[Any]:
-    found = {str(i[shape.pk]) for i in remote.read_items(shape.collection, shape.pk, keys, [shape.pk])}
-    return [key for key in keys if str(key) in found]
+def _plan_deletes(
+    remote: DirectusHook,
+    shape: CollectionShape,
+    batch: list[dict[str, Any]],
+    guard: ConflictGuard,
+    deletes: JsonlWriter,
+    conflicts: list[str],
+) -> None:
+    keys = [record["key"] for record in batch]
+    present = {str(i[shape.pk]) for i in remote.read_items(shape.collection, shape.pk, keys, [shape.pk])}
+    on_remote = {str(r["key"]): r for r in batch if str(r["key"]) in present}
+    losing = guard.losing_keys(shape.collection, {k: r["changed_at"] for k, r in on_remote.items()})
+    conflicts.extend(sorted(losing))
+    for key, record in on_remote.items():
+        if key not in losing:
+            deletes.write(record["key"])
+
+
+def _parse(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))

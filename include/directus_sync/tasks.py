@@ -20,7 +20,7 @@ from directus_sync import apply, notify
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, compute_window, extract
 from directus_sync.hook import DirectusHook
-from directus_sync.plan import SyncPlan, plan
+from directus_sync.plan import ConflictGuard, SyncPlan, plan
 from directus_sync.schema import check_schema
 from directus_sync.staging import read_jsonl, remove_folder, run_folder
 
@@ -61,7 +61,10 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
 def filter_schema(remote: RemoteSource, manifest: dict[str, Any]) -> dict[str, Any]:
     source, target = _hook(remote.source_conn_id), _hook(remote.remote_conn_id)
     shapes = check_schema(remote.sync_schema, source, target)
-    return plan(target, ChangeManifest.model_validate(manifest), shapes, remote.batch_size).model_dump(mode="json")
+    guard = ConflictGuard(target, target.current_user_id(),
+                          source_wins_ties=remote.source_conn_id > remote.remote_conn_id)
+    sync_plan = plan(target, ChangeManifest.model_validate(manifest), shapes, remote.batch_size, guard)
+    return sync_plan.model_dump(mode="json")
 
 
 def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: str) -> dict[str, int]:

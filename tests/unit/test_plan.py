@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 from directus_sync.extract import CollectionChanges
-from directus_sync.plan import plan_collection
+from directus_sync.plan import ConflictGuard, plan_collection
 from directus_sync.schema import CollectionShape
 from directus_sync.staging import read_jsonl, write_jsonl
 
@@ -18,26 +18,38 @@ class FakeRemote:
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = {str(i["id"]): i for i in items}
         self.reads = 0
+        self.changed_at: dict[str, str] = {}
 
     def read_items(self, collection: str, pk: str, keys: list[Any], fields: list[str]) -> list[dict[str, Any]]:
         self.reads += 1
         return [{f: self.items[str(k)].get(f) for f in fields} for k in keys if str(k) in self.items]
 
+    def latest_changes(self, collection: str, keys: list[Any], exclude_user: str | None,
+                       since: str | None = None) -> dict[str, str]:
+        return {str(k): self.changed_at[str(k)] for k in keys if str(k) in self.changed_at}
+
+
+def stage(folder: ObjectStoragePath, upserts: list[tuple[dict[str, Any], str | None]],
+          deletes: list[tuple[int, str | None]]) -> CollectionChanges:
+    write_jsonl(folder / "a.upserts.jsonl", [{"item": item, "changed_at": at} for item, at in upserts])
+    write_jsonl(folder / "a.deletes.jsonl", [{"key": key, "changed_at": at} for key, at in deletes])
+    return CollectionChanges(collection="a", pk="id", fields=["id", "title"], upserts=len(upserts),
+                             deletes=len(deletes), upserts_path=str(folder / "a.upserts.jsonl"),
+                             deletes_path=str(folder / "a.deletes.jsonl"))
+
+
+SHAPE = CollectionShape("a", "id", "integer", ("title",))
+
 
 def test_creates_updates_unchanged_and_deletes_are_told_apart(tmp_path: Path) -> None:
     folder = ObjectStoragePath(f"file://{tmp_path}")
-    write_jsonl(folder / "a.upserts.jsonl", [
-        {"id": 1, "title": "same", "secret": "x"},
-        {"id": 2, "title": "new title", "secret": "x"},
-        {"id": 3, "title": "brand new", "secret": "x"},
-    ])
-    write_jsonl(folder / "a.deletes.jsonl", [4, 5])
+    changes = stage(folder, [({"id": 1, "title": "same", "secret": "x"}, None),
+                             ({"id": 2, "title": "new title", "secret": "x"}, None),
+                             ({"id": 3, "title": "brand new", "secret": "x"}, None)],
+                    [(4, None), (5, None)])
     remote = FakeRemote([{"id": 1, "title": "same"}, {"id": 2, "title": "old title"}, {"id": 4, "title": "gone"}])
-    changes = CollectionChanges(collection="a", pk="id", fields=["id", "title"], upserts=3, deletes=2,
-                                upserts_path=str(folder / "a.upserts.jsonl"),
-                                deletes_path=str(folder / "a.deletes.jsonl"))
-    result = plan_collection(remote, changes, CollectionShape("a", "id", "integer", ("title",)), folder,  # type: ignore[arg-type]
-                             batch_size=2)
+    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=2, guard=guard)  # type: ignore[arg-type]
 
     assert (result.creates, result.updates, result.deletes, result.unchanged) == (1, 1, 1, 1)
     assert list(read_jsonl(ObjectStoragePath(result.creates_path))) == [{"id": 3, "title": "brand new"}]
@@ -45,3 +57,32 @@ def test_creates_updates_unchanged_and_deletes_are_told_apart(tmp_path: Path) ->
         {"key": 2, "changes": {"title": "new title"}, "item": {"id": 2, "title": "new title"}}]
     assert list(read_jsonl(ObjectStoragePath(result.deletes_path))) == [4]
     assert remote.reads == 3  # two batches of upserts, one of deletes
+
+
+def test_a_newer_change_on_the_remote_wins(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "older on source"}, "2026-11-26T12:00:00.000Z"),
+                             ({"id": 2, "title": "newer on source"}, "2026-11-26T12:10:00.000Z"),
+                             ({"id": 3, "title": "deleted on remote later"}, "2026-11-26T12:00:00.000Z")],
+                    [(4, "2026-11-26T12:00:00.000Z")])
+    remote = FakeRemote([{"id": 1, "title": "edited on remote"}, {"id": 2, "title": "x"}, {"id": 4, "title": "kept"}])
+    remote.changed_at = {"1": "2026-11-26T12:05:00.000Z", "2": "2026-11-26T12:05:00.000Z",
+                         "3": "2026-11-26T12:05:00.000Z", "4": "2026-11-26T12:05:00.000Z"}
+    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+    assert (result.creates, result.updates, result.deletes, result.conflicts) == (0, 1, 0, 3)
+    assert [r["key"] for r in read_jsonl(ObjectStoragePath(result.updates_path))] == [2]
+
+
+def test_ties_go_to_the_same_side_in_both_directions(tmp_path: Path) -> None:
+    same_time = "2026-11-26T12:00:00.000Z"
+    outcomes = []
+    for source_wins_ties in (True, False):
+        folder = ObjectStoragePath(f"file://{tmp_path}/{source_wins_ties}")
+        changes = stage(folder, [({"id": 1, "title": "mine"}, same_time)], [])
+        remote = FakeRemote([{"id": 1, "title": "theirs"}])
+        remote.changed_at = {"1": same_time}
+        guard = ConflictGuard(remote, "sync", source_wins_ties)  # type: ignore[arg-type]
+        outcomes.append(plan_collection(remote, changes, SHAPE, folder, 10, guard).updates)  # type: ignore[arg-type]
+    assert outcomes == [1, 0]

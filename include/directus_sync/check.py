@@ -1,0 +1,101 @@
+"""Pre-flight check of one remote: connections, tokens, permissions and fields on both instances.
+
+Each problem comes with what to do about it, so ``directus-sync check`` can print a to-do list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from directus_sync.config import RemoteSource
+from directus_sync.hook import DirectusError, DirectusHook
+from directus_sync.provision import ITEM_ACTIONS
+from directus_sync.schema import SchemaMismatch, describe_fields, primary_key, schema_problems
+
+PROVISION_FIX = "run `directus-sync provision --url URL --collection ...` with an admin token"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that stops the sync, where it is, and what fixes it."""
+
+    where: str
+    problem: str
+    fix: str
+
+
+def check_remote(remote: RemoteSource) -> list[Problem]:
+    """Every problem found on the source and remote instances of ``remote``."""
+    problems: list[Problem] = []
+    fields: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for role, conn_id in (("source", remote.source_conn_id), ("remote", remote.remote_conn_id)):
+        hook = DirectusHook(conn_id, timeout=15, retries=1)
+        where = f"{role} {conn_id}"
+        access = _check_access(hook, where, problems)
+        if access is None:
+            continue
+        needed = [(c, a) for c in remote.collections for a in ITEM_ACTIONS]
+        needed += [("directus_activity", "read"), ("directus_fields", "read")]
+        if role == "source" and remote.notify_users:
+            needed.append(("directus_notifications", "create"))
+        for collection, action in needed:
+            if (access.get(collection, {}).get(action) or {}).get("access", "none") == "none":
+                problems.append(Problem(where, f"the sync user may not {action} {collection}", PROVISION_FIX))
+        fields[role] = {}
+        for schema in remote.sync_schema:
+            try:
+                fields[role][schema.name] = describe_fields(hook, schema.name)
+            except (SchemaMismatch, DirectusError) as exc:
+                problems.append(Problem(where, str(exc), "create the collection or grant the sync user access"))
+    if len(fields) == 2:
+        problems += _field_problems(remote, fields["source"], fields["remote"])
+    return problems
+
+
+def _check_access(hook: DirectusHook, where: str, problems: list[Problem]) -> dict[str, Any] | None:
+    """The sync user's permissions, or ``None`` after recording why the instance cannot be used."""
+    try:
+        hook.current_user_id()
+        access: dict[str, Any] = hook.request("GET", "/permissions/me") or {}
+        return access
+    except DirectusError as exc:
+        if exc.status == 401:
+            problems.append(Problem(where, "the token is rejected (401)",
+                                    "set the connection's password to the sync user's static token"))
+        elif exc.status is None:
+            problems.append(Problem(where, f"the instance is not reachable: {exc}",
+                                    "check the connection's host (the instance URL) and the network"))
+        else:
+            problems.append(Problem(where, str(exc), "see Directus's message"))
+    except Exception as exc:
+        problems.append(Problem(where, f"connection {hook.directus_conn_id!r} cannot be used: {exc}",
+                                "define it: conn_type http, host = instance URL, password = sync token"))
+    return None
+
+
+def _field_problems(
+    remote: RemoteSource,
+    source: dict[str, dict[str, dict[str, Any]]],
+    target: dict[str, dict[str, dict[str, Any]]],
+) -> list[Problem]:
+    problems: list[Problem] = []
+    for schema in remote.sync_schema:
+        if schema.name not in source or schema.name not in target:
+            continue
+        try:
+            source_pk = primary_key(source[schema.name], schema.name, remote.source_conn_id)
+        except SchemaMismatch as exc:
+            problems.append(Problem(f"source {remote.source_conn_id}", str(exc), "give the collection a primary key"))
+            continue
+        for conn_id, side, pk in ((remote.source_conn_id, source, None), (remote.remote_conn_id, target, source_pk)):
+            for text in schema_problems(schema, conn_id, side[schema.name], pk):
+                problems.append(Problem(conn_id, text, "add the field on that instance or remove it from the schema"))
+        for name in schema.fields:
+            a, b = source[schema.name].get(name), target[schema.name].get(name)
+            if a and b and a.get("type") != b.get("type"):
+                problems.append(Problem(
+                    remote.remote_conn_id,
+                    f"field {schema.name}.{name} is {a.get('type')} on the source but {b.get('type')} here",
+                    "give the field the same type on both instances"))
+    return problems

@@ -1,0 +1,240 @@
+"""The ``directus-sync`` command: provision instances, manage the remote-sources table, check a remote.
+
+Every user mistake (unknown connection, unreachable URL, bad JSON, a field missing on one side) ends in
+a message that says what to fix and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from directus_sync import store
+from directus_sync.check import check_remote
+from directus_sync.config import BrokenRemote, RemoteSource, parse_row
+from directus_sync.provision import ProvisionError, provision
+
+app = typer.Typer(help="Set up and check directus-sync.", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Create or migrate the remote-sources table.", no_args_is_help=True)
+remote_app = typer.Typer(help="Manage rows of the remote-sources table.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(remote_app, name="remote")
+console = Console()
+errors = Console(stderr=True)
+
+DbConn = Annotated[str, typer.Option("--db-conn-id", envvar="DIRECTUS_SYNC_DB_CONN_ID",
+                                     help="Airflow connection of the remote-sources table's database.")]
+
+
+def fail(message: str) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=2)
+
+
+def _engine(conn_id: str) -> Any:
+    try:
+        return store.engine_for(conn_id)
+    except store.ConfigStoreError as exc:
+        raise fail(str(exc)) from None
+
+
+def _rows(conn_id: str) -> list[dict[str, Any]]:
+    try:
+        return store.read_rows(_engine(conn_id))
+    except Exception as exc:
+        raise fail(f"cannot read the remote-sources table through {conn_id!r}: {exc}; "
+                   "run `directus-sync db init` first if it does not exist") from None
+
+
+# -- provision ------------------------------------------------------------------------------------
+
+
+@app.command("provision")
+def provision_command(
+    url: Annotated[str, typer.Option(help="The instance URL, e.g. https://cms.example.com")],
+    collection: Annotated[list[str], typer.Option("--collection", "-c", help="A collection to sync (repeat).")],
+    admin_token: Annotated[str, typer.Option(envvar="DIRECTUS_ADMIN_TOKEN", prompt=True, hide_input=True,
+                                             help="An admin's static token (or $DIRECTUS_ADMIN_TOKEN).")],
+    conn_id: Annotated[str, typer.Option(help="The Airflow connection id to print.")] = "directus_default",
+    token: Annotated[str | None, typer.Option(envvar="DIRECTUS_SYNC_TOKEN",
+                                              help="Give the sync user this token (default: a new one).")] = None,
+) -> None:
+    """Create or update the "Data Sync" policy, its permissions and API user; print the connection."""
+    try:
+        user = provision(url, admin_token, collection, token=token)
+    except ProvisionError as exc:
+        raise fail(str(exc)) from None
+    connection = user.connection()
+    console.print(f"Sync user {user.user_id} on {user.url} may sync: {', '.join(collection)}")
+    console.print("Store it as an Airflow connection (it holds the sync user's token), as JSON:")
+    console.print(f"  AIRFLOW_CONN_{conn_id.upper()}='{json.dumps(connection)}'", soft_wrap=True, markup=False)
+    console.print("or as a URI:", markup=False)
+    console.print(f"  AIRFLOW_CONN_{conn_id.upper()}='{connection_uri(user.url, user.token)}'",
+                  soft_wrap=True, markup=False)
+
+
+def connection_uri(url: str, token: str) -> str:
+    """The URI form of an http connection: the scheme travels as the connection's schema (the path)."""
+    parts = urlsplit(url)
+    if parts.path.strip("/"):
+        raise fail(f"{url} has a path; use the JSON form of the connection, whose host may hold a full URL")
+    return f"http://:{quote(token, safe='')}@{parts.netloc}/{parts.scheme}"
+
+
+# -- db -------------------------------------------------------------------------------------------
+
+
+@db_app.command("init")
+def db_init(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """Create the package's tables where they are missing (safe to repeat)."""
+    _migrate(db_conn_id)
+
+
+@db_app.command("upgrade")
+def db_upgrade(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """Bring the package's tables up to this version (safe to repeat)."""
+    _migrate(db_conn_id)
+
+
+def _migrate(conn_id: str) -> None:
+    try:
+        store.migrate(_engine(conn_id))
+    except Exception as exc:
+        raise fail(f"cannot migrate the database of {conn_id!r}: {exc}") from None
+    console.print(f"remote-sources table ready in the database of {conn_id!r}")
+
+
+# -- remote ---------------------------------------------------------------------------------------
+
+
+@remote_app.command("add")
+def remote_add(
+    name: Annotated[str, typer.Argument(help="Unique slug; the DAG is directus_sync__<name>.")],
+    source: Annotated[str, typer.Option(help="Airflow connection id of the source instance.")],
+    remote: Annotated[str, typer.Option(help="Airflow connection id of the remote instance.")],
+    schema: Annotated[str, typer.Option(help='JSON like [{"name": "articles", "fields": ["title"]}], '
+                                             "or @path/to/file.json")],
+    notify: Annotated[list[str] | None, typer.Option(help="Directus user id on the source (repeat).")] = None,
+    schedule: Annotated[str | None, typer.Option(help="Cron or preset; default */5 * * * *.")] = None,
+    status: Annotated[str, typer.Option(help="published, draft or archived.")] = "published",
+    replace: Annotated[bool, typer.Option(help="Overwrite a row of the same name.")] = False,
+    db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
+) -> None:
+    """Add a remote (validated before it is written)."""
+    row: dict[str, Any] = {"name": name, "status": status, "source_conn_id": source, "remote_conn_id": remote,
+                           "schema": _load_schema(schema), "notify_users": list(notify or []),
+                           "schedule": schedule}
+    parsed = parse_row(row)
+    if isinstance(parsed, BrokenRemote):
+        raise fail(parsed.error)
+    engine = _engine(db_conn_id)
+    if not replace and any(r["name"] == name for r in _rows(db_conn_id)):
+        raise fail(f"remote {name!r} exists; pass --replace to overwrite it")
+    store.upsert_row(engine, row)
+    console.print(f"remote {name!r} saved; its DAG is {parsed.dag_id}")
+
+
+def _load_schema(text: str) -> Any:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.exists():
+            raise fail(f"schema file {path} does not exist")
+        text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(f"--schema is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+@remote_app.command("list")
+def remote_list(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """List the remotes with their status and schema."""
+    table = Table("name", "status", "source", "remote", "schedule", "collections", "problem")
+    for row in _rows(db_conn_id):
+        parsed = parse_row(row)
+        if isinstance(parsed, RemoteSource):
+            table.add_row(parsed.name, parsed.status.value, parsed.source_conn_id, parsed.remote_conn_id,
+                          parsed.schedule, ", ".join(parsed.collections), "")
+        else:
+            table.add_row(str(row.get("name")), str(row.get("status")), str(row.get("source_conn_id")),
+                          str(row.get("remote_conn_id")), str(row.get("schedule")), "", parsed.error)
+    console.print(table)
+
+
+@remote_app.command("show")
+def remote_show(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """Show one remote as JSON, with its validation result."""
+    row = _find(name, db_conn_id)
+    parsed = parse_row(row)
+    shown = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+    console.print_json(json.dumps(shown, default=str))
+    if isinstance(parsed, BrokenRemote):
+        raise fail(parsed.error)
+    console.print(f"valid; DAG {parsed.dag_id}")
+
+
+@remote_app.command("enable")
+def remote_enable(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """Publish a remote: its DAG appears."""
+    _set_status(name, "published", db_conn_id)
+
+
+@remote_app.command("disable")
+def remote_disable(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """Set a remote to draft: its DAG disappears (its run history stays in Airflow)."""
+    _set_status(name, "draft", db_conn_id)
+
+
+@remote_app.command("remove")
+def remote_remove(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """Delete a remote's row."""
+    _find(name, db_conn_id)
+    store.delete_row(_engine(db_conn_id), name)
+    console.print(f"remote {name!r} removed")
+
+
+@app.command("check")
+def check(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """Check both instances of a remote: connections, tokens, permissions, fields and their types."""
+    parsed = parse_row(_find(name, db_conn_id))
+    if isinstance(parsed, BrokenRemote):
+        raise fail(parsed.error)
+    problems = check_remote(parsed)
+    if not problems:
+        console.print(f"[green]remote {name!r} is ready:[/green] both instances answer, the tokens work, "
+                      "the permissions and every listed field are in place")
+        return
+    table = Table("where", "problem", "what to do", title=f"{len(problems)} problems with remote {name!r}")
+    for problem in problems:
+        table.add_row(problem.where, problem.problem, problem.fix)
+    console.print(table)
+    raise typer.Exit(code=1)
+
+
+def _find(name: str, conn_id: str) -> dict[str, Any]:
+    for row in _rows(conn_id):
+        if row["name"] == name:
+            return row
+    raise fail(f"no remote named {name!r}; `directus-sync remote list` shows them")
+
+
+def _set_status(name: str, status: str, conn_id: str) -> None:
+    row = _find(name, conn_id)
+    store.upsert_row(_engine(conn_id), {"name": row["name"], "status": status})
+    console.print(f"remote {name!r} is now {status}")
+
+
+def main() -> None:
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    app()
+
+
+if __name__ == "__main__":
+    main()
