@@ -81,10 +81,6 @@ class ChangeManifest(BaseModel):
     full: bool
     collections: list[CollectionChanges]
 
-    @property
-    def total(self) -> int:
-        return sum(c.upserts + c.deletes for c in self.collections)
-
 
 def changed_keys(
     source: DirectusHook, collections: list[str], window: Window, sync_user: str

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+
 from directus_sync import store
 from directus_sync.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
 from directus_sync import store
 from directus_sync.devserver import DirectusInstance
 from directus_sync.provision import provision

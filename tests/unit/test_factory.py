@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from airflow.sdk import CronDataIntervalTimetable
+
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.factory import build_broken_dag, build_sync_dag
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
+
 from directus_sync.extract import CollectionChanges
 from directus_sync.plan import ConflictGuard, plan_collection
 from directus_sync.schema import CollectionShape

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from directus_sync.config import CollectionSchema
 from directus_sync.schema import CollectionShape, SchemaMismatch, check_schema, prune
 
