@@ -1,17 +1,27 @@
-"""Writing a plan to the remote in bulk, idempotently.
+"""Writing a plan to the remote in bulk, idempotently, isolating items the remote refuses.
 
 Every write is an array call on ``/items/{collection}``, in batches bounded by item count and by request
-size (Directus refuses bodies over ``MAX_PAYLOAD_SIZE``, 1 MB by default). The remote may have changed
-since the plan was made, so a batch that fails because keys appeared or vanished is re-read and retried
-as what it now is: a create whose key exists becomes an update, an update whose key is gone becomes a
-create, and deleting a key that is already gone is success.
+size (Directus refuses bodies over ``MAX_PAYLOAD_SIZE``, 1 MB by default).
+
+When a batch fails:
+
+1. The remote may have changed since planning, so its keys are re-read once and the batch is written as
+   what it now is: a create whose key exists becomes an update, an update whose key is gone becomes a
+   create, and deleting a key that is already gone is success.
+2. If it still fails for a reason about the data (validation, unique constraint, value too long, body
+   too large), the batch is split in halves until the failing items are alone; every other item is
+   written, and each failing one becomes a :class:`Failure` for the dead-letter table.
+
+Anything else (authentication, permissions, the remote being down after the hook's retries) stops the
+task: nothing is marked done, and the next run covers it again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from airflow.sdk import ObjectStoragePath
 
@@ -21,9 +31,31 @@ from directus_sync.staging import read_jsonl
 
 log = logging.getLogger(__name__)
 
+Action = Literal["create", "update", "delete"]
 DEFAULT_MAX_REQUEST_BYTES = 900_000
-# Answers Directus gives when keys exist or not, rather than for the data itself.
+# Answers that can mean "the key is not as planned": re-read the keys once.
 KEY_STATE_STATUSES = (400, 403, 409)
+# Answers about the data itself: isolate the failing items.
+DATA_STATUSES = (400, 409, 413, 422)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One item the remote refused, and why."""
+
+    collection: str
+    key: str
+    action: Action
+    error: str
+
+
+@dataclass
+class Outcome:
+    """What one apply task did to one collection."""
+
+    written: int = 0
+    written_keys: set[str] = field(default_factory=set)
+    failures: list[Failure] = field(default_factory=list)
 
 
 def request_batches(items: Iterable[Any], max_count: int, max_bytes: int) -> Iterator[list[Any]]:
@@ -44,80 +76,88 @@ def request_batches(items: Iterable[Any], max_count: int, max_bytes: int) -> Ite
         yield batch
 
 
-def apply_creates(remote: DirectusHook, plan: CollectionPlan, max_count: int,
-                  max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> int:
-    """Create the plan's new items; return how many items were written."""
-    written = 0
-    for number, batch in enumerate(request_batches(_records(plan.creates_path), max_count, max_bytes), 1):
+class Applier:
+    """Writes the staged creates, updates or deletes of one collection plan."""
+
+    def __init__(self, remote: DirectusHook, plan: CollectionPlan, watch_keys: set[str] | None = None) -> None:
+        self.remote = remote
+        self.plan = plan
+        self.watch_keys = watch_keys or set()
+        self.outcome = Outcome()
+
+    def run(self, action: Action, max_count: int, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Outcome:
+        path = {"create": self.plan.creates_path, "update": self.plan.updates_path,
+                "delete": self.plan.deletes_path}[action]
+        records = read_jsonl(ObjectStoragePath(path))
+        for number, batch in enumerate(request_batches(records, max_count, max_bytes), 1):
+            self._write(action, batch, reroute=True)
+            log.info("%s: %s batch %d (%d items; %d written, %d refused so far)", self.plan.collection,
+                     action, number, len(batch), self.outcome.written, len(self.outcome.failures))
+        return self.outcome
+
+    def _write(self, action: Action, records: list[Any], reroute: bool) -> None:
         try:
-            remote.create_items(plan.collection, plan.pk, batch)
+            self._send(action, records)
         except DirectusError as exc:
-            if exc.status not in KEY_STATE_STATUSES:
+            if reroute and exc.status in KEY_STATE_STATUSES and self._reroute(action, records):
+                return
+            if exc.status not in DATA_STATUSES:
                 raise
-            _upsert_after_conflict(remote, plan, batch, exc)
-        written += len(batch)
-        log.info("%s: created batch %d (%d items, %d so far)", plan.collection, number, len(batch), written)
-    return written
+            if len(records) == 1:
+                self.outcome.failures.append(Failure(self.plan.collection, self._key(action, records[0]), action,
+                                                     str(exc)))
+                return
+            middle = len(records) // 2
+            self._write(action, records[:middle], reroute=False)
+            self._write(action, records[middle:], reroute=False)
+            return
+        self.outcome.written += len(records)
+        if self.watch_keys:
+            self.outcome.written_keys |= {k for r in records if (k := self._key(action, r)) in self.watch_keys}
 
+    def _send(self, action: Action, records: list[Any]) -> None:
+        collection, pk = self.plan.collection, self.plan.pk
+        if action == "create":
+            self.remote.create_items(collection, pk, records)
+        elif action == "update":
+            self.remote.update_items(collection, pk, [{pk: r["key"], **r["changes"]} for r in records])
+        else:
+            self.remote.delete_items(collection, records)
 
-def apply_updates(remote: DirectusHook, plan: CollectionPlan, max_count: int,
-                  max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> int:
-    """Send the changed fields of the plan's updated items; return how many items were written."""
-    written = 0
-    for number, batch in enumerate(request_batches(_records(plan.updates_path), max_count, max_bytes), 1):
-        payload = [{plan.pk: record["key"], **record["changes"]} for record in batch]
-        try:
-            remote.update_items(plan.collection, plan.pk, payload)
-        except DirectusError as exc:
-            if exc.status not in KEY_STATE_STATUSES:
-                raise
-            _upsert_after_conflict(remote, plan, [record["item"] for record in batch], exc)
-        written += len(batch)
-        log.info("%s: updated batch %d (%d items, %d so far)", plan.collection, number, len(batch), written)
-    return written
+    def _reroute(self, action: Action, records: list[Any]) -> bool:
+        """Write ``records`` as what their keys now call for; ``False`` when the keys are as planned."""
+        keys = [self._key(action, r) for r in records]
+        existing = {str(i[self.plan.pk]) for i in self.remote.read_items(self.plan.collection, self.plan.pk, keys,
+                                                                          [self.plan.pk])}
+        if action == "create":
+            moved = [r for r in records if str(r[self.plan.pk]) in existing]
+            if not moved:
+                return False
+            kept = [r for r in records if str(r[self.plan.pk]) not in existing]
+            updates = [{"key": r[self.plan.pk], "item": r,
+                        "changes": {f: v for f, v in r.items() if f != self.plan.pk}} for r in moved]
+            self._sub_writes([("update", updates), ("create", kept)])
+        elif action == "update":
+            gone = [r for r in records if str(r["key"]) not in existing]
+            if not gone:
+                return False
+            self._sub_writes([("update", [r for r in records if str(r["key"]) in existing]),
+                              ("create", [r["item"] for r in gone])])
+        else:
+            if len(existing) == len(records):
+                return False
+            self.outcome.written += len(records) - len(existing)  # already gone: done
+            self._sub_writes([("delete", [r for r in records if str(r) in existing])])
+        log.info("%s: keys changed on the remote since planning; rewrote a %s batch as what they need now",
+                 self.plan.collection, action)
+        return True
 
+    def _sub_writes(self, parts: list[tuple[Action, list[Any]]]) -> None:
+        for action, records in parts:
+            if records:
+                self._write(action, records, reroute=False)
 
-def apply_deletes(remote: DirectusHook, plan: CollectionPlan, max_count: int,
-                  max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> int:
-    """Delete the plan's keys from the remote; keys already gone count as done."""
-    written = 0
-    for number, batch in enumerate(request_batches(_records(plan.deletes_path), max_count, max_bytes), 1):
-        try:
-            remote.delete_items(plan.collection, batch)
-        except DirectusError as exc:
-            if exc.status not in KEY_STATE_STATUSES:
-                raise
-            still_there = _existing(remote, plan, batch)
-            if still_there == set(map(str, batch)):
-                raise
-            remaining = [key for key in batch if str(key) in still_there]
-            if remaining:
-                remote.delete_items(plan.collection, remaining)
-        written += len(batch)
-        log.info("%s: deleted batch %d (%d keys, %d so far)", plan.collection, number, len(batch), written)
-    return written
-
-
-def _upsert_after_conflict(
-    remote: DirectusHook, plan: CollectionPlan, items: list[dict[str, Any]], exc: DirectusError
-) -> None:
-    """Write ``items`` as updates where the key exists on the remote now and as creates elsewhere."""
-    existing = _existing(remote, plan, [item[plan.pk] for item in items])
-    to_update = [item for item in items if str(item[plan.pk]) in existing]
-    to_create = [item for item in items if str(item[plan.pk]) not in existing]
-    if (not to_update and exc.request_method == "POST") or (not to_create and exc.request_method == "PATCH"):
-        raise exc  # the keys were as planned, so the failure is about the data itself
-    log.info("%s: the remote changed since planning; writing %d as updates and %d as creates",
-             plan.collection, len(to_update), len(to_create))
-    if to_update:
-        remote.update_items(plan.collection, plan.pk, to_update)
-    if to_create:
-        remote.create_items(plan.collection, plan.pk, to_create)
-
-
-def _existing(remote: DirectusHook, plan: CollectionPlan, keys: list[Any]) -> set[str]:
-    return {str(item[plan.pk]) for item in remote.read_items(plan.collection, plan.pk, keys, [plan.pk])}
-
-
-def _records(path: str) -> Iterator[Any]:
-    return read_jsonl(ObjectStoragePath(path))
+    def _key(self, action: Action, record: Any) -> str:
+        if action == "create":
+            return str(record[self.plan.pk])
+        return str(record["key"]) if action == "update" else str(record)

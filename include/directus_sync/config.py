@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 DAG_ID_PREFIX = "directus_sync__"
+RECONCILE_SUFFIX = "__reconcile"
 DEFAULT_SCHEDULE = "*/5 * * * *"
 DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=pendulum.UTC)
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,62}$"
@@ -46,6 +47,13 @@ class Status(StrEnum):
     PUBLISHED = "published"
     DRAFT = "draft"
     ARCHIVED = "archived"
+
+
+class ConflictPolicy(StrEnum):
+    """Who wins when the same item changed on both sides since the last sync."""
+
+    LAST_WRITER_WINS = "last_writer_wins"
+    SOURCE_WINS = "source_wins"
 
 
 class CollectionSchema(BaseModel):
@@ -95,6 +103,11 @@ class RemoteSource(BaseModel):
     overlap_seconds: int = Field(default=60, ge=0, le=86_400)
     batch_size: int = Field(default=500, ge=1, le=10_000)
     retries: int = Field(default=1, ge=0, le=10)
+    http_retries: int = Field(default=5, ge=0, le=20)
+    http_timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    conflict_policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS
+    reconcile_schedule: str | None = None
+    reconcile_prune: bool = False
     description: str | None = None
 
     @field_validator("sync_schema", "notify_users", mode="before")
@@ -108,20 +121,26 @@ class RemoteSource(BaseModel):
                 raise ValueError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
         return [] if value is None else value
 
-    @field_validator("schedule", "overlap_seconds", "batch_size", "retries", mode="before")
+    @field_validator("schedule", "overlap_seconds", "batch_size", "retries", "http_retries",
+                     "http_timeout_seconds", "conflict_policy", "reconcile_prune", mode="before")
     @classmethod
     def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         """Nullable table columns: NULL means the default."""
         return cls.model_fields[info.field_name or ""].default if value in (None, "") else value
 
-    @field_validator("schedule")
+    @field_validator("schedule", "reconcile_schedule")
     @classmethod
-    def _valid_cron(cls, value: str) -> str:
+    def _valid_cron(cls, value: str | None) -> str | None:
         from croniter import croniter
 
-        if not croniter.is_valid(CRON_PRESETS.get(value, value)):
+        if value is not None and not croniter.is_valid(CRON_PRESETS.get(value, value)):
             raise ValueError(f"{value!r} is not a cron expression or preset such as '@hourly' or '*/5 * * * *'")
         return value
+
+    @field_validator("reconcile_schedule", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("start_date", mode="before")
     @classmethod
@@ -160,6 +179,10 @@ class RemoteSource(BaseModel):
     @property
     def collections(self) -> list[str]:
         return [c.name for c in self.sync_schema]
+
+    @property
+    def reconcile_dag_id(self) -> str:
+        return self.dag_id + RECONCILE_SUFFIX
 
 
 class BrokenRemote(BaseModel):
@@ -218,6 +241,6 @@ def _salvage_notify_users(value: Any) -> tuple[str, ...]:
 
 def _salvage_schedule(value: Any) -> str:
     try:
-        return RemoteSource._valid_cron(value) if isinstance(value, str) and value else DEFAULT_SCHEDULE
+        return RemoteSource._valid_cron(value) or DEFAULT_SCHEDULE if isinstance(value, str) else DEFAULT_SCHEDULE
     except ValueError:
         return DEFAULT_SCHEDULE

@@ -82,6 +82,16 @@ class PostgresDatabase:
     password: str = ""
 
     def recreate(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)', f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{self.name}"
+
+    def _admin(self, *statements: str) -> None:
         import psycopg2  # only the harness needs it
 
         conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password,
@@ -89,8 +99,8 @@ class PostgresDatabase:
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
-                cur.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-                cur.execute(f'CREATE DATABASE "{self.name}"')
+                for statement in statements:
+                    cur.execute(statement)
         finally:
             conn.close()
 
@@ -122,6 +132,7 @@ class DirectusInstance:
     admin_token: str
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_path: Path | None = None
+    launch: tuple[list[str], dict[str, str], Path] | None = field(default=None, repr=False)
 
     def api(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
         """Call the instance's REST API as the admin (or with ``token``) and return the ``data`` member."""
@@ -132,6 +143,15 @@ class DirectusInstance:
         if response.status_code == 204 or not response.content:
             return None
         return response.json().get("data")
+
+    def start(self, timeout: float = 120) -> None:
+        """Start the ``directus start`` process (again), on the same port and database."""
+        assert self.launch is not None and self.log_path is not None, "only instances from start_instance"
+        command, env, cwd = self.launch
+        with open(self.log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log_file, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        wait_until_ready(self, timeout)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -186,11 +206,9 @@ def start_instance(
                                    stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout)
     if bootstrap.returncode != 0:
         raise DevServerError(f"Directus bootstrap for {name} failed; see {log_path}")
-    with open(log_path, "ab") as log_file:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(["node", str(cli), "start"], env=env, cwd=instance_dir,
-                                   stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    instance = DirectusInstance(name, f"http://127.0.0.1:{port}", admin_token, process, log_path)
-    wait_until_ready(instance, timeout)
+    instance = DirectusInstance(name, f"http://127.0.0.1:{port}", admin_token, log_path=log_path,
+                                launch=(["node", str(cli), "start"], env, instance_dir))
+    instance.start(timeout)
     return instance
 
 

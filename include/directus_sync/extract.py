@@ -7,6 +7,7 @@ source is a delete whatever the log says last happened to it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pydantic import BaseModel
 from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusHook
 from directus_sync.schema import CollectionShape, shape_of
-from directus_sync.staging import batched, write_jsonl
+from directus_sync.staging import JsonlWriter, batched, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class CollectionChanges(BaseModel):
     deletes: int
     upserts_path: str
     deletes_path: str
+    retried: list[str] = []
+    source_keys_path: str | None = None
 
 
 class ChangeManifest(BaseModel):
@@ -109,9 +112,19 @@ def changed_keys(
 
 
 def extract(
-    source: DirectusHook, remote: RemoteSource, window: Window, folder: ObjectStoragePath
+    source: DirectusHook,
+    remote: RemoteSource,
+    window: Window,
+    folder: ObjectStoragePath,
+    retry_keys: dict[str, set[str]] | None = None,
+    list_source_keys: bool = False,
 ) -> ChangeManifest:
-    """Stage every change of ``remote``'s collections in ``window`` under ``folder``."""
+    """Stage every change of ``remote``'s collections in ``window`` under ``folder``.
+
+    ``retry_keys`` (dead letters of earlier runs) are staged first, whatever the window holds. A full
+    copy with ``list_source_keys`` also stages every source key, so that the plan can prune the remote.
+    """
+    retry_keys = retry_keys or {}
     sync_user = source.current_user_id()
     shapes = {c.name: shape_of(source, c) for c in remote.sync_schema}
     keys = None if window.full else changed_keys(source, remote.collections, window, sync_user)
@@ -119,30 +132,44 @@ def extract(
     for name, shape in shapes.items():
         upserts_path, deletes_path = folder / f"{name}.upserts.jsonl", folder / f"{name}.deletes.jsonl"
         deleted: list[dict[str, Any]] = []
+        retried = sorted(retry_keys.get(name, ()))
         records: Iterator[dict[str, Any]]
+        keys_path = folder / f"{name}.source_keys.jsonl" if keys is None and list_source_keys else None
         if keys is None:
             records = ({"item": item, "changed_at": None}
-                       for item in _all_items(source, shape, remote.batch_size))
+                       for item in _all_items(source, shape, remote.batch_size, keys_path))
         else:
-            records = _current_state(source, shape, keys[name], remote.batch_size, deleted)
+            changed: dict[str, str | None] = dict.fromkeys(retried)
+            changed.update(keys[name])
+            records = _current_state(source, shape, changed, remote.batch_size, deleted)
         upserts = write_jsonl(upserts_path, records)
         write_jsonl(deletes_path, deleted)
-        log.info("%s: staged %d upserts and %d deletes", name, upserts, len(deleted))
+        log.info("%s: staged %d upserts and %d deletes (%d dead letters retried)", name, upserts, len(deleted),
+                 len(retried))
         result.append(CollectionChanges(collection=name, pk=shape.pk, fields=list(shape.fields),
                                         upserts=upserts, deletes=len(deleted), upserts_path=str(upserts_path),
-                                        deletes_path=str(deletes_path)))
+                                        deletes_path=str(deletes_path), retried=retried,
+                                        source_keys_path=str(keys_path) if keys_path else None))
     return ChangeManifest(run_folder=str(folder), window=window.describe(), full=window.full,
                           collections=result)
 
 
-def _all_items(source: DirectusHook, shape: CollectionShape, page_size: int) -> Iterator[dict[str, Any]]:
-    for number, page in enumerate(source.iter_items(shape.collection, shape.pk, shape.read_fields, page_size)):
-        log.info("%s: read page %d of the full copy (%d items)", shape.collection, number + 1, len(page))
-        yield from page
+def _all_items(
+    source: DirectusHook, shape: CollectionShape, page_size: int, keys_path: ObjectStoragePath | None
+) -> Iterator[dict[str, Any]]:
+    keys = JsonlWriter(keys_path) if keys_path else None
+    with keys or contextlib.nullcontext():
+        for number, page in enumerate(source.iter_items(shape.collection, shape.pk, shape.read_fields,
+                                                        page_size), 1):
+            log.info("%s: read page %d of the full copy (%d items)", shape.collection, number, len(page))
+            if keys:
+                for item in page:
+                    keys.write(str(item[shape.pk]))
+            yield from page
 
 
 def _current_state(
-    source: DirectusHook, shape: CollectionShape, changed: dict[str, str], batch_size: int,
+    source: DirectusHook, shape: CollectionShape, changed: dict[str, str | None], batch_size: int,
     deleted: list[dict[str, Any]],
 ) -> Iterator[dict[str, Any]]:
     """Yield the current state of each changed key that still exists; collect the others in ``deleted``.

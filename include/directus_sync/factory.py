@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,11 +17,10 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_parsing_conte
 
 from directus_sync import tasks
 from directus_sync.config import DAG_ID_PREFIX, BrokenRemote, RemoteSource, Status, parse_row
-from directus_sync.store import DEFAULT_DB_CONN_ID, Snapshot, load_rows
+from directus_sync.store import Snapshot, load_rows
 
 log = logging.getLogger(__name__)
 
-DB_CONN_ENV = "DIRECTUS_SYNC_DB_CONN_ID"
 REFRESH_ENV = "DIRECTUS_SYNC_TABLE_REFRESH_SECONDS"
 TABLE_DAG_NAME = "remote_sources"
 TAGS = ["directus-sync"]
@@ -32,25 +32,35 @@ def generate_dags() -> dict[str, DAG]:
     if wanted is not None and not wanted.startswith(DAG_ID_PREFIX):
         return {}
     configs = _load_configs(offline=wanted is not None)
-    if wanted is not None and all(c.dag_id != wanted for c in configs):
+    if wanted is not None and all(wanted not in _builders(c) for c in configs):
         # A remote added since the snapshot was taken: the table has it.
         configs = _load_configs(offline=False)
-    dags = {}
+    dags: dict[str, DAG] = {}
     for config in configs:
-        if isinstance(config, RemoteSource) and config.status is not Status.PUBLISHED:
-            continue
-        if wanted is not None and config.dag_id != wanted:
-            continue
-        if config.dag_id in dags:
-            log.error("directus-sync: two rows map to DAG %s; keeping the first", config.dag_id)
-            continue
-        dags[config.dag_id] = build_dag(config)
+        for dag_id, build in _builders(config).items():
+            if wanted is not None and dag_id != wanted:
+                continue
+            if dag_id in dags:
+                log.error("directus-sync: two rows map to DAG %s; keeping the first", dag_id)
+                continue
+            dags[dag_id] = build()
     return dags
+
+
+def _builders(config: RemoteSource | BrokenRemote) -> dict[str, Callable[[], DAG]]:
+    """The DAGs one row yields, by id: none for unpublished rows, a reconcile DAG when scheduled."""
+    if isinstance(config, BrokenRemote):
+        return {config.dag_id: lambda: build_broken_dag(config)}
+    if config.status is not Status.PUBLISHED:
+        return {}
+    builders: dict[str, Callable[[], DAG]] = {config.dag_id: lambda: build_sync_dag(config)}
+    if config.reconcile_schedule:
+        builders[config.reconcile_dag_id] = lambda: build_sync_dag(config, reconcile=True)
+    return builders
 
 
 def _load_configs(offline: bool) -> list[RemoteSource | BrokenRemote]:
     rows, problem = load_rows(
-        conn_id=os.environ.get(DB_CONN_ENV, DEFAULT_DB_CONN_ID),
         snapshot=Snapshot.default(),
         max_age=float(os.environ.get(REFRESH_ENV, "30")),
         offline=offline,
@@ -62,26 +72,30 @@ def _load_configs(offline: bool) -> list[RemoteSource | BrokenRemote]:
     return configs
 
 
-def build_dag(config: RemoteSource | BrokenRemote) -> DAG:
-    if isinstance(config, BrokenRemote):
-        log.error("directus-sync: %s", config.error)
-        return build_broken_dag(config)
-    return build_sync_dag(config)
+def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
+    """The sync DAG of one remote: extract, filter, apply deletes/updates/creates, clean up, notify.
 
-
-def build_sync_dag(remote: RemoteSource) -> DAG:
-    """The sync DAG of one remote: extract, filter, apply deletes/updates/creates, clean up, notify."""
+    With ``reconcile`` it is the remote's reconcile DAG instead: same tasks, on the reconcile schedule,
+    always a full comparison (and pruning when the row asks for it).
+    """
+    cron = remote.reconcile_schedule if reconcile and remote.reconcile_schedule else remote.cron
     with DAG(
-        dag_id=remote.dag_id,
-        description=remote.description or _describe(remote),
-        schedule=CronDataIntervalTimetable(remote.cron, timezone="UTC"),
+        dag_id=remote.reconcile_dag_id if reconcile else remote.dag_id,
+        description=remote.description or _describe(remote, reconcile),
+        schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
         start_date=remote.start_date,
         catchup=False,
         max_active_runs=1,
-        tags=[*TAGS, f"source:{remote.source_conn_id}", f"remote:{remote.remote_conn_id}"],
-        params={"full_resync": Param(False, type="boolean",
-                                     description="Copy every item of the schema's collections "
-                                                 "instead of the changes in the run's window.")},
+        tags=[*TAGS, f"source:{remote.source_conn_id}", f"remote:{remote.remote_conn_id}",
+              *(["reconcile"] if reconcile else [])],
+        params={
+            "full_resync": Param(reconcile, type="boolean",
+                                 description="Compare every item of the schema's collections with the remote "
+                                             "and repair the differences, instead of the window's changes."),
+            "prune": Param(reconcile and remote.reconcile_prune, type="boolean",
+                           description="With full_resync: also delete remote items the source does not have "
+                                       "(one-way mirrors only)."),
+        },
         default_args={"retries": remote.retries, "retry_delay": timedelta(minutes=1)},
         doc_md=_doc(remote),
     ) as dag:
@@ -94,22 +108,23 @@ def build_sync_dag(remote: RemoteSource) -> DAG:
         @task
         def filter_schema(manifest: dict[str, Any], **context: Any) -> dict[str, Any]:
             with tasks.errors_recorded(context):
-                return tasks.filter_schema(remote, manifest)
+                return tasks.filter_schema(remote, manifest, context)
 
         @task
         def apply_deletes(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
             with tasks.errors_recorded(context):
-                return tasks.apply_writes(remote, sync_plan, "deletes")
+                return tasks.apply_writes(remote, sync_plan, "delete", context)
 
-        @task
+        # Refused items fail an apply task only after it wrote everything else; the next apply runs anyway.
+        @task(trigger_rule="all_done_min_one_success")
         def apply_updates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
             with tasks.errors_recorded(context):
-                return tasks.apply_writes(remote, sync_plan, "updates")
+                return tasks.apply_writes(remote, sync_plan, "update", context)
 
-        @task
+        @task(trigger_rule="all_done_min_one_success")
         def apply_creates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
             with tasks.errors_recorded(context):
-                return tasks.apply_writes(remote, sync_plan, "creates")
+                return tasks.apply_writes(remote, sync_plan, "create", context)
 
         @task
         def cleanup_staging(**context: Any) -> None:
@@ -125,13 +140,15 @@ def build_sync_dag(remote: RemoteSource) -> DAG:
         deletes = apply_deletes(sync_plan)  # type: ignore[arg-type]
         updates = apply_updates(sync_plan)  # type: ignore[arg-type]
         creates = apply_creates(sync_plan)  # type: ignore[arg-type]
-        deletes >> updates >> creates >> cleanup_staging()
+        deletes >> updates >> creates
+        [deletes, updates, creates] >> cleanup_staging()
         [manifest, sync_plan, deletes, updates, creates] >> notify_on_failure()
     return dag
 
 
 def build_broken_dag(broken: BrokenRemote) -> DAG:
     """A DAG that shows, and on every run reports, why its row cannot be synced."""
+    log.error("directus-sync: %s", broken.error)
     with DAG(
         dag_id=broken.dag_id,
         description=f"CONFIGURATION ERROR: {broken.error}"[:1000],
@@ -156,9 +173,11 @@ def build_broken_dag(broken: BrokenRemote) -> DAG:
     return dag
 
 
-def _describe(remote: RemoteSource) -> str:
-    return (f"Sync {', '.join(remote.collections)} from {remote.source_conn_id} to "
-            f"{remote.remote_conn_id} ({remote.schedule})")
+def _describe(remote: RemoteSource, reconcile: bool) -> str:
+    what = "Reconcile" if reconcile else "Sync"
+    schedule = remote.reconcile_schedule if reconcile else remote.schedule
+    return (f"{what} {', '.join(remote.collections)} from {remote.source_conn_id} to "
+            f"{remote.remote_conn_id} ({schedule})")
 
 
 def _doc(remote: RemoteSource) -> str:

@@ -12,12 +12,14 @@ the same answer in both directions. A full copy has no change times and is autho
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel
 
+from directus_sync.config import ConflictPolicy
 from directus_sync.extract import ChangeManifest, CollectionChanges
 from directus_sync.hook import DirectusHook
 from directus_sync.schema import CollectionShape, prune
@@ -39,6 +41,7 @@ class CollectionPlan(BaseModel):
     deletes: int = 0
     unchanged: int = 0
     conflicts: int = 0
+    resolved_dead_letters: list[str] = []
     creates_path: str
     updates_path: str
     deletes_path: str
@@ -52,38 +55,92 @@ class SyncPlan(BaseModel):
     collections: list[CollectionPlan]
 
 
-class ConflictGuard:
-    """Tells whether the remote changed a key after the source did (the remote then keeps its change)."""
+@dataclass(frozen=True)
+class Conflict:
+    """A key the remote changed at or after the source's change, and which side's change was kept."""
 
-    def __init__(self, remote: DirectusHook, remote_sync_user: str | None, source_wins_ties: bool) -> None:
+    collection: str
+    key: str
+    source_at: str
+    remote_at: str
+    winner: str
+
+
+class ConflictGuard:
+    """Finds keys the remote changed after the source did and settles them by the remote's policy.
+
+    ``last_writer_wins`` keeps the remote's newer change; ``source_wins`` overwrites it. Either way the
+    conflict is kept in :attr:`conflicts` for the conflicts table.
+    """
+
+    def __init__(self, remote: DirectusHook, remote_sync_user: str | None, source_wins_ties: bool,
+                 policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS) -> None:
         self.remote = remote
         self.remote_sync_user = remote_sync_user
         self.source_wins_ties = source_wins_ties
+        self.policy = policy
+        self.conflicts: list[Conflict] = []
 
     def losing_keys(self, collection: str, changed_at: dict[str, str | None]) -> set[str]:
-        """Keys whose source change (at ``changed_at``) is older than the remote's latest own change."""
+        """Keys whose source change must not be applied because the remote's own change wins."""
         timed = {k: t for k, t in changed_at.items() if t is not None}
         if not timed:
             return set()
         # Only remote changes at or after the oldest source change can be later than one of them.
         since = min(timed.values(), key=_parse)
         remote_times = self.remote.latest_changes(collection, list(timed), self.remote_sync_user, since)
-        return {k for k, t in timed.items() if k in remote_times and self._remote_is_later(t, remote_times[k])}
-
-    def _remote_is_later(self, source_time: str, remote_time: str) -> bool:
-        source_at, remote_at = _parse(source_time), _parse(remote_time)
-        return remote_at > source_at or (remote_at == source_at and not self.source_wins_ties)
+        losing = set()
+        for key, source_at in timed.items():
+            remote_at = remote_times.get(key)
+            if remote_at is None or _parse(remote_at) < _parse(source_at):
+                continue
+            remote_wins = self.policy is ConflictPolicy.LAST_WRITER_WINS and (
+                _parse(remote_at) > _parse(source_at) or not self.source_wins_ties)
+            self.conflicts.append(Conflict(collection, key, source_at, remote_at,
+                                           "remote" if remote_wins else "source"))
+            if remote_wins:
+                losing.add(key)
+        return losing
 
 
 def plan(
     remote: DirectusHook, manifest: ChangeManifest, shapes: dict[str, CollectionShape], batch_size: int,
-    guard: ConflictGuard,
+    guard: ConflictGuard, prune_remote: bool = False,
 ) -> SyncPlan:
-    """Write the create/update/delete files of every collection in ``manifest``."""
+    """Write the create/update/delete files of every collection in ``manifest``.
+
+    ``prune_remote`` (reconcile of a one-way mirror) also deletes remote items the source does not have.
+    """
     folder = ObjectStoragePath(manifest.run_folder)
-    plans = [plan_collection(remote, changes, shapes[changes.collection], folder, batch_size, guard)
+    plans = [plan_collection(remote, changes, shapes[changes.collection], folder, batch_size, guard, prune_remote)
              for changes in manifest.collections]
     return SyncPlan(run_folder=manifest.run_folder, window=manifest.window, collections=plans)
+
+
+class _Writes:
+    """The three staged files of one collection, and what planning learnt on the way."""
+
+    def __init__(self, plan: CollectionPlan, retried: list[str]) -> None:
+        self.creates = JsonlWriter(ObjectStoragePath(plan.creates_path))
+        self.updates = JsonlWriter(ObjectStoragePath(plan.updates_path))
+        self.deletes = JsonlWriter(ObjectStoragePath(plan.deletes_path))
+        self.retried = set(retried)
+        self.retried_staged: set[str] = set()
+        self.kept_remote: list[str] = []
+        self.unchanged = 0
+
+    def __enter__(self) -> _Writes:
+        for writer in (self.creates, self.updates, self.deletes):
+            writer.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for writer in (self.creates, self.updates, self.deletes):
+            writer.__exit__(*exc_info)
+
+    def staged(self, key: str) -> None:
+        if key in self.retried:
+            self.retried_staged.add(key)
 
 
 def plan_collection(
@@ -93,6 +150,7 @@ def plan_collection(
     folder: ObjectStoragePath,
     batch_size: int,
     guard: ConflictGuard,
+    prune_remote: bool = False,
 ) -> CollectionPlan:
     name = changes.collection
     result = CollectionPlan(
@@ -101,70 +159,78 @@ def plan_collection(
         updates_path=str(folder / f"{name}.updates.jsonl"),
         deletes_path=str(folder / f"{name}.deletes.remote.jsonl"),
     )
-    conflicts: list[str] = []
-    with JsonlWriter(ObjectStoragePath(result.creates_path)) as creates, \
-            JsonlWriter(ObjectStoragePath(result.updates_path)) as updates:
+    with _Writes(result, changes.retried) as writes:
         for batch in batched(read_jsonl(ObjectStoragePath(changes.upserts_path)), batch_size):
-            result.unchanged += _plan_upserts(remote, shape, batch, guard, creates, updates, conflicts)
-    with JsonlWriter(ObjectStoragePath(result.deletes_path)) as deletes:
+            _plan_upserts(remote, shape, batch, guard, writes)
         for batch in batched(read_jsonl(ObjectStoragePath(changes.deletes_path)), batch_size):
-            _plan_deletes(remote, shape, batch, guard, deletes, conflicts)
-    result.creates, result.updates, result.deletes = creates.count, updates.count, deletes.count
-    result.conflicts = len(conflicts)
-    log.info("%s: %d to create, %d to update, %d to delete, %d already equal, %d conflicts kept the remote's "
-             "newer change", name, result.creates, result.updates, result.deletes, result.unchanged,
-             result.conflicts)
-    if conflicts:
-        log.warning("%s: conflicting keys (first %d): %s", name, MAX_CONFLICT_KEYS_LOGGED,
-                    ", ".join(conflicts[:MAX_CONFLICT_KEYS_LOGGED]))
+            _plan_deletes(remote, shape, batch, guard, writes)
+        if prune_remote and changes.source_keys_path:
+            _plan_prune(remote, shape, ObjectStoragePath(changes.source_keys_path), batch_size, writes)
+    result.creates, result.updates = writes.creates.count, writes.updates.count
+    result.deletes, result.unchanged = writes.deletes.count, writes.unchanged
+    result.conflicts = sum(1 for c in guard.conflicts if c.collection == name)
+    result.resolved_dead_letters = sorted(writes.retried - writes.retried_staged)
+    log.info("%s: %d to create, %d to update, %d to delete, %d already equal, %d conflicts", name,
+             result.creates, result.updates, result.deletes, result.unchanged, result.conflicts)
+    if writes.kept_remote:
+        log.warning("%s: the remote's newer change was kept for these keys (first %d): %s", name,
+                    MAX_CONFLICT_KEYS_LOGGED, ", ".join(writes.kept_remote[:MAX_CONFLICT_KEYS_LOGGED]))
     return result
 
 
 def _plan_upserts(
-    remote: DirectusHook,
-    shape: CollectionShape,
-    batch: list[dict[str, Any]],
-    guard: ConflictGuard,
-    creates: JsonlWriter,
-    updates: JsonlWriter,
-    conflicts: list[str],
-) -> int:
-    """Stage creates and updates (changed fields plus the whole item) for one batch; return unchanged."""
+    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard,
+    writes: _Writes,
+) -> None:
+    """Stage creates and updates (changed fields plus the whole item) for one batch."""
     items = [prune(record["item"], shape) for record in batch]
     current = {str(i[shape.pk]): i for i in remote.read_items(shape.collection, shape.pk,
                                                               [i[shape.pk] for i in items], shape.read_fields)}
     differing = {str(item[shape.pk]): (item, record["changed_at"]) for item, record in zip(items, batch, strict=True)
                  if current.get(str(item[shape.pk])) != item}
+    writes.unchanged += len(items) - len(differing)
     losing = guard.losing_keys(shape.collection, {k: at for k, (_, at) in differing.items()})
-    conflicts.extend(sorted(losing))
+    writes.kept_remote.extend(sorted(losing))
     for key, (item, _) in differing.items():
         if key in losing:
             continue
+        writes.staged(key)
         existing = current.get(key)
         if existing is None:
-            creates.write(item)
+            writes.creates.write(item)
         else:
             changed = {f: v for f, v in item.items() if f != shape.pk and existing.get(f) != v}
-            updates.write({"key": item[shape.pk], "changes": changed, "item": item})
-    return len(items) - len(differing)
+            writes.updates.write({"key": item[shape.pk], "changes": changed, "item": item})
 
 
 def _plan_deletes(
-    remote: DirectusHook,
-    shape: CollectionShape,
-    batch: list[dict[str, Any]],
-    guard: ConflictGuard,
-    deletes: JsonlWriter,
-    conflicts: list[str],
+    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard,
+    writes: _Writes,
 ) -> None:
     keys = [record["key"] for record in batch]
     present = {str(i[shape.pk]) for i in remote.read_items(shape.collection, shape.pk, keys, [shape.pk])}
     on_remote = {str(r["key"]): r for r in batch if str(r["key"]) in present}
     losing = guard.losing_keys(shape.collection, {k: r["changed_at"] for k, r in on_remote.items()})
-    conflicts.extend(sorted(losing))
+    writes.kept_remote.extend(sorted(losing))
     for key, record in on_remote.items():
         if key not in losing:
-            deletes.write(record["key"])
+            writes.staged(key)
+            writes.deletes.write(record["key"])
+
+
+def _plan_prune(
+    remote: DirectusHook, shape: CollectionShape, source_keys_path: ObjectStoragePath, page_size: int,
+    writes: _Writes,
+) -> None:
+    """Stage deletes for every remote key the source does not have."""
+    source_keys = {str(key) for key in read_jsonl(source_keys_path)}
+    pruned = 0
+    for page in remote.iter_items(shape.collection, shape.pk, [shape.pk], page_size):
+        for item in page:
+            if str(item[shape.pk]) not in source_keys:
+                writes.deletes.write(item[shape.pk])
+                pruned += 1
+    log.info("%s: %d remote items are not on the source and will be pruned", shape.collection, pruned)
 
 
 def _parse(timestamp: str) -> datetime:

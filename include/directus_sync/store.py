@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 log = logging.getLogger(__name__)
 
 DEFAULT_DB_CONN_ID = "directus_sync_db"
+DB_CONN_ENV = "DIRECTUS_SYNC_DB_CONN_ID"
 CONNECT_TIMEOUT_SECONDS = 5
 
 metadata = sa.MetaData()
@@ -43,6 +44,11 @@ remote_sources = sa.Table(
     sa.Column("overlap_seconds", sa.Integer, nullable=True),
     sa.Column("batch_size", sa.Integer, nullable=True),
     sa.Column("retries", sa.Integer, nullable=True),
+    sa.Column("http_retries", sa.Integer, nullable=True),
+    sa.Column("http_timeout_seconds", sa.Integer, nullable=True),
+    sa.Column("conflict_policy", sa.String(32), nullable=True),
+    sa.Column("reconcile_schedule", sa.String(120), nullable=True),
+    sa.Column("reconcile_prune", sa.Boolean, nullable=True),
     sa.Column("description", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.current_timestamp()),
     sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.current_timestamp(),
@@ -50,14 +56,51 @@ remote_sources = sa.Table(
 )
 
 
+dead_letters = sa.Table(
+    "directus_sync_dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("remote", sa.String(63), nullable=False),
+    sa.Column("collection", sa.String(64), nullable=False),
+    sa.Column("item_key", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.UniqueConstraint("remote", "collection", "item_key", name="uq_directus_sync_dead_letter"),
+)
+
+conflicts = sa.Table(
+    "directus_sync_conflicts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("remote", sa.String(63), nullable=False),
+    sa.Column("collection", sa.String(64), nullable=False),
+    sa.Column("item_key", sa.String(255), nullable=False),
+    sa.Column("source_changed_at", sa.String(40), nullable=True),
+    sa.Column("remote_changed_at", sa.String(40), nullable=True),
+    sa.Column("policy", sa.String(32), nullable=False),
+    sa.Column("winner", sa.String(16), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 class ConfigStoreError(RuntimeError):
     """The remote-sources table could not be read or written."""
 
 
-def engine_for(conn_id: str = DEFAULT_DB_CONN_ID) -> Engine:
+def default_conn_id() -> str:
+    return os.environ.get(DB_CONN_ENV, DEFAULT_DB_CONN_ID)
+
+
+def engine_for(conn_id: str | None = None) -> Engine:
     """An SQLAlchemy engine for the Airflow connection ``conn_id``, with a short connect timeout."""
     from airflow.sdk import BaseHook
 
+    conn_id = conn_id or default_conn_id()
     try:
         connection = BaseHook.get_connection(conn_id)
     except Exception as exc:
@@ -77,8 +120,19 @@ def engine_for(conn_id: str = DEFAULT_DB_CONN_ID) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Create the package's tables where they are missing. Safe to run any number of times."""
+    """Create the package's tables and add columns later versions introduced. Safe to repeat.
+
+    Every column added after a table's first release is nullable, so adding it is the whole migration.
+    """
     metadata.create_all(engine, checkfirst=True)
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def read_rows(engine: Engine) -> list[dict[str, Any]]:
@@ -101,6 +155,65 @@ def upsert_row(engine: Engine, row: dict[str, Any]) -> None:
 def delete_row(engine: Engine, name: str) -> bool:
     with engine.begin() as conn:
         return bool(conn.execute(remote_sources.delete().where(remote_sources.c.name == name)).rowcount)
+
+
+def open_dead_letters(engine: Engine, remote: str) -> dict[str, set[str]]:
+    """The keys of ``remote`` still in the dead-letter table, per collection."""
+    query = sa.select(dead_letters.c.collection, dead_letters.c.item_key).where(dead_letters.c.remote == remote)
+    found: dict[str, set[str]] = {}
+    with engine.connect() as conn:
+        for collection, key in conn.execute(query):
+            found.setdefault(collection, set()).add(key)
+    return found
+
+
+def record_dead_letters(engine: Engine, remote: str, run_id: str, failures: Iterable[Any]) -> int:
+    """Insert each failure, or bump ``attempts`` and ``last_seen`` of the one already there."""
+    now = datetime.now(UTC)
+    count = 0
+    with engine.begin() as conn:
+        for failure in failures:
+            where = sa.and_(dead_letters.c.remote == remote, dead_letters.c.collection == failure.collection,
+                            dead_letters.c.item_key == failure.key)
+            values = {"action": failure.action, "error": failure.error[:4000], "run_id": run_id, "last_seen": now}
+            updated = conn.execute(dead_letters.update().where(where).values(
+                attempts=dead_letters.c.attempts + 1, **values)).rowcount
+            if not updated:
+                conn.execute(dead_letters.insert().values(remote=remote, collection=failure.collection,
+                                                          item_key=failure.key, first_seen=now, attempts=1,
+                                                          **values))
+            count += 1
+    return count
+
+
+def clear_dead_letters(engine: Engine, remote: str, collection: str, keys: Iterable[str]) -> int:
+    keys = list(keys)
+    if not keys:
+        return 0
+    with engine.begin() as conn:
+        return int(conn.execute(dead_letters.delete().where(
+            dead_letters.c.remote == remote, dead_letters.c.collection == collection,
+            dead_letters.c.item_key.in_(keys))).rowcount)
+
+
+def record_conflicts(engine: Engine, remote: str, run_id: str, policy: str, records: Iterable[Any]) -> int:
+    now = datetime.now(UTC)
+    rows = [{"remote": remote, "collection": r.collection, "item_key": r.key, "source_changed_at": r.source_at,
+             "remote_changed_at": r.remote_at, "policy": policy, "winner": r.winner, "run_id": run_id,
+             "recorded_at": now} for r in records]
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(conflicts.insert(), rows)
+    return len(rows)
+
+
+def rows_of(engine: Engine, table: sa.Table, remote: str | None = None) -> list[dict[str, Any]]:
+    """Rows of one of the package's tables, optionally for one remote, newest first."""
+    query = sa.select(table).order_by(table.c.id.desc())
+    if remote is not None:
+        query = query.where(table.c.remote == remote)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
 
 
 class Snapshot:
@@ -144,7 +257,7 @@ class Snapshot:
 
 
 def load_rows(
-    conn_id: str = DEFAULT_DB_CONN_ID,
+    conn_id: str | None = None,
     snapshot: Snapshot | None = None,
     max_age: float = 30.0,
     offline: bool = False,
@@ -155,6 +268,7 @@ def load_rows(
     one DAG); otherwise reads the table, refreshes the snapshot, and falls back to it on failure.
     """
     snapshot = snapshot or Snapshot.default()
+    conn_id = conn_id or default_conn_id()
     age = snapshot.age()
     if age is not None and (offline or age < max_age):
         rows = snapshot.load()

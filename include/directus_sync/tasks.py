@@ -16,7 +16,8 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
-from directus_sync import apply, notify
+from directus_sync import notify, store
+from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, compute_window, extract
 from directus_sync.hook import DirectusHook
@@ -44,36 +45,65 @@ def errors_recorded(context: Mapping[str, Any]) -> Iterator[None]:
         raise
 
 
+class PoisonItemsError(RuntimeError):
+    """The remote refused some items for their data; all others were written."""
+
+
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
+    params = context["params"]
     window = compute_window(
         interval_start=context.get("data_interval_start"),
         interval_end=_window_end(context),
         prev_success_end=_resolved(context.get("prev_data_interval_end_success")),
         overlap=remote.overlap,
-        full_resync=bool(context["params"].get("full_resync")),
+        full_resync=bool(params.get("full_resync")),
     )
     log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
     folder = run_folder(context["dag"].dag_id, context["run_id"])
-    manifest = extract(_hook(remote.source_conn_id), remote, window, folder)
+    retry_keys = store.open_dead_letters(store.engine_for(), remote.name)
+    manifest = extract(_hook(remote, remote.source_conn_id), remote, window, folder, retry_keys,
+                       list_source_keys=bool(params.get("prune")))
     return manifest.model_dump(mode="json")
 
 
-def filter_schema(remote: RemoteSource, manifest: dict[str, Any]) -> dict[str, Any]:
-    source, target = _hook(remote.source_conn_id), _hook(remote.remote_conn_id)
+def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    source, target = _hook(remote, remote.source_conn_id), _hook(remote, remote.remote_conn_id)
     shapes = check_schema(remote.sync_schema, source, target)
     guard = ConflictGuard(target, target.current_user_id(),
-                          source_wins_ties=remote.source_conn_id > remote.remote_conn_id)
-    sync_plan = plan(target, ChangeManifest.model_validate(manifest), shapes, remote.batch_size, guard)
+                          source_wins_ties=remote.source_conn_id > remote.remote_conn_id,
+                          policy=remote.conflict_policy)
+    sync_plan = plan(target, ChangeManifest.model_validate(manifest), shapes, remote.batch_size, guard,
+                     prune_remote=bool(context["params"].get("prune")))
+    engine = store.engine_for()
+    store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
+    for c in sync_plan.collections:
+        store.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
     return sync_plan.model_dump(mode="json")
 
 
-def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: str) -> dict[str, int]:
-    """Run one of ``apply_creates``, ``apply_updates`` or ``apply_deletes`` over every collection."""
-    write = {"creates": apply.apply_creates, "updates": apply.apply_updates,
-             "deletes": apply.apply_deletes}[action]
-    target = _hook(remote.remote_conn_id)
-    return {c.collection: write(target, c, remote.batch_size)
-            for c in SyncPlan.model_validate(sync_plan).collections}
+def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action,
+                 context: Mapping[str, Any]) -> dict[str, int]:
+    """Run one of ``apply_creates``, ``apply_updates`` or ``apply_deletes`` over every collection.
+
+    Items the remote refuses go to the dead-letter table and fail the task once every other item is
+    written; dead letters written successfully now leave the table.
+    """
+    target = _hook(remote, remote.remote_conn_id)
+    engine = store.engine_for()
+    open_letters = store.open_dead_letters(engine, remote.name)
+    written: dict[str, int] = {}
+    failures: list[Failure] = []
+    for c in SyncPlan.model_validate(sync_plan).collections:
+        outcome = Applier(target, c, open_letters.get(c.collection)).run(action, remote.batch_size)
+        store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
+        written[c.collection] = outcome.written
+        failures += outcome.failures
+    if failures:
+        store.record_dead_letters(engine, remote.name, context["run_id"], failures)
+        shown = "; ".join(f"{f.collection} {f.key}: {f.error}" for f in failures[:5])
+        raise PoisonItemsError(f"the remote refused {len(failures)} items (now in the dead-letter table), "
+                               f"all others were written: {shown}")
+    return written
 
 
 def cleanup_staging(context: Mapping[str, Any]) -> None:
@@ -95,7 +125,7 @@ def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str,
     if remote.source_conn_id is None:
         log.warning("The source connection of %s is unknown; nobody can be notified", remote.name)
     else:
-        notify.send(_hook(remote.source_conn_id), remote.notify_users, report)
+        notify.send(_hook(remote, remote.source_conn_id), remote.notify_users, report)
     raise AirflowFailException(f"The sync of remote {remote.name!r} failed: {summary}")
 
 
@@ -118,8 +148,10 @@ def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, 
     return keys, counts
 
 
-def _hook(conn_id: str) -> DirectusHook:
-    return DirectusHook(directus_conn_id=conn_id)
+def _hook(remote: RemoteSource | BrokenRemote, conn_id: str) -> DirectusHook:
+    if isinstance(remote, BrokenRemote):
+        return DirectusHook(directus_conn_id=conn_id)
+    return DirectusHook(directus_conn_id=conn_id, timeout=remote.http_timeout_seconds, retries=remote.http_retries)
 
 
 def _resolved(value: Any) -> datetime | None:

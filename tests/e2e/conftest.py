@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,9 @@ from directus_sync.devserver import DirectusInstance, PostgresDatabase, ensure_d
 from .harness import REPO, Airflow
 
 INSTANCE_NAMES = ("a", "b", "c")
-TABLE_DB = "directus_sync_e2e_table"
+# Per test session, so that two sessions on one PostgreSQL server never share a database.
+RUN_TAG = f"{os.getpid()}"
+TABLE_DB = f"directus_sync_e2e_{RUN_TAG}_table"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -24,16 +27,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DirectusInstance]]:
-    cli = ensure_directus(REPO / ".cache" / "directus")
-    workdir = tmp_path_factory.mktemp("directus")
-    databases = [(name, PostgresDatabase(f"directus_sync_e2e_{name}")) for name in INSTANCE_NAMES]
-    with running_instances(cli, databases, workdir) as started:
-        yield {instance.name: instance for instance in started}
+def databases() -> dict[str, PostgresDatabase]:
+    """The PostgreSQL database of each instance, by instance name."""
+    return {name: PostgresDatabase(f"directus_sync_e2e_{RUN_TAG}_{name}") for name in INSTANCE_NAMES}
 
 
 @pytest.fixture(scope="session")
-def airflow(instances: dict[str, DirectusInstance], tmp_path_factory: pytest.TempPathFactory) -> Airflow:
+def instances(databases: dict[str, PostgresDatabase], tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[dict[str, DirectusInstance]]:
+    cli = ensure_directus(REPO / ".cache" / "directus")
+    workdir = tmp_path_factory.mktemp("directus")
+    with running_instances(cli, list(databases.items()), workdir) as started:
+        yield {instance.name: instance for instance in started}
+    for database in databases.values():
+        database.drop()
+
+
+@pytest.fixture(scope="session")
+def airflow(instances: dict[str, DirectusInstance], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -46,7 +57,9 @@ def airflow(instances: dict[str, DirectusInstance], tmp_path_factory: pytest.Tem
     store.migrate(af.engine())
     result = af.run("db", "migrate")
     assert result.returncode == 0, result.stderr[-3000:]
-    return af
+    yield af
+    af.engine().dispose()
+    PostgresDatabase(TABLE_DB).drop()
 
 
 @pytest.fixture
