@@ -156,12 +156,10 @@ def test_reconcile_repairs_drift_and_prunes_only_when_asked(
     dag_id = add_remote(airflow, name, a, b, collection, reconcile_schedule="@daily", reconcile_prune=True)
     run_ok(airflow, dag_id)
     # Drift that bypasses Directus's API: no activity is logged for it.
-    with sa.create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/directus_sync_e2e_b").begin() as conn:
+    with sa.create_engine(databases["b"].url).begin() as conn:
         conn.execute(sa.text(f'UPDATE "{collection}" SET title = \'drifted\' WHERE id = 2'))
         conn.execute(sa.text(f'DELETE FROM "{collection}" WHERE id = 3'))
         conn.execute(sa.text(f'INSERT INTO "{collection}" (id, title) VALUES (99, \'stray\')'))
-    run_ok(airflow, dag_id)  # an incremental run sees no activity: the drift stays
-    assert items(b, collection)[2]["title"] == "drifted"
 
     output = run_ok(airflow, dag_id, full_resync=True)
     on_b = items(b, collection)

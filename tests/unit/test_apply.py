@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from directus_sync.apply import request_batches
-from directus_sync.hook import encode_json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from directus_sync.apply import Applier, request_batches
+from directus_sync.hook import DirectusError, encode_json
+from directus_sync.plan import CollectionPlan
+from directus_sync.staging import write_jsonl
 
 
 def body_size(batch: list[dict[str, object]]) -> int:
@@ -31,3 +39,91 @@ def test_an_item_larger_than_the_limit_travels_alone() -> None:
 def test_multibyte_text_counts_in_bytes() -> None:
     items = [{"id": n, "t": "é" * 100} for n in range(10)]
     assert all(body_size(b) <= 1_000 for b in request_batches(items, max_count=100, max_bytes=1_000))
+
+
+class FakeRemote:
+    """A remote whose collection refuses titles longer than 5 characters, like a tighter column would."""
+
+    def __init__(self, existing: dict[int, dict[str, Any]] | None = None) -> None:
+        self.items: dict[int, dict[str, Any]] = dict(existing or {})
+        self.requests = 0
+
+    def _check(self, items: list[dict[str, Any]]) -> None:
+        self.requests += 1
+        if any(len(str(i.get("title", ""))) > 5 for i in items):
+            raise DirectusError("remote", "POST", "/items/a", 400, "Value too long")
+
+    def create_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+        self._check(items)
+        if any(i["id"] in self.items for i in items):
+            raise DirectusError("remote", "POST", "/items/a", 400, "Value for field id has to be unique")
+        self.items.update({i["id"]: dict(i) for i in items})
+
+    def update_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+        self._check(items)
+        if any(i["id"] not in self.items for i in items):
+            raise DirectusError("remote", "PATCH", "/items/a", 403, "Forbidden")
+        for i in items:
+            self.items[i["id"]].update(i)
+
+    def delete_items(self, collection: str, keys: list[Any]) -> None:
+        self.requests += 1
+        if any(k not in self.items for k in keys):
+            raise DirectusError("remote", "DELETE", "/items/a", 403, "Forbidden")
+        for k in keys:
+            del self.items[k]
+
+    def read_items(self, collection: str, pk: str, keys: list[Any], fields: list[str]) -> list[dict[str, Any]]:
+        return [{"id": k} for k in keys if int(k) in self.items]
+
+
+def plan_with(tmp_path: Path, creates: list[Any] = (), updates: list[Any] = (), deletes: list[Any] = ()
+              ) -> CollectionPlan:
+    paths = {name: ObjectStoragePath(f"file://{tmp_path}/{name}.jsonl") for name in ("c", "u", "d")}
+    write_jsonl(paths["c"], creates)
+    write_jsonl(paths["u"], updates)
+    write_jsonl(paths["d"], deletes)
+    return CollectionPlan(collection="a", pk="id", fields=["id", "title"], creates_path=str(paths["c"]),
+                          updates_path=str(paths["u"]), deletes_path=str(paths["d"]))
+
+
+def test_a_refused_item_is_isolated_and_every_other_item_is_written(tmp_path: Path) -> None:
+    items = [{"id": n, "title": "ok"} for n in range(1, 41)]
+    items[16]["title"] = "far too long"
+    remote = FakeRemote()
+    outcome = Applier(remote, plan_with(tmp_path, creates=items)).run("create", max_count=40)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [n for n in range(1, 41) if n != 17]
+    assert [(f.key, f.action) for f in outcome.failures] == [("17", "create")]
+    assert "Value too long" in outcome.failures[0].error
+    assert outcome.written == 39
+    assert remote.requests <= 2 * 6 + 1  # bisection, not one request per item
+
+
+def test_creates_whose_keys_exist_become_updates_and_gone_deletes_are_done(tmp_path: Path) -> None:
+    remote = FakeRemote({1: {"id": 1, "title": "old"}, 3: {"id": 3, "title": "x"}})
+    plan = plan_with(tmp_path, creates=[{"id": 1, "title": "new"}, {"id": 2, "title": "two"}], deletes=[3, 4])
+    created = Applier(remote, plan).run("create", max_count=10)  # type: ignore[arg-type]
+    deleted = Applier(remote, plan).run("delete", max_count=10)  # type: ignore[arg-type]
+    assert remote.items == {1: {"id": 1, "title": "new"}, 2: {"id": 2, "title": "two"}}
+    assert (created.written, created.failures) == (2, [])
+    assert (deleted.written, deleted.failures) == (2, [])
+
+
+def test_updates_of_keys_gone_from_the_remote_are_created(tmp_path: Path) -> None:
+    remote = FakeRemote({1: {"id": 1, "title": "old"}})
+    plan = plan_with(tmp_path, updates=[
+        {"key": 1, "changes": {"title": "new"}, "item": {"id": 1, "title": "new"}},
+        {"key": 2, "changes": {"title": "back"}, "item": {"id": 2, "title": "back"}}])
+    outcome = Applier(remote, plan, watch_keys={"2"}).run("update", max_count=10)  # type: ignore[arg-type]
+    assert remote.items == {1: {"id": 1, "title": "new"}, 2: {"id": 2, "title": "back"}}
+    assert outcome.written_keys == {"2"}
+
+
+def test_a_permission_error_stops_the_task_instead_of_filling_dead_letters(tmp_path: Path) -> None:
+    class NoPermission(FakeRemote):
+        def create_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+            raise DirectusError("remote", "POST", "/items/a", 403, "Forbidden")
+
+    with pytest.raises(DirectusError, match="403"):
+        Applier(NoPermission(), plan_with(tmp_path, creates=[{"id": 1, "title": "a"}])).run(  # type: ignore[arg-type]
+            "create", max_count=10)
