@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install directus demo test lint unit e2e clean
+.PHONY: install directus demo test lint unit e2e bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ demo: directus
 	$(BIN)/python -m directus_sync.demo $(ARGS)
 
 lint: install
-	$(BIN)/ruff check include dags plugins tests
+	$(BIN)/ruff check include dags plugins tests bench
 	$(BIN)/mypy
 
 unit: install
@@ -33,3 +33,7 @@ test: directus lint
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
+
+bench: directus
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/sync_bench.py $(BENCH_ARGS)

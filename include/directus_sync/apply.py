@@ -19,7 +19,10 @@ task: nothing is marked done, and the next run covers it again.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -84,16 +87,37 @@ class Applier:
         self.plan = plan
         self.watch_keys = watch_keys or set()
         self.outcome = Outcome()
+        self._lock = threading.Lock()
 
-    def run(self, action: Action, max_count: int, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Outcome:
+    def run(self, action: Action, max_count: int, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+            concurrency: int = 1) -> Outcome:
+        """Write every staged record of ``action``, with up to ``concurrency`` requests in flight.
+
+        Batches hold distinct keys, so their order does not matter; at most twice ``concurrency``
+        batches are read ahead, which keeps memory bounded by the batch, not by the change set.
+        """
         path = {"create": self.plan.creates_path, "update": self.plan.updates_path,
                 "delete": self.plan.deletes_path}[action]
-        records = read_jsonl(ObjectStoragePath(path))
-        for number, batch in enumerate(request_batches(records, max_count, max_bytes), 1):
-            self._write(action, batch, reroute=True)
-            log.info("%s: %s batch %d (%d items; %d written, %d refused so far)", self.plan.collection,
-                     action, number, len(batch), self.outcome.written, len(self.outcome.failures))
+        batches = request_batches(read_jsonl(ObjectStoragePath(path)), max_count, max_bytes)
+        in_flight: deque[Future[None]] = deque()
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="directus-write") as pool:
+            try:
+                for number, batch in enumerate(batches, 1):
+                    if len(in_flight) >= 2 * concurrency:
+                        in_flight.popleft().result()
+                    in_flight.append(pool.submit(self._write_logged, action, batch, number))
+                while in_flight:
+                    in_flight.popleft().result()
+            except BaseException:
+                for future in in_flight:
+                    future.cancel()
+                raise
         return self.outcome
+
+    def _write_logged(self, action: Action, batch: list[Any], number: int) -> None:
+        self._write(action, batch, reroute=True)
+        log.info("%s: %s batch %d (%d items; %d written, %d refused so far)", self.plan.collection, action,
+                 number, len(batch), self.outcome.written, len(self.outcome.failures))
 
     def _write(self, action: Action, records: list[Any], reroute: bool) -> None:
         try:
@@ -104,16 +128,18 @@ class Applier:
             if exc.status not in DATA_STATUSES:
                 raise
             if len(records) == 1:
-                self.outcome.failures.append(Failure(self.plan.collection, self._key(action, records[0]), action,
-                                                     str(exc)))
+                failure = Failure(self.plan.collection, self._key(action, records[0]), action, str(exc))
+                with self._lock:
+                    self.outcome.failures.append(failure)
                 return
             middle = len(records) // 2
             self._write(action, records[:middle], reroute=False)
             self._write(action, records[middle:], reroute=False)
             return
-        self.outcome.written += len(records)
-        if self.watch_keys:
-            self.outcome.written_keys |= {k for r in records if (k := self._key(action, r)) in self.watch_keys}
+        watched = {k for r in records if (k := self._key(action, r)) in self.watch_keys}
+        with self._lock:
+            self.outcome.written += len(records)
+            self.outcome.written_keys |= watched
 
     def _send(self, action: Action, records: list[Any]) -> None:
         collection, pk = self.plan.collection, self.plan.pk
@@ -146,7 +172,8 @@ class Applier:
         else:
             if len(existing) == len(records):
                 return False
-            self.outcome.written += len(records) - len(existing)  # already gone: done
+            with self._lock:
+                self.outcome.written += len(records) - len(existing)  # already gone: done
             self._sub_writes([("delete", [r for r in records if str(r) in existing])])
         log.info("%s: keys changed on the remote since planning; rewrote a %s batch as what they need now",
                  self.plan.collection, action)

@@ -105,6 +105,7 @@ class RemoteSource(BaseModel):
     retries: int = Field(default=1, ge=0, le=10)
     http_retries: int = Field(default=5, ge=0, le=20)
     http_timeout_seconds: int = Field(default=60, ge=1, le=3600)
+    write_concurrency: int = Field(default=2, ge=1, le=16)
     conflict_policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS
     reconcile_schedule: str | None = None
     reconcile_prune: bool = False
@@ -122,7 +123,7 @@ class RemoteSource(BaseModel):
         return [] if value is None else value
 
     @field_validator("schedule", "overlap_seconds", "batch_size", "retries", "http_retries",
-                     "http_timeout_seconds", "conflict_policy", "reconcile_prune", mode="before")
+                     "http_timeout_seconds", "write_concurrency", "conflict_policy", "reconcile_prune", mode="before")
     @classmethod
     def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         """Nullable table columns: NULL means the default."""

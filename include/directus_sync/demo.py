@@ -12,11 +12,9 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from directus_sync.devserver import (
     ensure_directus,
     running_instances,
 )
+from directus_sync.localairflow import AIRFLOW_BIN, LocalAirflow
 from directus_sync.provision import provision
 
 COLLECTION = "articles"
@@ -69,8 +68,10 @@ def run_demo(workdir: Path, ui: bool) -> int:
         instances = {i.name: i for i in started}
         for instance in started:
             print(f"    {instance.name:<9} {instance.url}")
-        airflow = DemoAirflow(workdir / "airflow")
-        prepare(instances, airflow)
+        airflow = LocalAirflow(workdir / "airflow")
+        table_path = workdir / "airflow" / "remote_sources.db"
+        airflow.connections["directus_sync_db"] = {"conn_type": "sqlite", "host": str(table_path)}
+        prepare(instances, airflow, table_path)
         source = instances["source"]
         seeded = source.api("POST", f"/items/{COLLECTION}", json=[
             {"title": f"Article {n}", "body": f"Body of article {n}", "views": n * 10,
@@ -90,7 +91,7 @@ def run_demo(workdir: Path, ui: bool) -> int:
     return 0
 
 
-def prepare(instances: dict[str, DirectusInstance], airflow: DemoAirflow) -> None:
+def prepare(instances: dict[str, DirectusInstance], airflow: LocalAirflow, table_path: Path) -> None:
     say("creating the articles collection on each instance and provisioning a sync user")
     for instance in instances.values():
         instance.api("POST", "/collections", json={"collection": COLLECTION, "meta": {}, "schema": {}, "fields": [
@@ -105,7 +106,7 @@ def prepare(instances: dict[str, DirectusInstance], airflow: DemoAirflow) -> Non
         airflow.connections[f"directus_{instance.name}"] = user.connection()
     say("preparing Airflow (SQLite metadata) and the remote-sources table")
     airflow.migrate()
-    engine = sa.create_engine(f"sqlite:///{airflow.table_path}")
+    engine = sa.create_engine(f"sqlite:///{table_path}")
     store.migrate(engine)
     for name, remote in REMOTES.items():
         store.upsert_row(engine, {
@@ -115,12 +116,12 @@ def prepare(instances: dict[str, DirectusInstance], airflow: DemoAirflow) -> Non
         print(f"    remote {name}: directus_source -> directus_{remote}, fields {', '.join(SYNCED_FIELDS)}")
 
 
-def sync_all(airflow: DemoAirflow, instances: dict[str, DirectusInstance]) -> None:
+def sync_all(airflow: LocalAirflow, instances: dict[str, DirectusInstance]) -> None:
     for name, remote in REMOTES.items():
         dag_id = f"directus_sync__{name}"
         before = read(instances[remote])
         started = time.monotonic()
-        airflow.dags_test(dag_id)
+        run_dag(airflow, dag_id)
         after = read(instances[remote])
         created = len(after.keys() - before.keys())
         deleted = len(before.keys() - after.keys())
@@ -149,49 +150,19 @@ def prove(source: DirectusInstance, remote: DirectusInstance) -> None:
         raise SystemExit(f"{remote.name} does not match the source")
 
 
-class DemoAirflow:
-    """An Airflow home with SQLite metadata, the remote-sources table in SQLite, connections in env."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.table_path = home / "remote_sources.db"
-        self.connections: dict[str, dict[str, Any]] = {}
-        home.mkdir(parents=True, exist_ok=True)
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).resolve().parents[2] / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "DIRECTUS_SYNC_TABLE_REFRESH_SECONDS": "0",
-            "AIRFLOW_CONN_DIRECTUS_SYNC_DB": json.dumps({"conn_type": "sqlite", "host": str(self.table_path)}),
-        })
-        env.update({f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in self.connections.items()})
-        return env
-
-    def airflow(self, *args: str) -> subprocess.CompletedProcess[str]:
-        airflow_bin = str(Path(sys.executable).with_name("airflow"))
-        return subprocess.run([airflow_bin, *args], env=self.env(), capture_output=True, text=True)
-
-    def migrate(self) -> None:
-        result = self.airflow("db", "migrate")
-        if result.returncode != 0:
-            raise SystemExit(f"airflow db migrate failed:\n{result.stderr[-3000:]}")
-
-    def dags_test(self, dag_id: str) -> None:
-        """Run one DAG run in-process (`airflow dags test`); its log goes to a file beside the home."""
-        result = self.airflow("dags", "test", dag_id, datetime.now(UTC).isoformat())
-        log_path = self.home / f"{dag_id}.log"
-        with log_path.open("a") as log:
-            log.write(result.stdout + result.stderr)
-        if result.returncode != 0:
-            raise SystemExit(f"{dag_id} failed; its log is {log_path}")
+def run_dag(airflow: LocalAirflow, dag_id: str) -> None:
+    """One run through `airflow dags test`; its log goes to a file beside the home."""
+    result = airflow.dags_test(dag_id)
+    log_path = airflow.home / f"{dag_id}.log"
+    with log_path.open("a") as log:
+        log.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise SystemExit(f"{dag_id} failed; its log is {log_path}")
 
 
-def serve_ui(airflow: DemoAirflow) -> None:
+def serve_ui(airflow: LocalAirflow) -> None:
     say("starting `airflow standalone`; Ctrl-C stops it and the instances")
-    process = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "standalone"], env=airflow.env(),
+    process = subprocess.Popen([AIRFLOW_BIN, "standalone"], env=airflow.env(),
                                stdout=(airflow.home / "standalone.log").open("w"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     password_file = airflow.home / "simple_auth_manager_passwords.json.generated"

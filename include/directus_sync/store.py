@@ -46,6 +46,7 @@ remote_sources = sa.Table(
     sa.Column("retries", sa.Integer, nullable=True),
     sa.Column("http_retries", sa.Integer, nullable=True),
     sa.Column("http_timeout_seconds", sa.Integer, nullable=True),
+    sa.Column("write_concurrency", sa.Integer, nullable=True),
     sa.Column("conflict_policy", sa.String(32), nullable=True),
     sa.Column("reconcile_schedule", sa.String(120), nullable=True),
     sa.Column("reconcile_prune", sa.Boolean, nullable=True),

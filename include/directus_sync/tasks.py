@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -37,12 +38,15 @@ class ConfigurationError(ValueError):
 
 @contextlib.contextmanager
 def errors_recorded(context: Mapping[str, Any]) -> Iterator[None]:
-    """Keep a failing task's error in XCom so that notify_on_failure can report it."""
+    """Keep a failing task's error in XCom so that notify_on_failure can report it; log the task's time."""
+    started = time.perf_counter()
     try:
         yield
     except Exception as exc:
         context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{type(exc).__name__}: {exc}"[:4000])
         raise
+    finally:
+        log.info("directus-sync task time: %.3f s", time.perf_counter() - started)
 
 
 class PoisonItemsError(RuntimeError):
@@ -94,7 +98,8 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     written: dict[str, int] = {}
     failures: list[Failure] = []
     for c in SyncPlan.model_validate(sync_plan).collections:
-        outcome = Applier(target, c, open_letters.get(c.collection)).run(action, remote.batch_size)
+        outcome = Applier(target, c, open_letters.get(c.collection)).run(action, remote.batch_size,
+                                                                         concurrency=remote.write_concurrency)
         store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
@@ -151,7 +156,8 @@ def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, 
 def _hook(remote: RemoteSource | BrokenRemote, conn_id: str) -> DirectusHook:
     if isinstance(remote, BrokenRemote):
         return DirectusHook(directus_conn_id=conn_id)
-    return DirectusHook(directus_conn_id=conn_id, timeout=remote.http_timeout_seconds, retries=remote.http_retries)
+    return DirectusHook(directus_conn_id=conn_id, timeout=remote.http_timeout_seconds, retries=remote.http_retries,
+                        pool_size=max(8, remote.write_concurrency))
 
 
 def _resolved(value: Any) -> datetime | None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +12,11 @@ import sqlalchemy as sa
 
 from directus_sync import store
 from directus_sync.devserver import DirectusInstance
+from directus_sync.localairflow import AIRFLOW_BIN, DAGS_FOLDER, LocalAirflow
 from directus_sync.provision import provision
 
 REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+AIRFLOW = AIRFLOW_BIN
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 
@@ -57,33 +55,18 @@ def activity_count(instance: DirectusInstance, collection: str) -> int:
     return int(data[0]["count"]["id"])
 
 
-@dataclass
-class Airflow:
-    """One Airflow home (SQLite metadata) whose remote-sources table lives in a PostgreSQL database."""
+class Airflow(LocalAirflow):
+    """The test Airflow home: its remote-sources table lives in a PostgreSQL database of its own."""
 
-    home: Path
-    table_db: str
-    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    def __init__(self, home: Path, table_db: str) -> None:
+        super().__init__(home)
+        self.table_db = table_db
+        self.connections["directus_sync_db"] = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432,
+                                                "login": "postgres", "schema": table_db}
 
     @property
     def table_url(self) -> str:
         return f"{PG_URL}/{self.table_db}"
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "DIRECTUS_SYNC_TABLE_REFRESH_SECONDS": "0",
-            "AIRFLOW_CONN_DIRECTUS_SYNC_DB": json.dumps({
-                "conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres",
-                "schema": self.table_db}),
-        })
-        for cid, conn in self.connections.items():
-            env[f"AIRFLOW_CONN_{cid.upper()}"] = json.dumps(conn)
-        return env
 
     def add_instance(self, instance: DirectusInstance, token: str | None = None) -> str:
         cid = conn_id(instance)
@@ -96,28 +79,15 @@ class Airflow:
     def add_remote(self, **row: Any) -> str:
         row.setdefault("status", "published")
         row.setdefault("retries", 0)
-        for key in ("schema", "notify_users"):
-            if key in row and not isinstance(row[key], str):
-                row[key] = json.loads(json.dumps(row[key]))
         store.upsert_row(self.engine(), row)
         return f"directus_sync__{row['name']}"
-
-    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([AIRFLOW, *args], env=self.env(), capture_output=True, text=True, timeout=timeout)
-
-    def dags_test(self, dag_id: str, logical_date: datetime, conf: dict[str, Any] | None = None
-                  ) -> subprocess.CompletedProcess[str]:
-        args = ["dags", "test", dag_id, logical_date.isoformat()]
-        if conf:
-            args += ["--conf", json.dumps(conf)]
-        return self.run(*args)
 
     def dagbag(self) -> dict[str, Any]:
         """Parse the DAG folder as the dag-processor does; return the DAG ids and import errors."""
         script = (
             "import json\n"
             "from airflow.dag_processing.dagbag import DagBag\n"
-            f"bag = DagBag(dag_folder={str(REPO / 'dags')!r})\n"
+            f"bag = DagBag(dag_folder={str(DAGS_FOLDER)!r})\n"
             "print(json.dumps({'dags': sorted(bag.dags), 'import_errors': bag.import_errors}))\n"
         )
         result = subprocess.run([sys.executable, "-c", script], env=self.env(), capture_output=True, text=True,

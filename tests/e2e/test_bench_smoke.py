@@ -1,0 +1,24 @@
+"""The benchmark script keeps working: it runs at a small N and writes its reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .harness import REPO
+
+
+def test_the_benchmark_runs_at_a_small_size(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "sync_bench.py"), "--n", "200", "--out",
+                             str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    for phase in ("create", "update", "delete"):
+        assert f"N=200 {phase}" in result.stdout
+    figures = json.loads((tmp_path / "results.json").read_text())
+    assert [r["n"] for r in figures] == [200]
+    assert set(figures[0]["phases"]) == {"create", "update", "delete"}
+    assert all(f["directus_sync_items_per_s"] > 0 for f in figures[0]["phases"].values())
+    assert (tmp_path / "throughput.png").stat().st_size > 0
