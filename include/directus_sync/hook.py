@@ -62,6 +62,7 @@ class DirectusHook(HttpHook):
             total=retries,
             backoff_factor=backoff_factor,
             backoff_jitter=0.25,
+            backoff_max=30,
             status_forcelist=RETRY_STATUSES,
             allowed_methods=None,  # our writes are idempotent, so every verb may be retried
             respect_retry_after_header=True,

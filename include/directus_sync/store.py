@@ -8,6 +8,7 @@ code runs on both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -137,10 +138,23 @@ def migrate(engine: Engine) -> None:
 
 
 def read_rows(engine: Engine) -> list[dict[str, Any]]:
-    """Every row of the remote-sources table, in name order, as plain dicts."""
+    """Every row of the remote-sources table, in name order, as plain dicts.
+
+    Reads whatever columns the table has, so a table not yet upgraded to this version's columns still
+    yields its DAGs (missing columns take their defaults).
+    """
     with engine.connect() as conn:
-        result = conn.execute(sa.select(remote_sources).order_by(remote_sources.c.name))
-        return [dict(row._mapping) for row in result]
+        result = conn.execute(sa.text(f"SELECT * FROM {remote_sources.name} ORDER BY name"))
+        return [_decode_json_columns(dict(row._mapping)) for row in result]
+
+
+def _decode_json_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """Raw reads return JSON columns as text on SQLite; text that is not JSON is left for validation."""
+    for name in ("schema", "notify_users"):
+        if isinstance(row.get(name), str):
+            with contextlib.suppress(ValueError):
+                row[name] = json.loads(row[name])
+    return row
 
 
 def upsert_row(engine: Engine, row: dict[str, Any]) -> None:

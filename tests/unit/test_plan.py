@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
+from directus_sync.config import ConflictPolicy
 from directus_sync.extract import CollectionChanges
 from directus_sync.plan import ConflictGuard, plan_collection
 from directus_sync.schema import CollectionShape
@@ -87,3 +88,14 @@ def test_ties_go_to_the_same_side_in_both_directions(tmp_path: Path) -> None:
         guard = ConflictGuard(remote, "sync", source_wins_ties)  # type: ignore[arg-type]
         outcomes.append(plan_collection(remote, changes, SHAPE, folder, 10, guard).updates)  # type: ignore[arg-type]
     assert outcomes == [1, 0]
+
+
+def test_source_wins_overwrites_a_newer_remote_change_and_still_records_it(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "older on source"}, "2026-11-26T12:00:00.000Z")], [])
+    remote = FakeRemote([{"id": 1, "title": "edited on remote"}])
+    remote.changed_at = {"1": "2026-11-26T12:05:00.000Z"}
+    guard = ConflictGuard(remote, "sync", source_wins_ties=False, policy=ConflictPolicy.SOURCE_WINS)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+    assert (result.updates, result.conflicts) == (1, 1)
+    assert [(c.key, c.winner) for c in guard.conflicts] == [("1", "source")]
