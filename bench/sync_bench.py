@@ -246,6 +246,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the reports go")
     args = parser.parse_args()
+    exit_on_sigterm()
     cli = ensure_directus(default_cache_dir())
     tag = os.getpid()
     databases = [(f"bench_{side}_{tag}", PostgresDatabase(f"directus_sync_bench_{tag}_{side}")) for side in "ab"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -125,20 +126,37 @@ def remote_add(
     schedule: Annotated[str | None, typer.Option(help="Cron or preset; default */5 * * * *.")] = None,
     status: Annotated[str, typer.Option(help="published, draft or archived.")] = "published",
     replace: Annotated[bool, typer.Option(help="Overwrite a row of the same name.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other column as COLUMN=VALUE, e.g. "
+                                                   "batch_size=1000 or conflict_policy=source_wins (repeat).")] = None,
     db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
 ) -> None:
     """Add a remote (validated before it is written)."""
     row: dict[str, Any] = {"name": name, "status": status, "source_conn_id": source, "remote_conn_id": remote,
                            "schema": _load_schema(schema), "notify_users": list(notify or []),
-                           "schedule": schedule}
+                           "schedule": schedule, **_columns(set_ or [])}
     parsed = parse_row(row)
     if isinstance(parsed, BrokenRemote):
         raise fail(parsed.error)
+    for column in _columns(set_ or []):  # store the validated, typed value
+        value = getattr(parsed, column)
+        row[column] = value.value if isinstance(value, Enum) else value
     engine = _engine(db_conn_id)
     if not replace and any(r["name"] == name for r in _rows(db_conn_id)):
         raise fail(f"remote {name!r} exists; pass --replace to overwrite it")
     store.upsert_row(engine, row)
     console.print(f"remote {name!r} saved; its DAG is {parsed.dag_id}")
+
+
+def _columns(assignments: list[str]) -> dict[str, Any]:
+    """``COLUMN=VALUE`` pairs for the table's other columns; values are checked with the rest of the row."""
+    known = set(store.remote_sources.c.keys()) - {"id", "created_at", "updated_at"}
+    columns: dict[str, Any] = {}
+    for assignment in assignments:
+        column, sep, value = assignment.partition("=")
+        if not sep or column not in known:
+            raise fail(f"--set {assignment!r}: expected COLUMN=VALUE with COLUMN one of {', '.join(sorted(known))}")
+        columns[column] = {"true": True, "false": False}.get(value.lower(), value)
+    return columns
 
 
 def _load_schema(text: str) -> Any:

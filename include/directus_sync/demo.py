@@ -8,9 +8,11 @@ every process it started, on success, error or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -18,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import requests
 import sqlalchemy as sa
 
 from directus_sync import store
@@ -26,11 +29,13 @@ from directus_sync.devserver import (
     SqliteDatabase,
     default_cache_dir,
     ensure_directus,
+    exit_on_sigterm,
     running_instances,
 )
 from directus_sync.localairflow import AIRFLOW_BIN, LocalAirflow
 from directus_sync.provision import provision
 
+UI_URL = "http://localhost:8080"
 COLLECTION = "articles"
 SYNCED_FIELDS = ["title", "body", "views"]
 INSTANCES = ("source", "remote_b", "remote_c")
@@ -47,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ui", action="store_true",
                         help="afterwards, keep `airflow standalone` running with the sync DAGs visible")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     workdir = Path(args.dir).resolve()
     if workdir.exists():
         shutil.rmtree(workdir)  # every run starts clean
@@ -162,24 +168,36 @@ def run_dag(airflow: LocalAirflow, dag_id: str) -> None:
 
 def serve_ui(airflow: LocalAirflow) -> None:
     say("starting `airflow standalone`; Ctrl-C stops it and the instances")
-    process = subprocess.Popen([AIRFLOW_BIN, "standalone"], env=airflow.env(),
-                               stdout=(airflow.home / "standalone.log").open("w"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    password_file = airflow.home / "simple_auth_manager_passwords.json.generated"
+    env = airflow.env()
+    # standalone starts its components as `airflow ...` subprocesses: they must find this environment's.
+    env["PATH"] = f"{Path(AIRFLOW_BIN).parent}{os.pathsep}{env.get('PATH', '')}"
+    log_path = airflow.home / "standalone.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([AIRFLOW_BIN, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     try:
-        for _ in range(120):
-            if password_file.exists():
-                break
-            time.sleep(1)
-        logins = json.loads(password_file.read_text()) if password_file.exists() else {}
-        print("    Airflow UI: http://localhost:8080", flush=True)
-        for user, password in logins.items():
+        _wait_for_ui(process, log_path)
+        logins = airflow.home / "simple_auth_manager_passwords.json.generated"
+        print(f"    Airflow UI: {UI_URL} (its log: {log_path})", flush=True)
+        for user, password in json.loads(logins.read_text()).items():
             print(f"    login: {user} / {password}", flush=True)
-        while True:
-            time.sleep(3600)
+        process.wait()
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def _wait_for_ui(process: subprocess.Popen[bytes], log_path: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"airflow standalone stopped; see {log_path}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(f"{UI_URL}/api/v2/version", timeout=2).ok:
+                return
+        time.sleep(2)
+    raise SystemExit(f"the Airflow UI did not answer within {timeout:.0f} s; see {log_path}")
 
 
 if __name__ == "__main__":

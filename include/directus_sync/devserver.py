@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,11 @@ def ensure_directus(cache_dir: Path) -> Path:
             raise DevServerError(f"npm install directus@{DIRECTUS_VERSION} failed:\n{result.stderr[-4000:]}")
         marker.touch()
     return cli
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that ``finally`` blocks stop the instances a script started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def free_port() -> int:

@@ -68,14 +68,19 @@ def test_db_and_remote_commands_manage_validated_rows(
     assert missing_fields.returncode == 2 and "schema[0].fields: Field required" in missing_fields.stderr
 
     schema = json.dumps([{"name": collection, "fields": ["title"]}])
-    added = cli(airflow, "remote", "add", name, "--source", conn_id(a), "--remote", conn_id(b), "--schema", schema)
+    unknown = cli(airflow, "remote", "add", name, "--source", conn_id(a), "--remote", conn_id(b), "--schema", schema,
+                  "--set", "colour=blue")
+    assert unknown.returncode == 2 and "expected COLUMN=VALUE" in unknown.stderr
+    added = cli(airflow, "remote", "add", name, "--source", conn_id(a), "--remote", conn_id(b), "--schema", schema,
+                "--set", "batch_size=250", "--set", "conflict_policy=source_wins")
     assert added.returncode == 0, added.stderr
     assert f"directus_sync__{name}" in added.stdout
     assert cli(airflow, "remote", "add", name, "--source", conn_id(a), "--remote", conn_id(b),
                "--schema", schema).returncode == 2
     assert name in cli(airflow, "remote", "list").stdout
     assert cli(airflow, "remote", "disable", name).returncode == 0
-    assert json.loads(cli(airflow, "remote", "show", name).stdout.split("valid;")[0])["status"] == "draft"
+    shown = json.loads(cli(airflow, "remote", "show", name).stdout.split("valid;")[0])
+    assert (shown["status"], shown["batch_size"], shown["conflict_policy"]) == ("draft", 250, "source_wins")
     assert cli(airflow, "remote", "enable", name).returncode == 0
     assert cli(airflow, "remote", "remove", name).returncode == 0
     gone = cli(airflow, "remote", "show", name)
