@@ -45,6 +45,7 @@ from directus_sync.devserver import (
     PostgresDatabase,
     default_cache_dir,
     ensure_directus,
+    exit_on_sigterm,
     running_instances,
 )
 from directus_sync.localairflow import AIRFLOW_BIN, LocalAirflow
