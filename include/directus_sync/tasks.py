@@ -49,8 +49,12 @@ def errors_recorded(context: Mapping[str, Any]) -> Iterator[None]:
         log.info("directus-sync task time: %.3f s", time.perf_counter() - started)
 
 
-class PoisonItemsError(RuntimeError):
-    """The remote refused some items for their data; all others were written."""
+class PoisonItemsError(AirflowFailException):
+    """The remote refused some items for their data; all others were written.
+
+    Fails without Airflow's task retries: writing the same data again cannot help; every later run
+    retries the dead letters first, with their source's current state.
+    """
 
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
