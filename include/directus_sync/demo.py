@@ -8,19 +8,13 @@ every process it started, on success, error or Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import requests
 import sqlalchemy as sa
 
 from directus_sync import store
@@ -32,10 +26,9 @@ from directus_sync.devserver import (
     exit_on_sigterm,
     running_instances,
 )
-from directus_sync.localairflow import AIRFLOW_BIN, LocalAirflow
+from directus_sync.localairflow import LocalAirflow
 from directus_sync.provision import provision
 
-UI_URL = "http://localhost:8080"
 COLLECTION = "articles"
 SYNCED_FIELDS = ["title", "body", "views"]
 INSTANCES = ("source", "remote_b", "remote_c")
@@ -168,36 +161,11 @@ def run_dag(airflow: LocalAirflow, dag_id: str) -> None:
 
 def serve_ui(airflow: LocalAirflow) -> None:
     say("starting `airflow standalone`; Ctrl-C stops it and the instances")
-    env = airflow.env()
-    # standalone starts its components as `airflow ...` subprocesses: they must find this environment's.
-    env["PATH"] = f"{Path(AIRFLOW_BIN).parent}{os.pathsep}{env.get('PATH', '')}"
-    log_path = airflow.home / "standalone.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen([AIRFLOW_BIN, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        _wait_for_ui(process, log_path)
-        logins = airflow.home / "simple_auth_manager_passwords.json.generated"
-        print(f"    Airflow UI: {UI_URL} (its log: {log_path})", flush=True)
-        for user, password in json.loads(logins.read_text()).items():
-            print(f"    login: {user} / {password}", flush=True)
-        process.wait()
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=60)
-
-
-def _wait_for_ui(process: subprocess.Popen[bytes], log_path: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"airflow standalone stopped; see {log_path}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{UI_URL}/api/v2/version", timeout=2).ok:
-                return
-        time.sleep(2)
-    raise SystemExit(f"the Airflow UI did not answer within {timeout:.0f} s; see {log_path}")
+    with airflow.standalone() as server:
+        print(f"    Airflow UI: {server.url} (its log: {server.log_path})", flush=True)
+        user, password = server.login()
+        print(f"    login: {user} / {password}", flush=True)
+        server.process.wait()
 
 
 if __name__ == "__main__":

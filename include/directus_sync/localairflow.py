@@ -1,20 +1,27 @@
 """A local Airflow home for the demo, the benchmarks and the end-to-end tests.
 
-Airflow runs as a subprocess (``airflow dags test``) with everything in environment variables: an SQLite
-metadata database under the home, this project's ``dags/`` folder, and the connections, including
-``directus_sync_db`` for the remote-sources table. Nothing here is used by the DAGs themselves.
+Airflow runs as a subprocess (``airflow dags test``, or ``airflow standalone`` for a scheduler, triggerer
+and API server) with everything in environment variables: an SQLite metadata database under the home, this
+project's ``dags/`` folder, and the connections, including ``directus_sync_db`` for the remote-sources
+table. Nothing here is used by the DAGs themselves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import requests
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 AIRFLOW_BIN = str(Path(sys.executable).with_name("airflow"))
@@ -59,3 +66,82 @@ class LocalAirflow:
         if conf:
             args += ["--conf", json.dumps(conf)]
         return self.run(*args)
+
+    @contextlib.contextmanager
+    def standalone(self, port: int = 8080, timeout: float = 300) -> Iterator[Standalone]:
+        """``airflow standalone`` (API server on ``port``, scheduler, dag-processor, triggerer) until exit.
+
+        Yields once the API answers and the scheduler, dag-processor and triggerer run; stops the whole
+        process group on exit. Its output goes to ``standalone.log`` in the home.
+        """
+        url = f"http://localhost:{port}"
+        env = self.env()
+        env.update({
+            # standalone starts its components as `airflow ...` subprocesses: they must find this environment's.
+            "PATH": f"{Path(AIRFLOW_BIN).parent}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        })
+        self.home.mkdir(parents=True, exist_ok=True)
+        log_path = self.home / "standalone.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen([AIRFLOW_BIN, "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        try:
+            server = Standalone(url=url, home=self.home, log_path=log_path, process=process)
+            server.wait_until_ready(timeout)
+            yield server
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+@dataclass
+class Standalone:
+    """A running ``airflow standalone``: its URL, log, admin login, and an authenticated API client."""
+
+    url: str
+    home: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def wait_until_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"airflow standalone stopped; see {self.log_path}")
+            if "Airflow is ready" in self.log_path.read_text(errors="replace"):
+                with contextlib.suppress(requests.RequestException):
+                    if requests.get(f"{self.url}/api/v2/version", timeout=2).ok:
+                        return
+            time.sleep(2)
+        raise RuntimeError(f"airflow standalone was not ready within {timeout:.0f} s; see {self.log_path}")
+
+    def login(self) -> tuple[str, str]:
+        """The admin user and the password standalone generated for it."""
+        logins = self.home / "simple_auth_manager_passwords.json.generated"
+        user, password = next(iter(json.loads(logins.read_text()).items()))
+        return user, password
+
+    def token(self) -> str:
+        """A JWT for the REST API, as the admin."""
+        user, password = self.login()
+        response = requests.post(f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=10)
+        response.raise_for_status()
+        token: str = response.json()["access_token"]
+        return token
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the Airflow REST API (``/api/v2``...) as the admin; return the decoded JSON."""
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        response = requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
