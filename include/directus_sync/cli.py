@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
+import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from directus_sync import store
+from directus_sync import ledger, store
 from directus_sync.check import check_remote
 from directus_sync.config import BrokenRemote, RemoteSource, parse_row
 from directus_sync.provision import ProvisionError, provision
@@ -155,7 +157,10 @@ def _columns(assignments: list[str]) -> dict[str, Any]:
         column, sep, value = assignment.partition("=")
         if not sep or column not in known:
             raise fail(f"--set {assignment!r}: expected COLUMN=VALUE with COLUMN one of {', '.join(sorted(known))}")
-        columns[column] = {"true": True, "false": False}.get(value.lower(), value)
+        if isinstance(store.remote_sources.c[column].type, sa.JSON):
+            columns[column] = _load_json(value, f"--set {column}")
+        else:
+            columns[column] = {"true": True, "false": False}.get(value.lower(), value)
     return columns
 
 
@@ -165,10 +170,14 @@ def _load_schema(text: str) -> Any:
         if not path.exists():
             raise fail(f"schema file {path} does not exist")
         text = path.read_text()
+    return _load_json(text, "--schema")
+
+
+def _load_json(text: str, option: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise fail(f"--schema is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise fail(f"{option} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
 
 
 @remote_app.command("list")
@@ -234,6 +243,51 @@ def check(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
         table.add_row(problem.where, problem.problem, problem.fix)
     console.print(table)
     raise typer.Exit(code=1)
+
+
+@app.command("runs")
+def runs(
+    name: Annotated[str | None, typer.Argument(help="The remote; all remotes when left out.")] = None,
+    limit: Annotated[int, typer.Option(help="How many of the latest runs to show.")] = 20,
+    db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
+) -> None:
+    """Show the run history (one line per run and collection) and how far each remote lags behind."""
+    if name is not None:
+        _find(name, db_conn_id)
+    engine = _engine(db_conn_id)
+    try:
+        rows = ledger.recent_runs(engine, name, limit)
+        synced = ledger.last_synced(engine)
+    except Exception as exc:
+        raise fail(f"cannot read the run ledger through {db_conn_id!r}: {exc}; "
+                   "run `directus-sync db upgrade` if the table is missing") from None
+    table = Table("finished (UTC)", "remote", "run", "status", "collection", "window end", "created", "updated",
+                  "deleted", "skipped", "conflicts", "dead letters", "duration")
+    for row in rows:
+        table.add_row(_when(row["finished_at"]), row["remote"], row["run_id"], _status(row["status"]),
+                      row["collection"], _when(row["window_end"]),
+                      *(str(row[c]) for c in ("created", "updated", "deleted", "skipped", "conflicts",
+                                              "dead_letters")),
+                      f"{row['duration_seconds']:.1f} s" if row["duration_seconds"] is not None else "")
+    console.print(table)
+    for remote in sorted({name} if name else {r["remote"] for r in rows} | set(synced)):
+        behind = ledger.lag(synced.get(remote))
+        console.print(f"{remote}: " + (f"lag {_duration(behind)} (synced up to {_when(synced[remote])})"
+                                       if behind is not None else "never synced successfully"))
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _status(status: str) -> str:
+    return f"[green]{status}[/green]" if status == ledger.RunStatus.SUCCESS else f"[red]{status}[/red]"
+
+
+def _duration(interval: timedelta) -> str:
+    seconds = int(interval.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h {rest // 60:02d}m {rest % 60:02d}s" if hours else f"{rest // 60}m {rest % 60:02d}s"
 
 
 def _find(name: str, conn_id: str) -> dict[str, Any]:

@@ -29,6 +29,8 @@ RECONCILE_SUFFIX = "__reconcile"
 DEFAULT_SCHEDULE = "*/5 * * * *"
 DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=pendulum.UTC)
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,62}$"
+DURATION_PATTERN = r"(?P<amount>\d+(\.\d+)?)\s*(?P<unit>s|secs?|seconds?|m|mins?|minutes?|h|hours?)"
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours"}
 CRON_PRESETS = {
     "@hourly": "0 * * * *",
     "@daily": "0 0 * * *",
@@ -54,6 +56,30 @@ class ConflictPolicy(StrEnum):
 
     LAST_WRITER_WINS = "last_writer_wins"
     SOURCE_WINS = "source_wins"
+
+
+class AlertChannel(BaseModel):
+    """Where late-run and failure alerts go besides Directus notifications: one of the providers' notifiers.
+
+    ``{"type": "http", "conn_id": "ops_webhook", "endpoint": "/hooks/directus-sync"}`` posts JSON to an
+    HTTP connection; ``{"type": "smtp", "to": ["ops@example.com"]}`` mails through ``smtp_default`` (or
+    ``conn_id``); ``{"type": "slack_webhook", "conn_id": "slack_ops"}`` needs the Slack provider.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["http", "smtp", "slack_webhook"]
+    conn_id: str | None = None
+    endpoint: str = ""
+    to: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertChannel:
+        if self.type in ("http", "slack_webhook") and not self.conn_id:
+            raise ValueError(f"a {self.type} alert channel needs conn_id (an Airflow connection)")
+        if self.type == "smtp" and not self.to:
+            raise ValueError("an smtp alert channel needs to: a list of addresses")
+        return self
 
 
 class CollectionSchema(BaseModel):
@@ -109,9 +135,11 @@ class RemoteSource(BaseModel):
     conflict_policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS
     reconcile_schedule: str | None = None
     reconcile_prune: bool = False
+    deadline: timedelta | None = None
+    alerts: tuple[AlertChannel, ...] = ()
     description: str | None = None
 
-    @field_validator("sync_schema", "notify_users", mode="before")
+    @field_validator("sync_schema", "notify_users", "alerts", mode="before")
     @classmethod
     def _decode_json(cls, value: Any) -> Any:
         """The table stores JSON as text on databases without a JSON type."""
@@ -142,6 +170,23 @@ class RemoteSource(BaseModel):
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _parse_deadline(cls, value: Any) -> Any:
+        """``"15 minutes"``, ``"1 hour"``, ``"90s"`` or ISO 8601 (``"PT15M"``); empty means no deadline."""
+        if value in (None, ""):
+            return None
+        if isinstance(value, str) and (match := re.fullmatch(DURATION_PATTERN, value.strip().lower())):
+            return timedelta(**{DURATION_UNITS[match["unit"][0]]: float(match["amount"])})
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _positive_deadline(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("deadline must be positive, e.g. '15 minutes'")
+        return value
 
     @field_validator("start_date", mode="before")
     @classmethod
@@ -197,6 +242,7 @@ class BrokenRemote(BaseModel):
     source_conn_id: str | None = None
     notify_users: tuple[str, ...] = ()
     schedule: str = DEFAULT_SCHEDULE
+    alerts: tuple[AlertChannel, ...] = ()
 
     @property
     def dag_id(self) -> str:
@@ -218,6 +264,7 @@ def parse_row(row: dict[str, Any]) -> RemoteSource | BrokenRemote:
             source_conn_id=row.get("source_conn_id") or None,
             notify_users=_salvage_notify_users(row.get("notify_users")),
             schedule=_salvage_schedule(row.get("schedule")),
+            alerts=_salvage_alerts(row.get("alerts")),
         )
 
 
@@ -236,6 +283,15 @@ def _salvage_notify_users(value: Any) -> tuple[str, ...]:
     try:
         users = json.loads(value) if isinstance(value, str) else value
         return tuple(str(u) for u in users) if isinstance(users, list) else ()
+    except (ValueError, TypeError):
+        return ()
+
+
+def _salvage_alerts(value: Any) -> tuple[AlertChannel, ...]:
+    """A broken row still alerts through its channels when they, at least, are valid."""
+    try:
+        channels = json.loads(value) if isinstance(value, str) else value
+        return tuple(AlertChannel.model_validate(c) for c in channels) if isinstance(channels, list) else ()
     except (ValueError, TypeError):
         return ()
 

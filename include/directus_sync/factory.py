@@ -14,8 +14,11 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_parsing_context, task
+from airflow.sdk.definitions.callback import AsyncCallback
+from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from directus_sync import tasks
+from directus_sync.alerts import on_deadline_missed
 from directus_sync.config import DAG_ID_PREFIX, BrokenRemote, RemoteSource, Status, parse_row
 from directus_sync.store import Snapshot, load_rows
 
@@ -97,6 +100,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
                                        "(one-way mirrors only)."),
         },
         default_args={"retries": remote.retries, "retry_delay": timedelta(minutes=1)},
+        deadline=_deadline(remote, reconcile),
         doc_md=_doc(remote),
     ) as dag:
 
@@ -130,6 +134,11 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         def cleanup_staging(**context: Any) -> None:
             tasks.cleanup_staging(context)
 
+        # Every run is recorded, failed ones too; only successful ones emit Asset events.
+        @task(trigger_rule="all_done", outlets=[tasks.asset_for(remote, c) for c in remote.collections])
+        def record_run(**context: Any) -> dict[str, Any]:
+            return tasks.record_run(remote, context)
+
         @task(trigger_rule="one_failed", retries=0)
         def notify_on_failure(**context: Any) -> None:
             tasks.notify_on_failure(remote, context)
@@ -142,8 +151,36 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         creates = apply_creates(sync_plan)  # type: ignore[arg-type]
         deletes >> updates >> creates
         [deletes, updates, creates] >> cleanup_staging()
+        [deletes, updates, creates] >> record_run()
         [manifest, sync_plan, deletes, updates, creates] >> notify_on_failure()
     return dag
+
+
+def _deadline(remote: RemoteSource, reconcile: bool) -> DeadlineAlert | None:
+    """A Deadline Alert when the row sets ``deadline``: measured from the moment a run is queued."""
+    if remote.deadline is None or reconcile:
+        return None
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=remote.deadline,
+        callback=AsyncCallback(on_deadline_missed, kwargs={
+            "remote": remote.name,
+            "dag_id": remote.dag_id,
+            "deadline": _human(remote.deadline),
+            "source_conn_id": remote.source_conn_id,
+            "notify_users": list(remote.notify_users),
+            "alerts": [c.model_dump(mode="json") for c in remote.alerts],
+        }),
+    )
+
+
+def _human(interval: timedelta) -> str:
+    seconds = int(interval.total_seconds())
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 def build_broken_dag(broken: BrokenRemote) -> DAG:

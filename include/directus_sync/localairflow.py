@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+PLUGINS_FOLDER = DAGS_FOLDER.with_name("plugins")
 AIRFLOW_BIN = str(Path(sys.executable).with_name("airflow"))
 
 
@@ -40,6 +41,7 @@ class LocalAirflow:
         env.update({
             "AIRFLOW_HOME": str(self.home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             # Commands here run one after another and expect the table's latest rows.

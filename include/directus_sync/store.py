@@ -51,6 +51,8 @@ remote_sources = sa.Table(
     sa.Column("conflict_policy", sa.String(32), nullable=True),
     sa.Column("reconcile_schedule", sa.String(120), nullable=True),
     sa.Column("reconcile_prune", sa.Boolean, nullable=True),
+    sa.Column("deadline", sa.String(40), nullable=True),
+    sa.Column("alerts", sa.JSON, nullable=True),
     sa.Column("description", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.current_timestamp()),
     sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.current_timestamp(),
@@ -87,6 +89,33 @@ conflicts = sa.Table(
     sa.Column("winner", sa.String(16), nullable=False),
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+runs = sa.Table(
+    "directus_sync_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("remote", sa.String(63), nullable=False, index=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("run_type", sa.String(32), nullable=True),
+    sa.Column("collection", sa.String(64), nullable=False),
+    sa.Column("window_start", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("full_copy", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deleted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("conflicts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dead_letters", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("duration_seconds", sa.Float, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("dag_id", "run_id", "collection", name="uq_directus_sync_run_collection"),
 )
 
 
@@ -150,7 +179,7 @@ def read_rows(engine: Engine) -> list[dict[str, Any]]:
 
 def _decode_json_columns(row: dict[str, Any]) -> dict[str, Any]:
     """Raw reads return JSON columns as text on SQLite; text that is not JSON is left for validation."""
-    for name in ("schema", "notify_users"):
+    for name in ("schema", "notify_users", "alerts"):
         if isinstance(row.get(name), str):
             with contextlib.suppress(ValueError):
                 row[name] = json.loads(row[name])

@@ -11,13 +11,13 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Asset, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from directus_sync import notify, store
+from directus_sync import alerts, ledger, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, compute_window, extract
@@ -29,6 +29,8 @@ from directus_sync.staging import read_jsonl, remove_folder, run_folder
 log = logging.getLogger(__name__)
 
 ERROR_XCOM_KEY = "error"
+WRITTEN_XCOM_KEY = "written"
+APPLY_TASKS = {"apply_creates": "created", "apply_updates": "updated", "apply_deletes": "deleted"}
 SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates")
 
 
@@ -71,7 +73,9 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
     retry_keys = store.open_dead_letters(store.engine_for(), remote.name)
     manifest = extract(_hook(remote, remote.source_conn_id), remote, window, folder, retry_keys,
                        list_source_keys=bool(params.get("prune")))
-    return manifest.model_dump(mode="json")
+    bounds = {"window_start": window.start.isoformat() if window.start else None,
+              "window_end": window.end.isoformat()}
+    return {**manifest.model_dump(mode="json"), **bounds}
 
 
 def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,12 +111,70 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
         store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
+    # The ledger counts what was written even when the task fails for refused items.
+    context["ti"].xcom_push(key=WRITTEN_XCOM_KEY, value=written)
     if failures:
         store.record_dead_letters(engine, remote.name, context["run_id"], failures)
         shown = "; ".join(f"{f.collection} {f.key}: {f.error}" for f in failures[:5])
         raise PoisonItemsError(f"the remote refused {len(failures)} items (now in the dead-letter table), "
                                f"all others were written: {shown}")
     return written
+
+
+def asset_for(remote: RemoteSource, collection: str) -> Asset:
+    """The Asset a successful run updates: one collection on the remote, named by the remote's connection."""
+    uri = f"directus://{remote.remote_conn_id}/{collection}"
+    return Asset(uri=uri, name=uri, group="directus-sync")
+
+
+def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the run's ledger rows; on success, emit one Asset event per collection with its counts.
+
+    A failed run is recorded too, then this task skips: Asset events only ever announce synced data.
+    """
+    ti = context["ti"]
+    manifest = ti.xcom_pull(task_ids="extract_changes") or {}
+    sync_plan = ti.xcom_pull(task_ids="filter_schema") or {}
+    finished = [ti.xcom_pull(task_ids=task_id) is not None for task_id in SYNC_TASKS]
+    errors = {t: e for t in SYNC_TASKS if (e := ti.xcom_pull(task_ids=t, key=ERROR_XCOM_KEY))}
+    status = ledger.RunStatus.SUCCESS if all(finished) else ledger.RunStatus.FAILED
+    engine = store.engine_for()
+    counts = _collection_counts(remote, context, sync_plan, ledger.dead_letters_of_run(engine, remote.name,
+                                                                                      context["run_id"]))
+    dag_run = context["dag_run"]
+    run = ledger.RunRecord(
+        remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"], status=status,
+        finished_at=datetime.now(UTC), run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+        window_start=_parse_time(manifest.get("window_start")), window_end=_parse_time(manifest.get("window_end")),
+        full_copy=bool(manifest.get("full")), started_at=getattr(dag_run, "start_date", None),
+        error="; ".join(f"{t}: {e}" for t, e in errors.items()) or None, collections=counts)
+    ledger.record(engine, run)
+    summary = {c.collection: c.written for c in counts}
+    log.info("Run recorded as %s: %s", status.value, summary)
+    if status is not ledger.RunStatus.SUCCESS:
+        raise AirflowSkipException(f"the run failed ({', '.join(errors) or 'see the tasks'}); no Asset events")
+    for c in counts:
+        context["outlet_events"][asset_for(remote, c.collection)].extra = {
+            "created": c.created, "updated": c.updated, "deleted": c.deleted, "skipped": c.skipped,
+            "window_end": manifest.get("window_end"), "run_id": context["run_id"]}
+    return {"status": status.value, "written": summary}
+
+
+def _collection_counts(remote: RemoteSource, context: Mapping[str, Any], sync_plan: Mapping[str, Any],
+                       dead: Mapping[str, int]) -> list[ledger.CollectionCounts]:
+    ti = context["ti"]
+    written = {column: ti.xcom_pull(task_ids=task_id, key=WRITTEN_XCOM_KEY) or {}
+               for task_id, column in APPLY_TASKS.items()}
+    planned = {c["collection"]: c for c in sync_plan.get("collections", [])}
+    return [ledger.CollectionCounts(
+        collection=name, created=written["created"].get(name, 0), updated=written["updated"].get(name, 0),
+        deleted=written["deleted"].get(name, 0), skipped=planned.get(name, {}).get("unchanged", 0),
+        conflicts=planned.get(name, {}).get("conflicts", 0), dead_letters=dead.get(name, 0),
+    ) for name in remote.collections]
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 def cleanup_staging(context: Mapping[str, Any]) -> None:
@@ -135,6 +197,9 @@ def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str,
         log.warning("The source connection of %s is unknown; nobody can be notified", remote.name)
     else:
         notify.send(_hook(remote, remote.source_conn_id), remote.notify_users, report)
+    channels = remote.alerts or alerts.global_channels()
+    alerts.send(alerts.Alert("run_failed", remote.name, report.dag_id, report.run_id, report.subject, report.message),
+                channels, context)
     raise AirflowFailException(f"The sync of remote {remote.name!r} failed: {summary}")
 
 

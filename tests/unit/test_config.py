@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from directus_sync.config import BrokenRemote, RemoteSource, Status, dag_id_for, parse_row
 
@@ -81,3 +82,23 @@ def test_a_bad_name_still_gets_a_safe_dag_id() -> None:
     assert isinstance(broken, BrokenRemote)
     assert broken.dag_id == dag_id_for("EU to US!") == "directus_sync__EU_to_US_"
     assert "name: String should match pattern" in broken.error
+
+
+def test_a_deadline_reads_as_a_duration_and_empty_means_none() -> None:
+    for text, expected in [("15 minutes", timedelta(minutes=15)), ("1 hour", timedelta(hours=1)),
+                           ("90s", timedelta(seconds=90)), ("PT20M", timedelta(minutes=20))]:
+        remote = parse_row({**ROW, "deadline": text})
+        assert isinstance(remote, RemoteSource) and remote.deadline == expected, text
+    assert parse_row({**ROW, "deadline": ""}).deadline is None  # type: ignore[union-attr]
+    broken = parse_row({**ROW, "deadline": "soon"})
+    assert isinstance(broken, BrokenRemote) and "deadline:" in broken.error
+
+
+def test_alert_channels_are_validated_and_survive_a_broken_row() -> None:
+    channels = '[{"type": "http", "conn_id": "ops_webhook", "endpoint": "/hook"}]'
+    remote = parse_row({**ROW, "alerts": channels})
+    assert isinstance(remote, RemoteSource) and remote.alerts[0].endpoint == "/hook"
+    broken = parse_row({**ROW, "alerts": '[{"type": "pager"}]'})
+    assert isinstance(broken, BrokenRemote) and "alerts[0].type" in broken.error
+    still_alerting = parse_row({**ROW, "schema": "[]", "alerts": channels})
+    assert isinstance(still_alerting, BrokenRemote) and still_alerting.alerts[0].conn_id == "ops_webhook"

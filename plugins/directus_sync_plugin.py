@@ -1,0 +1,21 @@
+"""Airflow plugin: the "Directus Sync" status page, in the UI's navigation.
+
+Thin on purpose: the page lives in the installed package (``directus_sync.statuspage``).
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from directus_sync.statuspage import URL_PREFIX, app
+
+
+class DirectusSyncPlugin(AirflowPlugin):
+    name = "directus_sync"
+    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Directus Sync"}]
+    external_views = [{
+        "name": "Directus Sync",
+        "href": f"{URL_PREFIX}/",
+        "destination": "nav",
+        "url_route": "directus-sync",
+    }]
