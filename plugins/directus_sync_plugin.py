@@ -5,6 +5,8 @@ Thin on purpose: the page lives in the installed package (``directus_sync.status
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from airflow.plugins_manager import AirflowPlugin
 
 from directus_sync.statuspage import URL_PREFIX, app
@@ -12,8 +14,8 @@ from directus_sync.statuspage import URL_PREFIX, app
 
 class DirectusSyncPlugin(AirflowPlugin):
     name = "directus_sync"
-    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Directus Sync"}]
-    external_views = [{
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [{"app": app, "url_prefix": URL_PREFIX, "name": "Directus Sync"}]
+    external_views: ClassVar[list[dict[str, Any]]] = [{
         "name": "Directus Sync",
         "href": f"{URL_PREFIX}/",
         "destination": "nav",
