@@ -176,11 +176,11 @@ def _deadline(remote: RemoteSource, reconcile: bool) -> DeadlineAlert | None:
 
 def _human(interval: timedelta) -> str:
     seconds = int(interval.total_seconds())
-    for unit, size in (("hour", 3600), ("minute", 60)):
+    for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
         if seconds % size == 0:
             count = seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
-    return f"{seconds} seconds"
+    raise AssertionError("unreachable: every whole number of seconds divides by 1")
 
 
 def build_broken_dag(broken: BrokenRemote) -> DAG:

@@ -114,6 +114,7 @@ class Standalone:
     home: Path
     log_path: Path
     process: subprocess.Popen[bytes]
+    _token: str | None = field(default=None, repr=False)
 
     def wait_until_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -134,16 +135,18 @@ class Standalone:
         return user, password
 
     def token(self) -> str:
-        """A JWT for the REST API, as the admin."""
-        user, password = self.login()
-        response = requests.post(f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=10)
-        response.raise_for_status()
-        token: str = response.json()["access_token"]
-        return token
+        """A JWT for the REST API, as the admin (fetched once)."""
+        if self._token is None:
+            user, password = self.login()
+            response = requests.post(f"{self.url}/auth/token", json={"username": user, "password": password},
+                                     timeout=60)
+            response.raise_for_status()
+            self._token = str(response.json()["access_token"])
+        return self._token
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the Airflow REST API (``/api/v2``...) as the admin; return the decoded JSON."""
         headers = {"Authorization": f"Bearer {self.token()}"}
-        response = requests.request(method, f"{self.url}{path}", headers=headers, timeout=30, **kwargs)
+        response = requests.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
         response.raise_for_status()
         return response.json() if response.content else None

@@ -17,6 +17,8 @@ from directus_sync.provision import provision
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = AIRFLOW_BIN
+CLI = str(Path(sys.executable).with_name("directus-sync"))
+ARTIFACTS = REPO / "test-artifacts"
 PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 
@@ -95,3 +97,9 @@ class Airflow(LocalAirflow):
         assert result.returncode == 0, result.stderr[-3000:]
         parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
         return parsed
+
+
+def run_cli(airflow: Airflow, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The ``directus-sync`` command, with the Airflow home's connections."""
+    return subprocess.run([CLI, *args], env={**airflow.env(), "COLUMNS": "200", **env}, capture_output=True,
+                          text=True, timeout=120)

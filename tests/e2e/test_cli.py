@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import requests
 
 from directus_sync.devserver import DirectusInstance
 
-from .harness import Airflow, conn_id, create_collection
+from .harness import Airflow, conn_id, create_collection, run_cli
 
-CLI = str(Path(sys.executable).with_name("directus-sync"))
-
-
-def cli(airflow: Airflow, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], env={**airflow.env(), "COLUMNS": "200", **env}, capture_output=True,
-                          text=True, timeout=120)
+cli = run_cli
 
 
 def test_provision_creates_a_working_sync_user_and_prints_its_connection(

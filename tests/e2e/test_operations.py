@@ -1,0 +1,170 @@
+"""Operating it: the run ledger and `directus-sync runs`, Asset events, deadline alerts and the status page.
+
+The last test runs a real `airflow standalone` (scheduler, triggerer, API server with the plugin) and looks
+at the status page in headless Chromium (Debian's package, driven by Playwright).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from directus_sync import ledger
+from directus_sync.devserver import DirectusInstance, free_port
+
+from .conftest import TABLE_DB
+from .harness import ARTIFACTS, Airflow, conn_id, create_collection, run_cli
+from .test_sync_dags import add_remote, run_fails, run_ok, seed
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_every_run_is_in_the_ledger_and_the_runs_command_shows_it_with_the_lag(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    keys = seed(a, collection, 6)
+    name = f"ledger_{collection}"
+    dag_id = add_remote(airflow, name, a, b, collection)
+    run_ok(airflow, dag_id)
+    a.api("PATCH", f"/items/{collection}", json={"keys": keys[:2], "data": {"title": "edited"}})
+    a.api("DELETE", f"/items/{collection}", json=keys[-1:])
+    run_ok(airflow, dag_id)
+
+    second, first = ledger.group_runs(ledger.recent_runs(airflow.engine(), name))
+    assert [(r["collection"], r["created"], r["status"], r["full_copy"]) for r in first] == [
+        (collection, 6, "success", True)]
+    assert [(r["updated"], r["deleted"], r["created"], r["status"]) for r in second] == [(2, 1, 0, "success")]
+    assert second[0]["window_start"] is not None and second[0]["window_end"] > first[0]["window_end"]
+    assert second[0]["duration_seconds"] > 0
+
+    b.api("DELETE", f"/fields/{collection}/views")  # the next run cannot sync: a listed field is gone
+    a.api("PATCH", f"/items/{collection}/{keys[0]}", json={"title": "again"})
+    run_fails(airflow, dag_id)
+    latest = ledger.recent_runs(airflow.engine(), name, limit=1)
+    assert [(r["status"], r["created"] + r["updated"] + r["deleted"]) for r in latest] == [("failed", 0)]
+    assert "views" in (latest[0]["error"] or "")
+
+    shown = run_cli(airflow, "runs", name)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count(f" {collection} ") == 3  # one line per run
+    assert shown.stdout.count("success") == 2 and shown.stdout.count("failed") == 1
+    assert f"{name}: lag " in shown.stdout
+    unknown = run_cli(airflow, "runs", "no_such_remote")
+    assert unknown.returncode == 2 and "no remote named 'no_such_remote'" in unknown.stderr
+
+
+class Webhook:
+    """A real HTTP endpoint that keeps the JSON posted to it: the alert channel under test."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 300, every: float = 2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_under_a_real_scheduler_a_late_run_alerts_assets_are_emitted_and_the_status_page_shows_the_run(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str, webhook: Webhook,
+        tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "this test needs Debian's chromium: apt-get install chromium (.ci/run does)"
+    a, b = instances["a"], instances["b"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    seed(a, collection, 8)
+    name = f"ops_{collection}"
+    # A 1-second deadline: every run is late, so the deadline callback must fire in the triggerer.
+    dag_id = add_remote(airflow, name, a, b, collection, schedule="@daily", deadline="1 second",
+                        alerts=[{"type": "http", "conn_id": "ops_webhook", "endpoint": "/alerts"}])
+    standalone = Airflow(home=tmp_path / "airflow", table_db=TABLE_DB)
+    for instance in (a, b):
+        standalone.add_instance(instance)
+    standalone.connections["ops_webhook"] = {"conn_type": "http", "host": webhook.url}
+    standalone.migrate()
+
+    with standalone.standalone(port=free_port()) as server:
+        wait_for(f"the dag-processor to parse {dag_id}", lambda: _dag_exists(server, dag_id))
+        server.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        run_id = server.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})["dag_run_id"]
+        state = wait_for("the run to finish", lambda: _finished(server, dag_id, run_id))
+        assert state == "success", server.log_path.read_text()[-5000:]
+        assert len(b.api("GET", f"/items/{collection}", params={"limit": -1})) == 8
+
+        # Unpausing also queued the latest scheduled run; this test follows the manual one.
+        late = wait_for("the deadline alert", lambda: [m for m in webhook.received if m["run_id"] == run_id],
+                        timeout=180)
+        assert late[0]["event"] == "deadline_missed" and late[0]["remote"] == name
+        assert "had not finished 1 second later" in late[0]["message"]
+
+        events = server.api("GET", "/api/v2/assets/events", params={"source_dag_id": dag_id})["asset_events"]
+        assert [(e["uri"], e["extra"]["created"] + e["extra"]["skipped"]) for e in events
+                if e["source_run_id"] == run_id] == [(f"directus://{conn_id(b)}/{collection}", 8)]
+
+        plugins = server.api("GET", "/api/v2/plugins")["plugins"]
+        views = [v for p in plugins if p["name"] == "directus_sync" for v in p["external_views"]]
+        assert views and views[0]["href"] == "/directus-sync/"
+
+        screenshot = ARTIFACTS / "status-page.png"
+        ARTIFACTS.mkdir(exist_ok=True)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+            page = browser.new_context(viewport={"width": 1400, "height": 700}).new_page()
+            denied = page.goto(f"{server.url}/directus-sync/")
+            assert denied is not None and denied.status == 401  # only for users logged in to Airflow
+            page.context.add_cookies([{"name": "_token", "value": server.token(), "url": server.url}])
+            page.goto(f"{server.url}/directus-sync/")
+            row = page.locator(f'tr[data-remote="{name}"]')
+            text = row.inner_text()
+            assert "published" in text and "success" in text and "created" in text, text
+            assert row.locator("svg.chart rect").count() >= 1
+            assert row.locator(f'a[href="/dags/{dag_id}"]').count() == 1
+            page.screenshot(path=str(screenshot), full_page=True)
+            browser.close()
+        assert screenshot.stat().st_size > 10_000
+
+
+def _dag_exists(server: Any, dag_id: str) -> bool:
+    dags = server.api("GET", "/api/v2/dags", params={"dag_id_pattern": dag_id})["dags"]
+    return any(d["dag_id"] == dag_id for d in dags)
+
+
+def _finished(server: Any, dag_id: str, run_id: str) -> str | None:
+    state: str = server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+    return state if state in ("success", "failed") else None
