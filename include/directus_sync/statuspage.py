@@ -99,7 +99,7 @@ body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #1f2933; }
 h1 { font-size: 1.4rem; margin: 0 0 .25rem; }
 p.sub { color: #52606d; margin: 0 0 1rem; }
 table { border-collapse: collapse; width: 100%; }
-th, td { white-space: nowrap; text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #e4e7eb; vertical-align: middle; }
+th, td { white-space: nowrap; text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #e4e7eb; }
 th { font-size: .8rem; text-transform: uppercase; color: #52606d; }
 .badge { border-radius: .6rem; padding: .1rem .5rem; font-size: .8rem; color: white; }
 .success, .published { background: #2f855a; } .failed, .broken { background: #c53030; }
