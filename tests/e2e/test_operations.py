@@ -26,42 +26,6 @@ from .test_sync_dags import add_remote, run_fails, run_ok, seed
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def test_every_run_is_in_the_ledger_and_the_runs_command_shows_it_with_the_lag(
-        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
-    a, b = instances["a"], instances["b"]
-    create_collection(a, collection)
-    create_collection(b, collection)
-    keys = seed(a, collection, 6)
-    name = f"ledger_{collection}"
-    dag_id = add_remote(airflow, name, a, b, collection)
-    run_ok(airflow, dag_id)
-    a.api("PATCH", f"/items/{collection}", json={"keys": keys[:2], "data": {"title": "edited"}})
-    a.api("DELETE", f"/items/{collection}", json=keys[-1:])
-    run_ok(airflow, dag_id)
-
-    second, first = ledger.group_runs(ledger.recent_runs(airflow.engine(), name))
-    assert [(r["collection"], r["created"], r["status"], r["full_copy"]) for r in first] == [
-        (collection, 6, "success", True)]
-    assert [(r["updated"], r["deleted"], r["created"], r["status"]) for r in second] == [(2, 1, 0, "success")]
-    assert second[0]["window_start"] is not None and second[0]["window_end"] > first[0]["window_end"]
-    assert second[0]["duration_seconds"] > 0
-
-    b.api("DELETE", f"/fields/{collection}/views")  # the next run cannot sync: a listed field is gone
-    a.api("PATCH", f"/items/{collection}/{keys[0]}", json={"title": "again"})
-    run_fails(airflow, dag_id)
-    latest = ledger.recent_runs(airflow.engine(), name, limit=1)
-    assert [(r["status"], r["created"] + r["updated"] + r["deleted"]) for r in latest] == [("failed", 0)]
-    assert "views" in (latest[0]["error"] or "")
-
-    shown = run_cli(airflow, "runs", name)
-    assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.count(f" {collection} ") == 3  # one line per run
-    assert shown.stdout.count("success") == 2 and shown.stdout.count("failed") == 1
-    assert f"{name}: lag " in shown.stdout
-    unknown = run_cli(airflow, "runs", "no_such_remote")
-    assert unknown.returncode == 2 and "no remote named 'no_such_remote'" in unknown.stderr
-
-
 class Webhook:
     """A real HTTP endpoint that keeps the JSON posted to it: the alert channel under test."""
 
@@ -88,6 +52,46 @@ def webhook() -> Iterator[Webhook]:
     hook = Webhook()
     yield hook
     hook.server.shutdown()
+
+
+def test_every_run_is_in_the_ledger_and_the_runs_command_shows_it_with_the_lag(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str, webhook: Webhook) -> None:
+    a, b = instances["a"], instances["b"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    keys = seed(a, collection, 6)
+    name = f"ledger_{collection}"
+    airflow.connections["ops_webhook"] = {"conn_type": "http", "host": webhook.url}
+    dag_id = add_remote(airflow, name, a, b, collection,
+                        alerts=[{"type": "http", "conn_id": "ops_webhook", "endpoint": "/alerts"}])
+    run_ok(airflow, dag_id)
+    a.api("PATCH", f"/items/{collection}", json={"keys": keys[:2], "data": {"title": "edited"}})
+    a.api("DELETE", f"/items/{collection}", json=keys[-1:])
+    run_ok(airflow, dag_id)
+
+    second, first = ledger.group_runs(ledger.recent_runs(airflow.engine(), name))
+    assert [(r["collection"], r["created"], r["status"], r["full_copy"]) for r in first] == [
+        (collection, 6, "success", True)]
+    assert [(r["updated"], r["deleted"], r["created"], r["status"]) for r in second] == [(2, 1, 0, "success")]
+    assert second[0]["window_start"] is not None and second[0]["window_end"] > first[0]["window_end"]
+    assert second[0]["duration_seconds"] > 0
+
+    b.api("DELETE", f"/fields/{collection}/views")  # the next run cannot sync: a listed field is gone
+    a.api("PATCH", f"/items/{collection}/{keys[0]}", json={"title": "again"})
+    run_fails(airflow, dag_id)
+    latest = ledger.recent_runs(airflow.engine(), name, limit=1)
+    assert [(r["status"], r["created"] + r["updated"] + r["deleted"]) for r in latest] == [("failed", 0)]
+    assert "views" in (latest[0]["error"] or "")
+    [alert] = webhook.received  # the failed run, through the remote's alert channel
+    assert alert["event"] == "run_failed" and alert["remote"] == name and "views" in alert["message"]
+
+    shown = run_cli(airflow, "runs", name)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count(f" {collection} ") == 3  # one line per run
+    assert shown.stdout.count("success") == 2 and shown.stdout.count("failed") == 1
+    assert f"{name}: lag " in shown.stdout
+    unknown = run_cli(airflow, "runs", "no_such_remote")
+    assert unknown.returncode == 2 and "no remote named 'no_such_remote'" in unknown.stderr
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 300, every: float = 2) -> Any:

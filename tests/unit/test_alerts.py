@@ -81,3 +81,10 @@ def test_the_deadline_callback_reports_the_late_run_through_the_remote_channels(
     assert payload["event"] == "deadline_missed"
     assert payload["run_id"] == "scheduled__2026-11-26T12:00:00+00:00"
     assert "had not finished 15 minutes later" in payload["message"]
+
+
+def test_remotes_without_channels_use_the_global_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_DIRECTUS_SYNC_ALERTS", '[{"type": "smtp", "to": ["ops@example.com"]}]')
+    assert alerts.global_channels() == (AlertChannel(type="smtp", to=("ops@example.com",)),)
+    monkeypatch.setenv("AIRFLOW_VAR_DIRECTUS_SYNC_ALERTS", '{"type": "pager"}')
+    assert alerts.global_channels() == ()  # an invalid Variable is logged, not fatal to the alert
