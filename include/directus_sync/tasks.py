@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 ERROR_XCOM_KEY = "error"
 WRITTEN_XCOM_KEY = "written"
-APPLY_TASKS = {"apply_creates": "created", "apply_updates": "updated", "apply_deletes": "deleted"}
+WINDOW_XCOM_KEY = "window"
+PLAN_XCOM_KEY = "sync_plan"
 SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates")
 
 
@@ -73,9 +74,11 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
     retry_keys = store.open_dead_letters(store.engine_for(), remote.name)
     manifest = extract(_hook(remote, remote.source_conn_id), remote, window, folder, retry_keys,
                        list_source_keys=bool(params.get("prune")))
-    bounds = {"window_start": window.start.isoformat() if window.start else None,
-              "window_end": window.end.isoformat()}
-    return {**manifest.model_dump(mode="json"), **bounds}
+    # For the run ledger, whichever task (or DAG shape) ran the extraction.
+    context["ti"].xcom_push(key=WINDOW_XCOM_KEY, value={
+        "start": window.start.isoformat() if window.start else None, "end": window.end.isoformat(),
+        "full": window.full})
+    return manifest.model_dump(mode="json")
 
 
 def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,7 +93,10 @@ def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mappi
     store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
     for c in sync_plan.collections:
         store.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
-    return sync_plan.model_dump(mode="json")
+    planned = sync_plan.model_dump(mode="json")
+    # Under a key of its own too: the ledger and the failure report find it whatever the DAG's shape.
+    context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=planned)
+    return planned
 
 
 def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action,
@@ -112,7 +118,7 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
         written[c.collection] = outcome.written
         failures += outcome.failures
     # The ledger counts what was written even when the task fails for refused items.
-    context["ti"].xcom_push(key=WRITTEN_XCOM_KEY, value=written)
+    context["ti"].xcom_push(key=f"{WRITTEN_XCOM_KEY}_{action}", value=written)
     if failures:
         store.record_dead_letters(engine, remote.name, context["run_id"], failures)
         shown = "; ".join(f"{f.collection} {f.key}: {f.error}" for f in failures[:5])
@@ -133,20 +139,21 @@ def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, An
     A failed run is recorded too, then this task skips: Asset events only ever announce synced data.
     """
     ti = context["ti"]
-    manifest = ti.xcom_pull(task_ids="extract_changes") or {}
-    sync_plan = ti.xcom_pull(task_ids="filter_schema") or {}
-    finished = [ti.xcom_pull(task_ids=task_id) is not None for task_id in SYNC_TASKS]
-    errors = {t: e for t in SYNC_TASKS if (e := ti.xcom_pull(task_ids=t, key=ERROR_XCOM_KEY))}
-    status = ledger.RunStatus.SUCCESS if all(finished) else ledger.RunStatus.FAILED
+    sync_tasks = [t for t in SYNC_TASKS if t in context["dag"].task_ids]
+    window = _pull_first(ti, sync_tasks, WINDOW_XCOM_KEY) or {}
+    errors = {t: e for t in sync_tasks if (e := ti.xcom_pull(task_ids=t, key=ERROR_XCOM_KEY))}
+    # A task's return value exists only when it succeeded.
+    status = (ledger.RunStatus.SUCCESS if all(ti.xcom_pull(task_ids=t) is not None for t in sync_tasks)
+              else ledger.RunStatus.FAILED)
     engine = store.engine_for()
-    counts = _collection_counts(remote, context, sync_plan, ledger.dead_letters_of_run(engine, remote.name,
-                                                                                      context["run_id"]))
+    counts = _collection_counts(remote, ti, sync_tasks, ledger.dead_letters_of_run(engine, remote.name,
+                                                                                  context["run_id"]))
     dag_run = context["dag_run"]
     run = ledger.RunRecord(
         remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"], status=status,
         finished_at=datetime.now(UTC), run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
-        window_start=_parse_time(manifest.get("window_start")), window_end=_parse_time(manifest.get("window_end")),
-        full_copy=bool(manifest.get("full")), started_at=getattr(dag_run, "start_date", None),
+        window_start=_parse_time(window.get("start")), window_end=_parse_time(window.get("end")),
+        full_copy=bool(window.get("full")), started_at=getattr(dag_run, "start_date", None),
         error="; ".join(f"{t}: {e}" for t, e in errors.items()) or None, collections=counts)
     ledger.record(engine, run)
     summary = {c.collection: c.written for c in counts}
@@ -156,21 +163,29 @@ def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, An
     for c in counts:
         context["outlet_events"][asset_for(remote, c.collection)].extra = {
             "created": c.created, "updated": c.updated, "deleted": c.deleted, "skipped": c.skipped,
-            "window_end": manifest.get("window_end"), "run_id": context["run_id"]}
+            "window_end": window.get("end"), "run_id": context["run_id"]}
     return {"status": status.value, "written": summary}
 
 
-def _collection_counts(remote: RemoteSource, context: Mapping[str, Any], sync_plan: Mapping[str, Any],
-                       dead: Mapping[str, int]) -> list[ledger.CollectionCounts]:
-    ti = context["ti"]
-    written = {column: ti.xcom_pull(task_ids=task_id, key=WRITTEN_XCOM_KEY) or {}
-               for task_id, column in APPLY_TASKS.items()}
+def _collection_counts(remote: RemoteSource, ti: Any, sync_tasks: list[str], dead: Mapping[str, int]
+                       ) -> list[ledger.CollectionCounts]:
+    written = {action: _pull_first(ti, sync_tasks, f"{WRITTEN_XCOM_KEY}_{action}") or {}
+               for action in ("create", "update", "delete")}
+    sync_plan = _pull_first(ti, sync_tasks, PLAN_XCOM_KEY) or {}
     planned = {c["collection"]: c for c in sync_plan.get("collections", [])}
     return [ledger.CollectionCounts(
-        collection=name, created=written["created"].get(name, 0), updated=written["updated"].get(name, 0),
-        deleted=written["deleted"].get(name, 0), skipped=planned.get(name, {}).get("unchanged", 0),
+        collection=name, created=written["create"].get(name, 0), updated=written["update"].get(name, 0),
+        deleted=written["delete"].get(name, 0), skipped=planned.get(name, {}).get("unchanged", 0),
         conflicts=planned.get(name, {}).get("conflicts", 0), dead_letters=dead.get(name, 0),
     ) for name in remote.collections]
+
+
+def _pull_first(ti: Any, task_ids: list[str], key: str) -> Any:
+    """The first of ``task_ids`` that pushed ``key``."""
+    for task_id in task_ids:
+        if (value := ti.xcom_pull(task_ids=task_id, key=key)) is not None:
+            return value
+    return None
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -189,7 +204,7 @@ def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str,
               if (error := ti.xcom_pull(task_ids=task_id, key=ERROR_XCOM_KEY))}
     report = notify.FailureReport(remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"],
                                   errors=errors)
-    sync_plan = ti.xcom_pull(task_ids="filter_schema")
+    sync_plan = _pull_first(ti, list(SYNC_TASKS), PLAN_XCOM_KEY)
     if sync_plan:
         report.keys, report.counts = _pending_keys(SyncPlan.model_validate(sync_plan))
     summary = "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see the task logs"

@@ -6,11 +6,8 @@ at the status page in headless Chromium (Debian's package, driven by Playwright)
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 
 from directus_sync import ledger
 from directus_sync.devserver import DirectusInstance, free_port
+from tests.webhook import Webhook
 
 from .conftest import TABLE_DB
 from .harness import ARTIFACTS, Airflow, conn_id, create_collection, run_cli
@@ -26,32 +24,11 @@ from .test_sync_dags import add_remote, run_fails, run_ok, seed
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-class Webhook:
-    """A real HTTP endpoint that keeps the JSON posted to it: the alert channel under test."""
-
-    def __init__(self) -> None:
-        received: list[dict[str, Any]] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
     hook = Webhook()
     yield hook
-    hook.server.shutdown()
+    hook.close()
 
 
 def test_every_run_is_in_the_ledger_and_the_runs_command_shows_it_with_the_lag(

@@ -4,36 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from directus_sync import alerts
 from directus_sync.config import AlertChannel
-
-
-class Webhook:
-    """A local HTTP server that keeps the JSON bodies posted to it."""
-
-    def __init__(self) -> None:
-        received = self.received = []  # type: list[dict[str, Any]]
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+from tests.webhook import Webhook
 
 
 @pytest.fixture
@@ -41,7 +19,7 @@ def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
     hook = Webhook()
     monkeypatch.setenv("AIRFLOW_CONN_OPS_WEBHOOK", json.dumps({"conn_type": "http", "host": hook.url}))
     yield hook
-    hook.server.shutdown()
+    hook.close()
 
 
 def test_channels_are_checked_when_the_row_is_read() -> None:
