@@ -103,29 +103,30 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         deadline=_deadline(remote, reconcile),
         doc_md=_doc(remote),
     ) as dag:
+        # Tasks returning dicts would push each key as an XCom of its own; one value each is enough.
 
-        @task
+        @task(multiple_outputs=False)
         def extract_changes(**context: Any) -> dict[str, Any]:
             with tasks.errors_recorded(context):
                 return tasks.extract_changes(remote, context)
 
-        @task
+        @task(multiple_outputs=False)
         def filter_schema(manifest: dict[str, Any], **context: Any) -> dict[str, Any]:
             with tasks.errors_recorded(context):
                 return tasks.filter_schema(remote, manifest, context)
 
-        @task
+        @task(multiple_outputs=False)
         def apply_deletes(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
             with tasks.errors_recorded(context):
                 return tasks.apply_writes(remote, sync_plan, "delete", context)
 
         # Refused items fail an apply task only after it wrote everything else; the next apply runs anyway.
-        @task(trigger_rule="all_done_min_one_success")
+        @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_updates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
             with tasks.errors_recorded(context):
                 return tasks.apply_writes(remote, sync_plan, "update", context)
 
-        @task(trigger_rule="all_done_min_one_success")
+        @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_creates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
             with tasks.errors_recorded(context):
                 return tasks.apply_writes(remote, sync_plan, "create", context)
@@ -135,7 +136,8 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
             tasks.cleanup_staging(context)
 
         # Every run is recorded, failed ones too; only successful ones emit Asset events.
-        @task(trigger_rule="all_done", outlets=[tasks.asset_for(remote, c) for c in remote.collections])
+        @task(multiple_outputs=False, trigger_rule="all_done",
+              outlets=[tasks.asset_for(remote, c) for c in remote.collections])
         def record_run(**context: Any) -> dict[str, Any]:
             return tasks.record_run(remote, context)
 

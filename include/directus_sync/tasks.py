@@ -29,9 +29,10 @@ from directus_sync.staging import read_jsonl, remove_folder, run_folder
 log = logging.getLogger(__name__)
 
 ERROR_XCOM_KEY = "error"
-WRITTEN_XCOM_KEY = "written"
-WINDOW_XCOM_KEY = "window"
-PLAN_XCOM_KEY = "sync_plan"
+# Keys of the XComs the ledger reads; prefixed so that no task's returned dict can shadow them.
+WRITTEN_XCOM_KEY = "directus_sync_written"
+WINDOW_XCOM_KEY = "directus_sync_window"
+PLAN_XCOM_KEY = "directus_sync_plan"
 SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates")
 
 
