@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_parsing_context, task
 
-from directus_sync import tasks
+from directus_sync import events, tasks
 from directus_sync.config import DAG_ID_PREFIX, BrokenRemote, RemoteSource, Status, parse_row
 from directus_sync.store import Snapshot, load_rows
 
@@ -82,7 +82,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
     with DAG(
         dag_id=remote.reconcile_dag_id if reconcile else remote.dag_id,
         description=remote.description or _describe(remote, reconcile),
-        schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
+        schedule=CronDataIntervalTimetable(cron, timezone="UTC") if reconcile else events.schedule_for(remote),
         start_date=remote.start_date,
         catchup=False,
         max_active_runs=1,
@@ -128,7 +128,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
 
         @task
         def cleanup_staging(**context: Any) -> None:
-            tasks.cleanup_staging(context)
+            tasks.cleanup_staging(remote, context)
 
         @task(trigger_rule="one_failed", retries=0)
         def notify_on_failure(**context: Any) -> None:

@@ -52,6 +52,8 @@ remote_sources = sa.Table(
     sa.Column("reconcile_schedule", sa.String(120), nullable=True),
     sa.Column("reconcile_prune", sa.Boolean, nullable=True),
     sa.Column("description", sa.Text, nullable=True),
+    sa.Column("trigger", sa.String(16), nullable=True),
+    sa.Column("event_poll_seconds", sa.Float, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.current_timestamp()),
     sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.current_timestamp(),
               onupdate=sa.func.current_timestamp()),

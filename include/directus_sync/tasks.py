@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException
 
-from directus_sync import notify, store
+from directus_sync import events, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, compute_window, extract
@@ -59,13 +59,17 @@ class PoisonItemsError(AirflowFailException):
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
     params = context["params"]
-    window = compute_window(
-        interval_start=context.get("data_interval_start"),
-        interval_end=_window_end(context),
-        prev_success_end=_resolved(context.get("prev_data_interval_end_success")),
-        overlap=remote.overlap,
-        full_resync=bool(params.get("full_resync")),
-    )
+    if events.uses_event_window(remote, context):
+        window = events.event_window(remote, context, full_resync=bool(params.get("full_resync")))
+        context["ti"].xcom_push(key=events.WINDOW_END_XCOM_KEY, value=window.end.isoformat())
+    else:
+        window = compute_window(
+            interval_start=context.get("data_interval_start"),
+            interval_end=_window_end(context),
+            prev_success_end=_resolved(context.get("prev_data_interval_end_success")),
+            overlap=remote.overlap,
+            full_resync=bool(params.get("full_resync")),
+        )
     log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
     folder = run_folder(context["dag"].dag_id, context["run_id"])
     retry_keys = store.open_dead_letters(store.engine_for(), remote.name)
@@ -115,8 +119,11 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     return written
 
 
-def cleanup_staging(context: Mapping[str, Any]) -> None:
+def cleanup_staging(remote: RemoteSource, context: Mapping[str, Any]) -> None:
+    """After every write succeeded: remove the staged files; in event mode, advance the watermark."""
     remove_folder(run_folder(context["dag"].dag_id, context["run_id"]))
+    if events.uses_event_window(remote, context):
+        events.mark_synced(remote, context)
 
 
 def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str, Any]) -> None:
