@@ -90,11 +90,15 @@ def uses_event_window(remote: RemoteSource, context: Mapping[str, Any]) -> bool:
             and "backfill" not in str(context["dag_run"].run_type).lower())
 
 
-def event_window(remote: RemoteSource, context: Mapping[str, Any], full_resync: bool) -> Window:
-    """``(synced_until - overlap, run start)``; a full copy when nothing was synced yet or when asked."""
-    return compute_window(interval_start=None, interval_end=run_start(context),
-                          prev_success_end=load_watermark(remote), overlap=remote.overlap,
-                          full_resync=full_resync)
+def event_window(remote: RemoteSource, context: Mapping[str, Any], synced_until: datetime | None,
+                 full_resync: bool = False) -> Window:
+    """``(synced_until - overlap, run start)``; a full copy when nothing was synced yet or when asked.
+
+    Every run of an event-mode DAG, event or schedule, reads from the same watermark, so a safety-net
+    schedule beside the events reads only what no event run has read, and no span is read twice.
+    """
+    return compute_window(interval_start=None, interval_end=run_start(context), prev_success_end=synced_until,
+                          overlap=remote.overlap, full_resync=full_resync)
 
 
 def run_start(context: Mapping[str, Any]) -> datetime:
@@ -115,7 +119,8 @@ def mark_synced(remote: RemoteSource, context: Mapping[str, Any]) -> None:
     Runs are serial (``max_active_runs=1``), so the watermark only moves forward; a failed run leaves it
     where it was and the next run reads from there.
     """
-    end = context["ti"].xcom_pull(task_ids="extract_changes", key=WINDOW_END_XCOM_KEY)
+    ti = context["ti"]
+    end = ti.xcom_pull(task_ids=ti.task_id, key=WINDOW_END_XCOM_KEY)
     if end:
         _state_store(remote).set(WATERMARK_KEY, end)
         log.info("Remote %s: synced until %s", remote.name, end)

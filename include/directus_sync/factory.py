@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_parsing_context, task
 
-from directus_sync import events, tasks
+from directus_sync import event_dag, events, tasks
 from directus_sync.config import DAG_ID_PREFIX, BrokenRemote, RemoteSource, Status, parse_row
 from directus_sync.store import Snapshot, load_rows
 
@@ -99,6 +99,9 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         default_args={"retries": remote.retries, "retry_delay": timedelta(minutes=1)},
         doc_md=_doc(remote),
     ) as dag:
+        if remote.listens_to_events and not reconcile:
+            event_dag.add_tasks(remote)  # near-real-time: one task, so a run costs one task start
+            return dag
 
         @task
         def extract_changes(**context: Any) -> dict[str, Any]:
@@ -128,7 +131,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
 
         @task
         def cleanup_staging(**context: Any) -> None:
-            tasks.cleanup_staging(remote, context)
+            tasks.cleanup_staging(context)
 
         @task(trigger_rule="one_failed", retries=0)
         def notify_on_failure(**context: Any) -> None:

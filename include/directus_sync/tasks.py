@@ -29,7 +29,8 @@ from directus_sync.staging import read_jsonl, remove_folder, run_folder
 log = logging.getLogger(__name__)
 
 ERROR_XCOM_KEY = "error"
-SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates")
+SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates",
+              "sync_changes")  # the last: event-mode DAGs do all of it in one task (see event_dag)
 
 
 class ConfigurationError(ValueError):
@@ -60,7 +61,8 @@ class PoisonItemsError(AirflowFailException):
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
     params = context["params"]
     if events.uses_event_window(remote, context):
-        window = events.event_window(remote, context, full_resync=bool(params.get("full_resync")))
+        window = events.event_window(remote, context, events.load_watermark(remote),
+                                     full_resync=bool(params.get("full_resync")))
         context["ti"].xcom_push(key=events.WINDOW_END_XCOM_KEY, value=window.end.isoformat())
     else:
         window = compute_window(
@@ -119,11 +121,8 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     return written
 
 
-def cleanup_staging(remote: RemoteSource, context: Mapping[str, Any]) -> None:
-    """After every write succeeded: remove the staged files; in event mode, advance the watermark."""
+def cleanup_staging(context: Mapping[str, Any]) -> None:
     remove_folder(run_folder(context["dag"].dag_id, context["run_id"]))
-    if events.uses_event_window(remote, context):
-        events.mark_synced(remote, context)
 
 
 def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str, Any]) -> None:
@@ -134,7 +133,7 @@ def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str,
               if (error := ti.xcom_pull(task_ids=task_id, key=ERROR_XCOM_KEY))}
     report = notify.FailureReport(remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"],
                                   errors=errors)
-    sync_plan = ti.xcom_pull(task_ids="filter_schema")
+    sync_plan = ti.xcom_pull(task_ids="filter_schema") or ti.xcom_pull(task_ids="sync_changes", key="sync_plan")
     if sync_plan:
         report.keys, report.counts = _pending_keys(SyncPlan.model_validate(sync_plan))
     summary = "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see the task logs"
