@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -79,7 +80,7 @@ def bulk_create(instance: DirectusInstance, collection: str, n: int) -> None:
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile: with 20 values, p95 is the 19th smallest."""
     ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def seconds_between(start: str, end: str) -> float:

@@ -6,6 +6,7 @@ starts the runs.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,10 +47,19 @@ def live(airflow: Airflow, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def add_event_remote(airflow: Airflow, name: str, source: DirectusInstance, remote: DirectusInstance,
-                     collection: str) -> str:
+                     collection: str, trigger: str = "events") -> str:
     return airflow.add_remote(name=name, source_conn_id=conn_id(source), remote_conn_id=conn_id(remote),
-                              schema=[{"name": collection, "fields": ["title", "views"]}], trigger="events",
-                              event_poll_seconds=POLL_SECONDS)
+                              schema=[{"name": collection, "fields": ["title", "views"]}], trigger=trigger,
+                              event_poll_seconds=POLL_SECONDS, schedule="@hourly")
+
+
+def written(live: Standalone, dag_id: str, run: dict[str, object]) -> dict[str, dict[str, int]]:
+    """What a run's sync_changes task wrote, by action and collection (its XCom return value)."""
+    entry = live.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/sync_changes/"
+                            "xcomEntries/return_value")
+    value = entry["value"]  # the stored JSON: decoded or not, depending on the metadata database
+    decoded: dict[str, dict[str, int]] = json.loads(value) if isinstance(value, str) else value
+    return decoded
 
 
 def titles(instance: DirectusInstance, collection: str) -> dict[int, str]:
@@ -63,14 +73,16 @@ def arrives(instance: DirectusInstance, collection: str, expected: dict[int, str
 
 def test_an_edit_arrives_on_the_remote_with_no_manual_trigger(
         instances: dict[str, DirectusInstance], airflow: Airflow, live: Standalone, collection: str) -> None:
+    """``both``: the hourly schedule's first run and the event runs chain through one watermark."""
     a, b = instances["a"], instances["b"]
     create_collection(a, collection)
     create_collection(b, collection)
     a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(5)])
-    dag_id = add_event_remote(airflow, f"ev_{collection}", a, b, collection)
+    dag_id = add_event_remote(airflow, f"ev_{collection}", a, b, collection, trigger="both")
     unpause_when_parsed(live, dag_id)
 
-    arrives(b, collection, titles(a, collection))  # the first event: the items created before
+    arrives(b, collection, titles(a, collection))  # the items created before: a full first copy
+    before = settled_runs(live, dag_id, quiet=QUIET_SECONDS)
     key = next(iter(titles(a, collection)))
     edited = time.monotonic()
     a.api("PATCH", f"/items/{collection}/{key}", json={"title": "edited on a"})
@@ -78,8 +90,12 @@ def test_an_edit_arrives_on_the_remote_with_no_manual_trigger(
     print(f"edit arrived after {time.monotonic() - edited:.1f} s")
 
     runs = settled_runs(live, dag_id, quiet=QUIET_SECONDS)
-    assert {r["run_type"] for r in runs} == {"asset_triggered"}, runs
     assert all(r["state"] == "success" for r in runs), runs
+    assert {r["run_type"] for r in runs} <= {"asset_triggered", "scheduled"}, runs  # nobody triggered by hand
+    new_runs = runs[len(before):]
+    assert new_runs and all(r["run_type"] == "asset_triggered" for r in new_runs), runs
+    assert written(live, dag_id, new_runs[0]) == {"delete": {collection: 0}, "update": {collection: 1},
+                                                  "create": {collection: 0}}
 
 
 def test_two_way_event_mode_does_not_echo(
