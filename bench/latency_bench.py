@@ -197,6 +197,7 @@ def run(tmp: Path, source: DirectusInstance, remote: DirectusInstance, metadata_
         "bulk_events": bulk,
         "scheduled_full_run": scheduled,
         "bulk_vs_scheduled": round(bulk["arrived_s"] / scheduled["run_s"], 2),
+        "bulk_after_import_vs_scheduled": round(bulk["after_import_s"] / scheduled["run_s"], 2),
     }
 
 
@@ -211,7 +212,9 @@ def write_reports(results: dict[str, Any], out: Path) -> None:
         f"| bulk create of {bulk['items']:,} items, first request to all on the remote | {bulk['arrived_s']} s "
         f"(import itself {bulk['import_s']} s), {bulk['runs']} runs |",
         f"| scheduled full run of {scheduled['items']:,} items (start to end) | {scheduled['run_s']} s |",
-        f"| bulk in event mode / scheduled full run | {results['bulk_vs_scheduled']}x |",
+        f"| bulk in event mode / scheduled full run | {results['bulk_vs_scheduled']}x from the first request, "
+        f"{results['bulk_after_import_vs_scheduled']}x from the import's end "
+        f"({bulk['after_import_s']} s) |",
     ]
     (out / "latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -61,10 +61,15 @@ def activity_asset(remote: RemoteSource) -> Asset:
     """
     trigger = DirectusActivityTrigger(source_conn_id=remote.source_conn_id, collections=remote.collections,
                                       remote=remote.name, poll_interval=remote.event_poll_seconds)
-    return Asset(name=f"{remote.dag_id}__source_activity",
+    return Asset(name=asset_name(remote),
                  uri=f"{ASSET_SCHEME}://{remote.source_conn_id}/{remote.name}",
                  group="directus-sync",
                  watchers=[AssetWatcher(name=f"{remote.dag_id}__activity_watcher", trigger=trigger)])
+
+
+def asset_name(remote: RemoteSource) -> str:
+    """The activity asset's name: the DAG's trigger and its tasks share its state store through it."""
+    return f"{remote.dag_id}__source_activity"
 
 
 def schedule_for(remote: RemoteSource) -> Any:
@@ -102,7 +107,7 @@ def event_window(remote: RemoteSource, context: Mapping[str, Any], synced_until:
 
 
 def run_start(context: Mapping[str, Any]) -> datetime:
-    """When the run started: activity after it belongs to the next run (whose event it has fired)."""
+    """When the run started: later activity belongs to the next run, which the trigger fires for it."""
     started = getattr(context["dag_run"], "start_date", None)
     return pendulum.instance(started) if started else datetime.now(UTC)
 
@@ -129,7 +134,7 @@ def mark_synced(remote: RemoteSource, context: Mapping[str, Any]) -> None:
 def _state_store(remote: RemoteSource) -> Any:
     from airflow.sdk.execution_time.context import AssetStateStoreAccessor
 
-    return AssetStateStoreAccessor(name=f"{remote.dag_id}__source_activity")
+    return AssetStateStoreAccessor(name=asset_name(remote))
 
 
 # -- polling ----------------------------------------------------------------------------------------------
