@@ -62,6 +62,12 @@ def written(live: Standalone, dag_id: str, run: dict[str, object]) -> dict[str, 
     return decoded
 
 
+def watching(live: Standalone, remote: str) -> None:
+    """Wait until the triggerer runs the remote's activity trigger (it logs when it starts polling)."""
+    wait_for(lambda: f"for remote {remote} from activity id" in live.log_path.read_text(errors="replace"),
+             ARRIVAL_TIMEOUT, f"the activity trigger of {remote}", every=1)
+
+
 def titles(instance: DirectusInstance, collection: str) -> dict[int, str]:
     return {key: item["title"] for key, item in items(instance, collection, "id,title").items()}
 
@@ -104,12 +110,15 @@ def test_two_way_event_mode_does_not_echo(
     a, b = instances["a"], instances["b"]
     create_collection(a, collection)
     create_collection(b, collection)
-    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(3)])
     a_to_b = add_event_remote(airflow, f"eva_{collection}", a, b, collection)
     b_to_a = add_event_remote(airflow, f"evb_{collection}", b, a, collection)
     unpause_when_parsed(live, a_to_b)
     unpause_when_parsed(live, b_to_a)
+    # Both triggers must be polling before anything is written, or an echo could go unseen.
+    watching(live, f"eva_{collection}")
+    watching(live, f"evb_{collection}")
 
+    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(3)])
     arrives(b, collection, titles(a, collection))
     forward = settled_runs(live, a_to_b, quiet=QUIET_SECONDS)
     # B now holds items written by B's sync user only: B->A must not have seen anything to sync.

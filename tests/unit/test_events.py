@@ -313,3 +313,63 @@ def test_backfills_the_reconcile_dag_and_schedule_mode_keep_their_interval_windo
     assert not uses_event_window(events, context("backfill"))
     assert not uses_event_window(events, context(dag_id=events.reconcile_dag_id))
     assert not uses_event_window(remote(), context("asset_triggered"))
+
+
+# -- the one-task sync of event-mode DAGs ----------------------------------------------------------------
+
+
+class FakeTI:
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+@dataclass
+class Steps:
+    """What run_sync called, in order, and the actions whose writes the remote refuses."""
+
+    done: list[str] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> Steps:
+    """Replace the task bodies run_sync chains with recorders."""
+    from directus_sync import event_dag, tasks
+
+    record = Steps()
+
+    def apply_writes(remote: RemoteSource, plan: dict[str, Any], action: str, context: Any) -> dict[str, int]:
+        record.done.append(action)
+        if action in record.refuse:
+            raise tasks.PoisonItemsError(f"refused {action}")
+        return {"articles": 1}
+
+    monkeypatch.setattr(tasks, "extract_changes", lambda remote, context: record.done.append("extract") or {"m": 1})
+    monkeypatch.setattr(tasks, "filter_schema", lambda remote, m, context: record.done.append("plan") or {"p": 1})
+    monkeypatch.setattr(tasks, "apply_writes", apply_writes)
+    monkeypatch.setattr(tasks, "cleanup_staging", lambda context: record.done.append("cleanup"))
+    monkeypatch.setattr(event_dag.events, "mark_synced", lambda remote, context: record.done.append("mark_synced"))
+    return record
+
+
+def test_one_task_runs_every_step_in_order_and_then_advances_the_watermark(steps: Steps) -> None:
+    from directus_sync.event_dag import SYNC_PLAN_XCOM_KEY, run_sync
+
+    ti = FakeTI()
+    written = run_sync(remote(trigger="events"), {"ti": ti})
+    assert steps.done == ["extract", "plan", "delete", "update", "create", "cleanup", "mark_synced"]
+    assert written == {a: {"articles": 1} for a in ("delete", "update", "create")}
+    assert ti.xcom[SYNC_PLAN_XCOM_KEY] == {"p": 1}  # for notify_on_failure's list of pending keys
+
+
+def test_refused_items_let_the_other_actions_run_and_keep_the_watermark(steps: Steps) -> None:
+    from directus_sync import tasks
+    from directus_sync.event_dag import run_sync
+
+    steps.refuse.add("update")
+    with pytest.raises(tasks.PoisonItemsError, match="refused update"):
+        run_sync(remote(trigger="events"), {"ti": FakeTI()})
+    assert steps.done == ["extract", "plan", "delete", "update", "create"]  # no cleanup, no watermark
