@@ -99,9 +99,11 @@ def test_an_edit_arrives_on_the_remote_with_no_manual_trigger(
     assert all(r["state"] == "success" for r in runs), runs
     assert {r["run_type"] for r in runs} <= {"asset_triggered", "scheduled"}, runs  # nobody triggered by hand
     new_runs = runs[len(before):]
-    assert new_runs and all(r["run_type"] == "asset_triggered" for r in new_runs), runs
-    assert written(live, dag_id, new_runs[0]) == {"delete": {collection: 0}, "update": {collection: 1},
-                                                  "create": {collection: 0}}
+    assert "asset_triggered" in {r["run_type"] for r in new_runs}, runs  # the edit's event started a run
+    # Across the event run and a scheduled one (when the test crosses the hour), the edit is written once.
+    totals = {action: sum(written(live, dag_id, r)[action][collection] for r in new_runs)
+              for action in ("delete", "update", "create")}
+    assert totals == {"delete": 0, "update": 1, "create": 0}, totals
 
 
 def test_two_way_event_mode_does_not_echo(
