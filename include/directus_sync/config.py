@@ -82,6 +82,14 @@ class AlertChannel(BaseModel):
         return self
 
 
+class TriggerMode(StrEnum):
+    """What starts a remote's runs: its cron schedule, changes on the source, or both."""
+
+    SCHEDULE = "schedule"
+    EVENTS = "events"
+    BOTH = "both"
+
+
 class CollectionSchema(BaseModel):
     """One synced collection and the fields to carry; the primary key is always carried.
 
@@ -138,6 +146,8 @@ class RemoteSource(BaseModel):
     deadline: timedelta | None = None
     alerts: tuple[AlertChannel, ...] = ()
     description: str | None = None
+    trigger: TriggerMode = TriggerMode.SCHEDULE
+    event_poll_seconds: float = Field(default=2.0, ge=0.2, le=3600)
 
     @field_validator("sync_schema", "notify_users", "alerts", mode="before")
     @classmethod
@@ -151,7 +161,8 @@ class RemoteSource(BaseModel):
         return [] if value is None else value
 
     @field_validator("schedule", "overlap_seconds", "batch_size", "retries", "http_retries",
-                     "http_timeout_seconds", "write_concurrency", "conflict_policy", "reconcile_prune", mode="before")
+                     "http_timeout_seconds", "write_concurrency", "conflict_policy", "reconcile_prune",
+                     "trigger", "event_poll_seconds", mode="before")
     @classmethod
     def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         """Nullable table columns: NULL means the default."""
@@ -229,6 +240,11 @@ class RemoteSource(BaseModel):
     @property
     def reconcile_dag_id(self) -> str:
         return self.dag_id + RECONCILE_SUFFIX
+
+    @property
+    def listens_to_events(self) -> bool:
+        """Whether changes on the source start runs (``trigger`` is ``events`` or ``both``)."""
+        return self.trigger is not TriggerMode.SCHEDULE
 
 
 class BrokenRemote(BaseModel):

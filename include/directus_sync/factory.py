@@ -17,7 +17,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_parsing_conte
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from directus_sync import tasks
+from directus_sync import event_dag, events, tasks
 from directus_sync.alerts import on_deadline_missed
 from directus_sync.config import DAG_ID_PREFIX, BrokenRemote, RemoteSource, Status, parse_row
 from directus_sync.store import Snapshot, load_rows
@@ -85,7 +85,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
     with DAG(
         dag_id=remote.reconcile_dag_id if reconcile else remote.dag_id,
         description=remote.description or _describe(remote, reconcile),
-        schedule=CronDataIntervalTimetable(cron, timezone="UTC"),
+        schedule=CronDataIntervalTimetable(cron, timezone="UTC") if reconcile else events.schedule_for(remote),
         start_date=remote.start_date,
         catchup=False,
         max_active_runs=1,
@@ -103,6 +103,10 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         deadline=_deadline(remote, reconcile),
         doc_md=_doc(remote),
     ) as dag:
+        if remote.listens_to_events and not reconcile:
+            event_dag.add_tasks(remote)  # near-real-time: one task, so a run costs one task start
+            return dag
+
         # Tasks returning dicts would push each key as an XCom of its own; one value each is enough.
 
         @task(multiple_outputs=False)

@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from directus_sync import alerts, ledger, notify, store
+from directus_sync import alerts, events, ledger, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, compute_window, extract
@@ -33,7 +33,8 @@ ERROR_XCOM_KEY = "error"
 WRITTEN_XCOM_KEY = "directus_sync_written"
 WINDOW_XCOM_KEY = "directus_sync_window"
 PLAN_XCOM_KEY = "directus_sync_plan"
-SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates")
+SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates",
+              "sync_changes")  # the last: event-mode DAGs do all of it in one task (see event_dag)
 
 
 class ConfigurationError(ValueError):
@@ -63,13 +64,18 @@ class PoisonItemsError(AirflowFailException):
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
     params = context["params"]
-    window = compute_window(
-        interval_start=context.get("data_interval_start"),
-        interval_end=_window_end(context),
-        prev_success_end=_resolved(context.get("prev_data_interval_end_success")),
-        overlap=remote.overlap,
-        full_resync=bool(params.get("full_resync")),
-    )
+    if events.uses_event_window(remote, context):
+        window = events.event_window(remote, context, events.load_watermark(remote),
+                                     full_resync=bool(params.get("full_resync")))
+        context["ti"].xcom_push(key=events.WINDOW_END_XCOM_KEY, value=window.end.isoformat())
+    else:
+        window = compute_window(
+            interval_start=context.get("data_interval_start"),
+            interval_end=_window_end(context),
+            prev_success_end=_resolved(context.get("prev_data_interval_end_success")),
+            overlap=remote.overlap,
+            full_resync=bool(params.get("full_resync")),
+        )
     log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
     folder = run_folder(context["dag"].dag_id, context["run_id"])
     retry_keys = store.open_dead_letters(store.engine_for(), remote.name)
