@@ -183,15 +183,16 @@ def _load_json(text: str, option: str) -> Any:
 @remote_app.command("list")
 def remote_list(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
     """List the remotes with their status and schema."""
-    table = Table("name", "status", "source", "remote", "schedule", "collections", "problem")
+    table = Table("name", "status", "source", "remote", "trigger", "schedule", "collections", "problem")
     for row in _rows(db_conn_id):
         parsed = parse_row(row)
         if isinstance(parsed, RemoteSource):
             table.add_row(parsed.name, parsed.status.value, parsed.source_conn_id, parsed.remote_conn_id,
-                          parsed.schedule, ", ".join(parsed.collections), "")
+                          parsed.trigger.value, parsed.schedule, ", ".join(parsed.collections), "")
         else:
             table.add_row(str(row.get("name")), str(row.get("status")), str(row.get("source_conn_id")),
-                          str(row.get("remote_conn_id")), str(row.get("schedule")), "", parsed.error)
+                          str(row.get("remote_conn_id")), str(row.get("trigger") or ""), str(row.get("schedule")),
+                          "", parsed.error)
     console.print(table)
 
 

@@ -19,7 +19,7 @@ from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
 from directus_sync import event_dag, events, tasks
 from directus_sync.alerts import on_deadline_missed
-from directus_sync.config import DAG_ID_PREFIX, BrokenRemote, RemoteSource, Status, parse_row
+from directus_sync.config import DAG_ID_PREFIX, BrokenRemote, RemoteSource, Status, TriggerMode, parse_row
 from directus_sync.store import Snapshot, load_rows
 
 log = logging.getLogger(__name__)
@@ -218,15 +218,23 @@ def build_broken_dag(broken: BrokenRemote) -> DAG:
 
 def _describe(remote: RemoteSource, reconcile: bool) -> str:
     what = "Reconcile" if reconcile else "Sync"
-    schedule = remote.reconcile_schedule if reconcile else remote.schedule
     return (f"{what} {', '.join(remote.collections)} from {remote.source_conn_id} to "
-            f"{remote.remote_conn_id} ({schedule})")
+            f"{remote.remote_conn_id} ({_when(remote, reconcile)})")
+
+
+def _when(remote: RemoteSource, reconcile: bool) -> str:
+    """What starts the DAG's runs, in words."""
+    if reconcile:
+        return str(remote.reconcile_schedule)
+    on_changes = f"on source changes, polled every {remote.event_poll_seconds:g} s"
+    return {TriggerMode.SCHEDULE: remote.schedule, TriggerMode.EVENTS: on_changes,
+            TriggerMode.BOTH: f"{on_changes}, and {remote.schedule}"}[remote.trigger]
 
 
 def _doc(remote: RemoteSource) -> str:
     lines = [f"### Directus sync: {remote.name}", "",
              f"From connection `{remote.source_conn_id}` to `{remote.remote_conn_id}`, "
-             f"schedule `{remote.schedule}` (each run covers its data interval).", "",
+             f"runs: {_when(remote, reconcile=False)}.", "",
              "| collection | fields |", "| --- | --- |"]
     lines += [f"| `{c.name}` | {', '.join(f'`{f}`' for f in c.fields)} |" for c in remote.sync_schema]
     lines += ["", "Trigger with `full_resync: true` to copy every item instead of the window's changes."]
