@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusHook
+from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, shape_of
 from directus_sync.staging import JsonlWriter, batched, write_jsonl
 
@@ -174,10 +175,13 @@ def _current_state(
 ) -> Iterator[dict[str, Any]]:
     """Yield the current state of each changed key that still exists; collect the others in ``deleted``.
 
-    Each record carries ``changed_at``, the key's latest source activity, for conflict checks.
+    Each record carries ``changed_at``, the key's latest source activity, for conflict checks. The next
+    batches are read while the current one is staged.
     """
-    for batch in batched(list(changed), batch_size):
-        found = source.read_items(shape.collection, shape.pk, batch, shape.read_fields)
+    def read(batch: list[str]) -> list[dict[str, Any]]:
+        return source.read_items(shape.collection, shape.pk, batch, shape.read_fields)
+
+    for batch, found in read_ahead(read, batched(list(changed), batch_size), READ_AHEAD):
         present = {str(item[shape.pk]) for item in found}
         deleted.extend({"key": shape.typed_key(k), "changed_at": changed[k]} for k in batch if k not in present)
         for item in found:
