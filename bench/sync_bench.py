@@ -103,6 +103,7 @@ class Bench:
                  methods: tuple[str, ...] = METHODS, profile: Path | None = None) -> None:
         self.source, self.remote, self.airflow = source, remote, airflow
         self.methods, self.profile = methods, profile
+        self.last_phase = "delete"
         self.session = requests.Session()
         # Baseline and ceiling write as the remote's sync user, like directus-sync and the original
         # extension: a non-admin user's writes cost Directus permission checks that an admin's skip.
@@ -242,6 +243,8 @@ def run_size(bench: Bench, n: int, engine: sa.engine.Engine) -> dict[str, Any]:
         result["phases"][phase] = figures
         if phase == "create" and "sync" in bench.methods:
             result["no_change_run"] = no_change_run(bench, n)
+        if phase == bench.last_phase:
+            break
     return result
 
 
@@ -347,6 +350,8 @@ def chart(sizes: list[dict[str, Any]], path: Path) -> None:
     figure, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=False)
     ns = [r["n"] for r in sizes]
     for axis, phase in zip(axes, ("create", "update", "delete"), strict=True):
+        if not all(phase in r["phases"] for r in sizes):
+            continue
         for key, label in (("directus_sync_items_per_s", "directus-sync"), ("baseline_items_per_s", "per-item"),
                            ("ceiling_items_per_s", "bulk ceiling (faster of 1 and 2 in flight)")):
             if all(key in r["phases"][phase] for r in sizes):
@@ -375,6 +380,8 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="measure only these (profiling: --methods sync)")
     parser.add_argument("--profile", type=Path, help="record each directus-sync run with py-spy into this folder")
+    parser.add_argument("--stop-after", choices=("create", "update", "delete"), default="delete",
+                        help="the last phase to run (memory and the no-change run at a large N: create)")
     args = parser.parse_args()
     exit_on_sigterm()
     cli = ensure_directus(default_cache_dir())
@@ -390,6 +397,7 @@ def main() -> int:
         engine = sa.create_engine(f"sqlite:///{table}")
         store.migrate(engine)
         bench = Bench(source, remote, airflow, tuple(args.methods), args.profile)
+        bench.last_phase = args.stop_after
         try:
             report["sizes"] = [run_size(bench, n, engine) for n in args.n]
         finally:
