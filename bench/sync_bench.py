@@ -104,6 +104,7 @@ class Bench:
         self.source, self.remote, self.airflow = source, remote, airflow
         self.methods, self.profile = methods, profile
         self.last_phase = "delete"
+        self.write_concurrency = WRITE_CONCURRENCY
         self.session = requests.Session()
         # Baseline and ceiling write as the remote's sync user, like directus-sync and the original
         # extension: a non-admin user's writes cost Directus permission checks that an admin's skip.
@@ -212,6 +213,7 @@ def setup_size(bench: Bench, n: int, engine: sa.engine.Engine) -> str:
     store.upsert_row(engine, {"name": name, "status": "published", "source_conn_id": f"bench_{bench.source.name}",
                               "remote_conn_id": f"bench_{bench.remote.name}", "retries": 0,
                               "schedule": SCHEDULE, "overlap_seconds": OVERLAP_SECONDS,
+                              "write_concurrency": bench.write_concurrency,
                               "schema": [{"name": name, "fields": SYNCED}]})
     bench.remote_token = f"bench-sync-{bench.remote.name}"
     return name
@@ -267,8 +269,9 @@ def run_phase(bench: Bench, n: int, label: str, change: tuple[str, list[tuple[st
         # Sequential, as the issue defines it, and with as many requests in flight as directus-sync sends:
         # the ratio is taken against the faster, so that concurrency alone cannot flatter it.
         figures["ceiling_sequential_items_per_s"] = n / bench.ceiling(method, f"{name}_ceiling", bulk_payload, size)
+        figures["ceiling_in_flight"] = max(2, bench.write_concurrency)
         figures["ceiling_parallel_items_per_s"] = n / bench.ceiling(method, f"{name}_ceiling2", bulk_payload, size,
-                                                                    WRITE_CONCURRENCY)
+                                                                    int(figures["ceiling_in_flight"]))
         figures["ceiling_items_per_s"] = max(figures["ceiling_sequential_items_per_s"],
                                              figures["ceiling_parallel_items_per_s"])
     if "directus_sync_items_per_s" in figures:
@@ -289,7 +292,7 @@ def describe(f: dict[str, float]) -> str:
         parts.append(f"per-item {f['baseline_items_per_s']:6.0f}/s")
     if "ceiling_items_per_s" in f:
         parts.append(f"ceiling {f['ceiling_sequential_items_per_s']:6.0f}/s sequential, "
-                     f"{f['ceiling_parallel_items_per_s']:6.0f}/s {WRITE_CONCURRENCY} in flight")
+                     f"{f['ceiling_parallel_items_per_s']:6.0f}/s {f['ceiling_in_flight']:.0f} in flight")
     ratios = [f"x{f['vs_baseline']:.1f} baseline" if "vs_baseline" in f else "",
               f"{f['vs_ceiling']:.2f} of ceiling" if "vs_ceiling" in f else ""]
     return " | ".join([*parts, ", ".join(r for r in ratios if r)])
@@ -317,9 +320,11 @@ def _cell(f: dict[str, float], key: str, pattern: str) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The figures as Markdown tables, with the machine's load while they were taken."""
     lines = [f"Load averages (1/5/15 min) at start {report['machine_before']['load_average']}, at end "
-             f"{report['machine_after']['load_average']}, on {report['machine_before']['cpus']} cores.", "",
+             f"{report['machine_after']['load_average']}, on {report['machine_before']['cpus']} cores; "
+             f"directus-sync with write_concurrency={report.get('write_concurrency', WRITE_CONCURRENCY)}, the "
+             f"parallel ceiling with max(2, that) requests in flight.", "",
              "| N | phase | directus-sync items/s | run s | in tasks s | `dags test` s | per-item items/s "
-             f"| ceiling items/s, 1 in flight | ceiling, {WRITE_CONCURRENCY} in flight | vs per-item | vs ceiling "
+             "| ceiling items/s, 1 in flight | ceiling, parallel | vs per-item | vs ceiling "
              "| peak MB |", "|" + "---|" * 12]
     columns = (("directus_sync_items_per_s", "{:.0f}"), ("directus_sync_seconds", "{:.1f}"),
                ("directus_sync_task_seconds", "{:.1f}"), ("airflow_run_seconds", "{:.1f}"),
@@ -380,6 +385,8 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="measure only these (profiling: --methods sync)")
     parser.add_argument("--profile", type=Path, help="record each directus-sync run with py-spy into this folder")
+    parser.add_argument("--write-concurrency", type=int, default=WRITE_CONCURRENCY,
+                        help="the sync row's write_concurrency (the parallel ceiling uses at least 2)")
     parser.add_argument("--stop-after", choices=("create", "update", "delete"), default="delete",
                         help="the last phase to run (memory and the no-change run at a large N: create)")
     args = parser.parse_args()
@@ -387,7 +394,7 @@ def main() -> int:
     cli = ensure_directus(default_cache_dir())
     tag = os.getpid()
     databases = [(f"bench_{side}_{tag}", PostgresDatabase(f"directus_sync_bench_{tag}_{side}")) for side in "ab"]
-    report: dict[str, Any] = {"machine_before": machine_load()}
+    report: dict[str, Any] = {"machine_before": machine_load(), "write_concurrency": args.write_concurrency}
     with tempfile.TemporaryDirectory(prefix="directus-sync-bench-") as tmp, \
             running_instances(cli, databases, Path(tmp) / "directus") as (source, remote):
         airflow = LocalAirflow(Path(tmp) / "airflow")
@@ -397,7 +404,7 @@ def main() -> int:
         engine = sa.create_engine(f"sqlite:///{table}")
         store.migrate(engine)
         bench = Bench(source, remote, airflow, tuple(args.methods), args.profile)
-        bench.last_phase = args.stop_after
+        bench.last_phase, bench.write_concurrency = args.stop_after, args.write_concurrency
         try:
             report["sizes"] = [run_size(bench, n, engine) for n in args.n]
         finally:
