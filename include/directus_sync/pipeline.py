@@ -3,7 +3,8 @@
 Extraction and planning read Directus once or twice per batch and then do a little Python work on the
 answer. Run one batch after another and each waits for a full round trip; with a few batches in flight
 the instance answers the next ones while this process stages the current one. Results come back in
-order and at most ``ahead`` batches are read in advance of the one being staged, so memory stays bounded by the batch.
+order, and at most ``ahead`` batches are read in advance of the one being staged, so memory stays
+bounded by the batch.
 """
 
 from __future__ import annotations
