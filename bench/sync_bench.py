@@ -13,24 +13,36 @@ collection of a dozen mixed fields (~1 KB an item):
    about 10 s of creating the run and starting the in-process API server, which a deployed Airflow does
    not spend per run;
 2. per-item baseline: the original extension's strategy, one request per item, sequential;
-3. ceiling: raw bulk requests of the best batch size found, straight to the remote.
+3. ceiling: raw bulk requests of the best batch size found, straight to the remote, one at a time and
+   as many at a time as directus-sync sends (``write_concurrency``); ratios use the faster of the two.
 
-Baseline and ceiling write to collections of their own on the same remote. Figures go to stdout and to
-``bench/results/`` as JSON, Markdown and a PNG chart.
+Baseline and ceiling write to collections of their own on the same remote, as the remote's sync user
+(the non-admin user directus-sync writes as: its writes cost Directus permission checks that an admin's
+skip). Figures go to stdout and to ``bench/results/`` as JSON, Markdown and a PNG chart, with the
+machine's load averages (timings on a busy machine are noisy: compare the ratios, measured minutes apart
+on the same instances).
+
+The no-change run must find its window empty: the sync row runs every minute with a 5 s overlap, and the
+script waits until the source's last activity is older than the run's window (about two minutes).
+``--profile DIR`` records every directus-sync run with ``py-spy record --subprocesses`` (raw stacks,
+one file per run; peak memory then includes py-spy's own).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
+import shutil
 import string
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +52,7 @@ import sqlalchemy as sa
 
 from directus_sync import store
 from directus_sync.apply import DEFAULT_MAX_REQUEST_BYTES, request_batches
+from directus_sync.config import RemoteSource
 from directus_sync.devserver import (
     DirectusInstance,
     PostgresDatabase,
@@ -69,6 +82,11 @@ FIELDS: list[dict[str, Any]] = [
 ]
 SYNCED = [f["field"] for f in FIELDS if f["field"] != "id"]
 RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = ("sync", "baseline", "ceiling")
+# The bench's sync row: runs every minute, a short overlap, so that a quiet window comes soon.
+SCHEDULE, OVERLAP_SECONDS = "* * * * *", 5
+PROBE_SIZES = (100, 250, 500, 1000)  # batch sizes the ceiling tries
+WRITE_CONCURRENCY: int = RemoteSource.model_fields["write_concurrency"].default
 
 
 def make_item(n: int, rng: random.Random, version: int = 0) -> dict[str, Any]:
@@ -81,9 +99,17 @@ def make_item(n: int, rng: random.Random, version: int = 0) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, source: DirectusInstance, remote: DirectusInstance, airflow: LocalAirflow) -> None:
+    def __init__(self, source: DirectusInstance, remote: DirectusInstance, airflow: LocalAirflow,
+                 methods: tuple[str, ...] = METHODS, profile: Path | None = None) -> None:
         self.source, self.remote, self.airflow = source, remote, airflow
+        self.methods, self.profile = methods, profile
+        self.last_phase = "delete"
+        self.write_concurrency = WRITE_CONCURRENCY
         self.session = requests.Session()
+        # Baseline and ceiling write as the remote's sync user, like directus-sync and the original
+        # extension: a non-admin user's writes cost Directus permission checks that an admin's skip.
+        self.remote_token = remote.admin_token
+        self.last_source_change = time.time()
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -94,20 +120,36 @@ class Bench:
         """Bulk calls of ``size`` items, or fewer where Directus's 1 MB body limit demands it."""
         for batch in request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES):
             self.call(instance, method, f"/items/{name}", batch)
+        if instance is self.source:
+            self.last_source_change = time.time()
+
+    def wait_for_quiet_window(self, lookback: float) -> None:
+        """Sleep until a manual run's window, reaching ``lookback`` seconds before the start of the current
+        minute, no longer holds the source's last change (activity timestamps have a 1 s margin)."""
+        ready = (math.floor((self.last_source_change + 1 + lookback) / 60) + 1) * 60
+        if (pause := ready - time.time()) > 0:
+            print(f"  waiting {pause:.0f} s for the source's changes to leave the sync window", flush=True)
+            time.sleep(pause)
 
     def call(self, instance: DirectusInstance, method: str, path: str, payload: Any) -> None:
+        token = self.remote_token if instance is self.remote else instance.admin_token
         response = self.session.request(method, instance.url + path, json=payload, params={"fields": "id"},
-                                        headers={"Authorization": f"Bearer {instance.admin_token}"}, timeout=300)
+                                        headers={"Authorization": f"Bearer {token}"}, timeout=300)
         response.raise_for_status()
 
     # -- the three methods -------------------------------------------------------------------------
 
-    def sync_run(self, dag_id: str) -> dict[str, float]:
+    def sync_run(self, dag_id: str, label: str) -> dict[str, float]:
         """One DAG run; its duration, the tasks' own time, and the peak memory of the process."""
         env = self.airflow.env()
+        command = [AIRFLOW_BIN, "dags", "test", dag_id, datetime.now(UTC).isoformat()]
+        if self.profile:
+            self.profile.mkdir(parents=True, exist_ok=True)
+            py_spy = shutil.which("py-spy", path=str(Path(AIRFLOW_BIN).parent)) or "py-spy"
+            command = [py_spy, "record", "--subprocesses", "--idle", "--format", "raw", "--rate", "50",
+                       "--output", str(self.profile / f"{label}.txt"), "--", *command]
         with tempfile.TemporaryFile("w+") as output:
-            process = subprocess.Popen([AIRFLOW_BIN, "dags", "test", dag_id, datetime.now(UTC).isoformat()],
-                                       env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+            process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
             _, status, usage = os.wait4(process.pid, 0)
             process.returncode = os.waitstatus_to_exitcode(status)
             output.seek(0)
@@ -120,8 +162,9 @@ class Bench:
         ended = re.findall(r"^(\S+Z) \[info\s*\] \[DAG TEST\] end task", log, flags=re.MULTILINE)
         assert started and ended, "the run's log has no task lines"
         span = datetime.fromisoformat(ended[-1]) - datetime.fromisoformat(started.group(1))
+        activity = sum(int(n) for n in re.findall(r"Read (\d+) activity rows", log))
         return {"seconds": span.total_seconds(), "airflow_run_seconds": duration,
-                "task_seconds": task_time, "peak_rss_mb": usage.ru_maxrss / 1024}
+                "task_seconds": task_time, "peak_rss_mb": usage.ru_maxrss / 1024, "activity_rows": activity}
 
     def per_item(self, method: str, name: str, payloads: list[tuple[str, Any]]) -> float:
         started = time.perf_counter()
@@ -129,128 +172,229 @@ class Bench:
             self.call(self.remote, method, f"/items/{name}{path}", payload)
         return time.perf_counter() - started
 
-    def ceiling(self, method: str, name: str, payload: list[Any], size: int) -> float:
+    def ceiling(self, method: str, name: str, payload: list[Any], size: int, in_flight: int = 1) -> float:
+        """Seconds to write ``payload`` with raw bulk requests of ``size``, ``in_flight`` at a time."""
+        batches = list(request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES))
         started = time.perf_counter()
-        self.bulk(self.remote, method, name, payload, size)
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            list(pool.map(lambda batch: self.call(self.remote, method, f"/items/{name}", batch), batches))
         return time.perf_counter() - started
 
     def best_batch_size(self, n: int, rng: random.Random) -> int:
         """The create batch size that writes fastest on this remote, tried on a sample."""
         sample = [make_item(i, rng) for i in range(min(n, 2000))]
         timings = {}
-        for size in (100, 250, 500, 1000):
+        for size in PROBE_SIZES:
             name = f"bench_probe_{size}_{n}"
-            self.collection(self.remote, name)
             timings[size] = self.ceiling("POST", name, sample, size)
         best = min(timings, key=lambda s: timings[s])
         print(f"  ceiling batch sizes (s for {len(sample)} creates): {timings} -> {best}", flush=True)
         return best
 
 
-def run_size(bench: Bench, n: int, engine: sa.engine.Engine) -> dict[str, Any]:
-    rng = random.Random(n)
+Phase = tuple[str, Callable[[], None], str, list[tuple[str, Any]], list[Any]]
+
+
+def setup_size(bench: Bench, n: int, engine: sa.engine.Engine) -> str:
+    """The collections of size ``n`` on both instances, sync users, connections and the sync row."""
     name = f"bench_{n}"
     for instance in (bench.source, bench.remote):
         bench.collection(instance, name)
-    for suffix in ("baseline", "ceiling"):
-        bench.collection(bench.remote, f"{name}_{suffix}")
+    own = [f"{name}_{suffix}" for suffix in ("baseline", "ceiling", "ceiling2")]
+    own += [f"bench_probe_{size}_{n}" for size in PROBE_SIZES]
+    for collection in own:
+        bench.collection(bench.remote, collection)
     for instance in (bench.source, bench.remote):
         token = f"bench-sync-{instance.name}"
-        provision(instance.url, instance.admin_token, [name], token=token)
+        provision(instance.url, instance.admin_token, [name, *own] if instance is bench.remote else [name],
+                  token=token)
         bench.airflow.connections[f"bench_{instance.name}"] = {"conn_type": "http", "host": instance.url,
                                                                  "password": token}
     store.upsert_row(engine, {"name": name, "status": "published", "source_conn_id": f"bench_{bench.source.name}",
                               "remote_conn_id": f"bench_{bench.remote.name}", "retries": 0,
+                              "schedule": SCHEDULE, "overlap_seconds": OVERLAP_SECONDS,
+                              "write_concurrency": bench.write_concurrency,
                               "schema": [{"name": name, "fields": SYNCED}]})
-    dag_id = f"directus_sync__{name}"
-    size = bench.best_batch_size(n, rng)
-    result: dict[str, Any] = {"n": n, "ceiling_batch_size": size, "phases": {}}
+    bench.remote_token = f"bench-sync-{bench.remote.name}"
+    return name
 
-    items = [{"id": i + 1, **make_item(i + 1, rng)} for i in range(n)]
-    bench.bulk(bench.source, "POST", name, items, 1000)
-    phases: list[tuple[str, Callable[[], None], str, list[tuple[str, Any]], list[Any]]] = [
-        ("create", lambda: None, "POST", [("", item) for item in items], items),
-    ]
+
+def phases_of(bench: Bench, name: str, items: list[dict[str, Any]], rng: random.Random) -> list[Phase]:
+    """(phase, change on the source, HTTP method, per-item calls, bulk payload) for create, update, delete."""
     updated = [{"id": item["id"], **make_item(item["id"], rng, version=1)} for item in items]
     keys = [item["id"] for item in items]
-    phases.append(("update", lambda: bench.bulk(bench.source, "PATCH", name, updated, 1000), "PATCH",
-                   [(f"/{u['id']}", {k: v for k, v in u.items() if k != "id"}) for u in updated], updated))
-    phases.append(("delete", lambda: bench.bulk(bench.source, "DELETE", name, keys, 1000), "DELETE",
-                   [(f"/{k}", None) for k in keys], keys))
-    for phase, change_source, method, singles, bulk_payload in phases:
+    return [
+        ("create", lambda: None, "POST", [("", item) for item in items], items),
+        ("update", lambda: bench.bulk(bench.source, "PATCH", name, updated, 1000), "PATCH",
+         [(f"/{u['id']}", {k: v for k, v in u.items() if k != "id"}) for u in updated], updated),
+        ("delete", lambda: bench.bulk(bench.source, "DELETE", name, keys, 1000), "DELETE",
+         [(f"/{k}", None) for k in keys], keys),
+    ]
+
+
+def run_size(bench: Bench, n: int, engine: sa.engine.Engine) -> dict[str, Any]:
+    rng = random.Random(n)
+    name = setup_size(bench, n, engine)
+    size = bench.best_batch_size(n, rng) if "ceiling" in bench.methods else 500
+    result: dict[str, Any] = {"n": n, "ceiling_batch_size": size, "phases": {}}
+    items = [{"id": i + 1, **make_item(i + 1, rng)} for i in range(n)]
+    bench.bulk(bench.source, "POST", name, items, 1000)
+    for phase, change_source, method, singles, bulk_payload in phases_of(bench, name, items, rng):
         change_source()
-        sync = bench.sync_run(dag_id)
-        baseline = bench.per_item(method, f"{name}_baseline", singles)
-        ceiling = bench.ceiling(method, f"{name}_ceiling", bulk_payload, size)
-        figures = {
-            "directus_sync_items_per_s": n / sync["seconds"], "directus_sync_seconds": sync["seconds"],
-            "directus_sync_task_seconds": sync["task_seconds"], "peak_rss_mb": sync["peak_rss_mb"],
-            "airflow_run_seconds": sync["airflow_run_seconds"],
-            "baseline_items_per_s": n / baseline, "ceiling_items_per_s": n / ceiling,
-        }
-        figures["vs_baseline"] = figures["directus_sync_items_per_s"] / figures["baseline_items_per_s"]
-        figures["vs_ceiling"] = figures["directus_sync_items_per_s"] / figures["ceiling_items_per_s"]
+        figures = run_phase(bench, n, f"{name}_{phase}", (method, singles, bulk_payload), size)
         result["phases"][phase] = figures
-        print(f"  N={n} {phase:<6} directus-sync {figures['directus_sync_items_per_s']:7.0f}/s "
-              f"(run {sync['seconds']:.1f} s, in tasks {sync['task_seconds']:.1f} s, dags test "
-              f"{sync['airflow_run_seconds']:.1f} s, peak {sync['peak_rss_mb']:.0f} MB)"
-              f" | per-item {figures['baseline_items_per_s']:6.0f}/s | ceiling {figures['ceiling_items_per_s']:6.0f}/s"
-              f" | x{figures['vs_baseline']:.1f} baseline, {figures['vs_ceiling']:.2f} of ceiling", flush=True)
-        if phase == "create":
-            quiet = bench.sync_run(dag_id)
-            result["no_change_run"] = quiet
-            print(f"  N={n} no-change run: {quiet['seconds']:.1f} s, in tasks {quiet['task_seconds']:.2f} s",
-                  flush=True)
+        if phase == "create" and "sync" in bench.methods:
+            result["no_change_run"] = no_change_run(bench, n)
+        if phase == bench.last_phase:
+            break
     return result
 
 
-def write_reports(results: list[dict[str, Any]], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    lines = ["| N | phase | directus-sync items/s | per-item items/s | ceiling items/s | vs per-item | vs ceiling "
-             "| peak MB |", "|---|---|---|---|---|---|---|---|"]
-    for r in results:
+def run_phase(bench: Bench, n: int, label: str, change: tuple[str, list[tuple[str, Any]], list[Any]],
+              size: int) -> dict[str, float]:
+    """One phase by each chosen method, in items per second, with the ratios."""
+    method, singles, bulk_payload = change
+    name, phase = label.rsplit("_", 1)
+    figures: dict[str, float] = {}
+    if "sync" in bench.methods:
+        if phase == "create":  # the full copy's window must not hold the load (see the no-change run)
+            bench.wait_for_quiet_window(OVERLAP_SECONDS)
+        sync = bench.sync_run(f"directus_sync__{name}", label)
+        figures.update({"directus_sync_items_per_s": n / sync["seconds"], "directus_sync_seconds": sync["seconds"],
+                        "directus_sync_task_seconds": sync["task_seconds"], "peak_rss_mb": sync["peak_rss_mb"],
+                        "airflow_run_seconds": sync["airflow_run_seconds"]})
+    if "baseline" in bench.methods:
+        figures["baseline_items_per_s"] = n / bench.per_item(method, f"{name}_baseline", singles)
+    if "ceiling" in bench.methods:
+        # Sequential, as the issue defines it, and with as many requests in flight as directus-sync sends:
+        # the ratio is taken against the faster, so that concurrency alone cannot flatter it.
+        figures["ceiling_sequential_items_per_s"] = n / bench.ceiling(method, f"{name}_ceiling", bulk_payload, size)
+        figures["ceiling_in_flight"] = max(2, bench.write_concurrency)
+        figures["ceiling_parallel_items_per_s"] = n / bench.ceiling(method, f"{name}_ceiling2", bulk_payload, size,
+                                                                    int(figures["ceiling_in_flight"]))
+        figures["ceiling_items_per_s"] = max(figures["ceiling_sequential_items_per_s"],
+                                             figures["ceiling_parallel_items_per_s"])
+    if "directus_sync_items_per_s" in figures:
+        for other, ratio in (("baseline_items_per_s", "vs_baseline"), ("ceiling_items_per_s", "vs_ceiling")):
+            if other in figures:
+                figures[ratio] = figures["directus_sync_items_per_s"] / figures[other]
+    print(f"  N={n} {phase:<6} " + describe(figures), flush=True)
+    return figures
+
+
+def describe(f: dict[str, float]) -> str:
+    parts = []
+    if "directus_sync_items_per_s" in f:
+        parts.append(f"directus-sync {f['directus_sync_items_per_s']:7.0f}/s (run {f['directus_sync_seconds']:.1f} s, "
+                     f"in tasks {f['directus_sync_task_seconds']:.1f} s, dags test {f['airflow_run_seconds']:.1f} s, "
+                     f"peak {f['peak_rss_mb']:.0f} MB)")
+    if "baseline_items_per_s" in f:
+        parts.append(f"per-item {f['baseline_items_per_s']:6.0f}/s")
+    if "ceiling_items_per_s" in f:
+        parts.append(f"ceiling {f['ceiling_sequential_items_per_s']:6.0f}/s sequential, "
+                     f"{f['ceiling_parallel_items_per_s']:6.0f}/s {f['ceiling_in_flight']:.0f} in flight")
+    ratios = [f"x{f['vs_baseline']:.1f} baseline" if "vs_baseline" in f else "",
+              f"{f['vs_ceiling']:.2f} of ceiling" if "vs_ceiling" in f else ""]
+    return " | ".join([*parts, ", ".join(r for r in ratios if r)])
+
+
+def no_change_run(bench: Bench, n: int) -> dict[str, float]:
+    """A run over a window without source activity, on the collection of ``n`` items just copied."""
+    bench.wait_for_quiet_window(OVERLAP_SECONDS + 60)  # a manual run's interval starts a minute back
+    quiet = bench.sync_run(f"directus_sync__bench_{n}", f"bench_{n}_no_change")
+    print(f"  N={n} no-change run: {quiet['seconds']:.1f} s, in tasks {quiet['task_seconds']:.2f} s, "
+          f"{quiet['activity_rows']} activity rows read", flush=True)
+    return quiet
+
+
+def machine_load() -> dict[str, Any]:
+    """Load averages (1, 5, 15 min) and cores: how busy the machine was, to read the timings by."""
+    return {"load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
+            "at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def _cell(f: dict[str, float], key: str, pattern: str) -> str:
+    return pattern.format(f[key]) if key in f else "-"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The figures as Markdown tables, with the machine's load while they were taken."""
+    lines = [f"Load averages (1/5/15 min) at start {report['machine_before']['load_average']}, at end "
+             f"{report['machine_after']['load_average']}, on {report['machine_before']['cpus']} cores; "
+             f"directus-sync with write_concurrency={report.get('write_concurrency', WRITE_CONCURRENCY)}, the "
+             f"parallel ceiling with max(2, that) requests in flight.", "",
+             "| N | phase | directus-sync items/s | run s | in tasks s | `dags test` s | per-item items/s "
+             "| ceiling items/s, 1 in flight | ceiling, parallel | vs per-item | vs ceiling "
+             "| peak MB |", "|" + "---|" * 12]
+    columns = (("directus_sync_items_per_s", "{:.0f}"), ("directus_sync_seconds", "{:.1f}"),
+               ("directus_sync_task_seconds", "{:.1f}"), ("airflow_run_seconds", "{:.1f}"),
+               ("baseline_items_per_s", "{:.0f}"), ("ceiling_sequential_items_per_s", "{:.0f}"),
+               ("ceiling_parallel_items_per_s", "{:.0f}"), ("vs_baseline", "{:.1f}x"),
+               ("vs_ceiling", "{:.2f}"), ("peak_rss_mb", "{:.0f}"))
+    for r in report["sizes"]:
         for phase, f in r["phases"].items():
-            lines.append(f"| {r['n']:,} | {phase} | {f['directus_sync_items_per_s']:.0f} | "
-                         f"{f['baseline_items_per_s']:.0f} | {f['ceiling_items_per_s']:.0f} | "
-                         f"{f['vs_baseline']:.1f}x | {f['vs_ceiling']:.2f} | {f['peak_rss_mb']:.0f} |")
-    lines += ["", "| N | no-change run (s, first task start to last task end) | time inside the tasks (s) |",
-              "|---|---|---|"]
-    lines += [f"| {r['n']:,} | {r['no_change_run']['seconds']:.1f} | {r['no_change_run']['task_seconds']:.2f} |"
-              for r in results]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+            lines.append(f"| {r['n']:,} | {phase} | " + " | ".join(_cell(f, k, p) for k, p in columns) + " |")
+    lines += ["", "| N | no-change run s | in tasks s | `dags test` s | activity rows read | peak MB |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['n']:,} | {q['seconds']:.1f} | {q['task_seconds']:.2f} | {q['airflow_run_seconds']:.1f} | "
+              f"{q['activity_rows']} | {q['peak_rss_mb']:.0f} |"
+              for r in report["sizes"] if (q := r.get("no_change_run"))]
+    return "\n".join(lines) + "\n"
+
+
+def chart(sizes: list[dict[str, Any]], path: Path) -> None:
+    """Throughput against N for the three methods, one panel per phase."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no chart (pip install -e '.[bench]')")
+        print("matplotlib is not installed: no chart (pip install '.[bench]')")
         return
     figure, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=False)
+    ns = [r["n"] for r in sizes]
     for axis, phase in zip(axes, ("create", "update", "delete"), strict=True):
-        ns = [r["n"] for r in results]
+        if not all(phase in r["phases"] for r in sizes):
+            continue
         for key, label in (("directus_sync_items_per_s", "directus-sync"), ("baseline_items_per_s", "per-item"),
-                           ("ceiling_items_per_s", "bulk ceiling")):
-            axis.plot(ns, [r["phases"][phase][key] for r in results], marker="o", label=label)
+                           ("ceiling_items_per_s", "bulk ceiling (faster of 1 and 2 in flight)")):
+            if all(key in r["phases"][phase] for r in sizes):
+                axis.plot(ns, [r["phases"][phase][key] for r in sizes], marker="o", label=label)
         axis.set_xscale("log")
         axis.set_title(phase)
         axis.set_xlabel("N items")
         axis.set_ylabel("items/s")
+        axis.set_ylim(bottom=0)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(out / "throughput.png", dpi=100)
+    figure.savefig(path, dpi=100)
+
+
+def write_reports(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    (out / "results.md").write_text(markdown(report))
+    chart(report["sizes"], out / "throughput.png")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the reports go")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="measure only these (profiling: --methods sync)")
+    parser.add_argument("--profile", type=Path, help="record each directus-sync run with py-spy into this folder")
+    parser.add_argument("--write-concurrency", type=int, default=WRITE_CONCURRENCY,
+                        help="the sync row's write_concurrency (the parallel ceiling uses at least 2)")
+    parser.add_argument("--stop-after", choices=("create", "update", "delete"), default="delete",
+                        help="the last phase to run (memory and the no-change run at a large N: create)")
     args = parser.parse_args()
     exit_on_sigterm()
     cli = ensure_directus(default_cache_dir())
     tag = os.getpid()
     databases = [(f"bench_{side}_{tag}", PostgresDatabase(f"directus_sync_bench_{tag}_{side}")) for side in "ab"]
+    report: dict[str, Any] = {"machine_before": machine_load(), "write_concurrency": args.write_concurrency}
     with tempfile.TemporaryDirectory(prefix="directus-sync-bench-") as tmp, \
             running_instances(cli, databases, Path(tmp) / "directus") as (source, remote):
         airflow = LocalAirflow(Path(tmp) / "airflow")
@@ -259,15 +403,17 @@ def main() -> int:
         airflow.migrate()
         engine = sa.create_engine(f"sqlite:///{table}")
         store.migrate(engine)
-        bench = Bench(source, remote, airflow)
+        bench = Bench(source, remote, airflow, tuple(args.methods), args.profile)
+        bench.last_phase, bench.write_concurrency = args.stop_after, args.write_concurrency
         try:
-            results = [run_size(bench, n, engine) for n in args.n]
+            report["sizes"] = [run_size(bench, n, engine) for n in args.n]
         finally:
             for _, database in databases:
                 source.stop()
                 remote.stop()
                 database.drop()
-    write_reports(results, args.out)
+    report["machine_after"] = machine_load()
+    write_reports(report, args.out)
     print(f"results: {args.out / 'results.md'}")
     return 0
 

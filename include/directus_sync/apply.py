@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -61,15 +61,18 @@ class Outcome:
     failures: list[Failure] = field(default_factory=list)
 
 
-def request_batches(items: Iterable[Any], max_count: int, max_bytes: int) -> Iterator[list[Any]]:
+def request_batches(
+    items: Iterable[Any], max_count: int, max_bytes: int, body: Callable[[Any], Any] | None = None
+) -> Iterator[list[Any]]:
     """Group ``items`` so each group has at most ``max_count`` items and a JSON body under ``max_bytes``.
 
-    An item larger than ``max_bytes`` on its own still gets a batch of its own: Directus decides.
+    ``body`` gives what an item becomes in the request, when that is not the item itself. An item larger
+    than ``max_bytes`` on its own still gets a batch of its own: Directus decides.
     """
     batch: list[Any] = []
     size = 2
     for item in items:
-        width = len(encode_json(item)) + 1  # the item and its comma
+        width = len(encode_json(body(item) if body else item)) + 1  # the item and its comma
         if batch and (len(batch) >= max_count or size + width > max_bytes):
             yield batch
             batch, size = [], 2
@@ -98,7 +101,9 @@ class Applier:
         """
         path = {"create": self.plan.creates_path, "update": self.plan.updates_path,
                 "delete": self.plan.deletes_path}[action]
-        batches = request_batches(read_jsonl(ObjectStoragePath(path)), max_count, max_bytes)
+        # Updates are staged with the whole item but send only the changed fields: measure what is sent.
+        body = self._update_body if action == "update" else None
+        batches = request_batches(read_jsonl(ObjectStoragePath(path)), max_count, max_bytes, body)
         in_flight: deque[Future[None]] = deque()
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="directus-write") as pool:
             try:
@@ -146,9 +151,13 @@ class Applier:
         if action == "create":
             self.remote.create_items(collection, pk, records)
         elif action == "update":
-            self.remote.update_items(collection, pk, [{pk: r["key"], **r["changes"]} for r in records])
+            self.remote.update_items(collection, pk, [self._update_body(r) for r in records])
         else:
             self.remote.delete_items(collection, records)
+
+    def _update_body(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A staged update as the remote receives it: the key and the changed fields."""
+        return {self.plan.pk: record["key"], **record["changes"]}
 
     def _reroute(self, action: Action, records: list[Any]) -> bool:
         """Write ``records`` as what their keys now call for; ``False`` when the keys are as planned."""

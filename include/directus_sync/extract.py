@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusHook
+from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, shape_of
 from directus_sync.staging import JsonlWriter, batched, write_jsonl
 
@@ -131,23 +132,22 @@ def extract(
     result = []
     for name, shape in shapes.items():
         upserts_path, deletes_path = folder / f"{name}.upserts.jsonl", folder / f"{name}.deletes.jsonl"
-        deleted: list[dict[str, Any]] = []
         retried = sorted(retry_keys.get(name, ()))
         records: Iterator[dict[str, Any]]
         keys_path = folder / f"{name}.source_keys.jsonl" if keys is None and list_source_keys else None
-        if keys is None:
-            records = ({"item": item, "changed_at": None}
-                       for item in _all_items(source, shape, remote.batch_size, keys_path))
-        else:
-            changed: dict[str, str | None] = dict.fromkeys(retried)
-            changed.update(keys[name])
-            records = _current_state(source, shape, changed, remote.batch_size, deleted)
-        upserts = write_jsonl(upserts_path, records)
-        write_jsonl(deletes_path, deleted)
-        log.info("%s: staged %d upserts and %d deletes (%d dead letters retried)", name, upserts, len(deleted),
+        with JsonlWriter(deletes_path) as deleted:  # streamed, like the upserts: memory is bounded by the batch
+            if keys is None:
+                records = ({"item": item, "changed_at": None}
+                           for item in _all_items(source, shape, remote.batch_size, keys_path))
+            else:
+                changed: dict[str, str | None] = dict.fromkeys(retried)
+                changed.update(keys[name])
+                records = _current_state(source, shape, changed, remote.batch_size, deleted)
+            upserts = write_jsonl(upserts_path, records)
+        log.info("%s: staged %d upserts and %d deletes (%d dead letters retried)", name, upserts, deleted.count,
                  len(retried))
         result.append(CollectionChanges(collection=name, pk=shape.pk, fields=list(shape.fields),
-                                        upserts=upserts, deletes=len(deleted), upserts_path=str(upserts_path),
+                                        upserts=upserts, deletes=deleted.count, upserts_path=str(upserts_path),
                                         deletes_path=str(deletes_path), retried=retried,
                                         source_keys_path=str(keys_path) if keys_path else None))
     return ChangeManifest(run_folder=str(folder), window=window.describe(), full=window.full,
@@ -170,16 +170,21 @@ def _all_items(
 
 def _current_state(
     source: DirectusHook, shape: CollectionShape, changed: dict[str, str | None], batch_size: int,
-    deleted: list[dict[str, Any]],
+    deleted: JsonlWriter,
 ) -> Iterator[dict[str, Any]]:
-    """Yield the current state of each changed key that still exists; collect the others in ``deleted``.
+    """Yield the current state of each changed key that still exists; write the others to ``deleted``.
 
-    Each record carries ``changed_at``, the key's latest source activity, for conflict checks.
+    Each record carries ``changed_at``, the key's latest source activity, for conflict checks. The next
+    batches are read while the current one is staged.
     """
-    for batch in batched(list(changed), batch_size):
-        found = source.read_items(shape.collection, shape.pk, batch, shape.read_fields)
+    def read(batch: list[str]) -> list[dict[str, Any]]:
+        return source.read_items(shape.collection, shape.pk, batch, shape.read_fields)
+
+    for batch, found in read_ahead(read, batched(list(changed), batch_size), READ_AHEAD):
         present = {str(item[shape.pk]) for item in found}
-        deleted.extend({"key": shape.typed_key(k), "changed_at": changed[k]} for k in batch if k not in present)
+        for key in batch:
+            if key not in present:
+                deleted.write({"key": shape.typed_key(key), "changed_at": changed[key]})
         for item in found:
             yield {"item": item, "changed_at": changed[str(item[shape.pk])]}
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from directus_sync.config import ConflictPolicy
 from directus_sync.extract import ChangeManifest, CollectionChanges
 from directus_sync.hook import DirectusHook
+from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, prune
 from directus_sync.staging import JsonlWriter, batched, read_jsonl
 
@@ -83,14 +84,24 @@ class ConflictGuard:
 
     def losing_keys(self, collection: str, changed_at: dict[str, str | None]) -> set[str]:
         """Keys whose source change must not be applied because the remote's own change wins."""
-        timed = {k: t for k, t in changed_at.items() if t is not None}
+        return self.settle(collection, changed_at, self.remote_times(collection, changed_at))
+
+    def remote_times(self, collection: str, changed_at: dict[str, str | None]) -> dict[str, str]:
+        """The remote's latest own change of each timed key (only reads, so worker threads may call it)."""
+        timed = [t for t in changed_at.values() if t is not None]
         if not timed:
-            return set()
+            return {}
         # Only remote changes at or after the oldest source change can be later than one of them.
-        since = min(timed.values(), key=_parse)
-        remote_times = self.remote.latest_changes(collection, list(timed), self.remote_sync_user, since)
+        since = min(timed, key=_parse)
+        keys = [k for k, t in changed_at.items() if t is not None]
+        return self.remote.latest_changes(collection, keys, self.remote_sync_user, since)
+
+    def settle(self, collection: str, changed_at: dict[str, str | None], remote_times: dict[str, str]) -> set[str]:
+        """Record the conflicts among ``changed_at`` and return the keys whose source change loses."""
         losing = set()
-        for key, source_at in timed.items():
+        for key, source_at in changed_at.items():
+            if source_at is None:
+                continue
             remote_at = remote_times.get(key)
             if remote_at is None or _parse(remote_at) < _parse(source_at):
                 continue
@@ -105,15 +116,16 @@ class ConflictGuard:
 
 def plan(
     remote: DirectusHook, manifest: ChangeManifest, shapes: dict[str, CollectionShape], batch_size: int,
-    guard: ConflictGuard, prune_remote: bool = False,
+    guard: ConflictGuard, prune_remote: bool = False, ahead: int = READ_AHEAD,
 ) -> SyncPlan:
     """Write the create/update/delete files of every collection in ``manifest``.
 
     ``prune_remote`` (reconcile of a one-way mirror) also deletes remote items the source does not have.
+    ``ahead`` batches' remote reads run while the current batch is staged.
     """
     folder = ObjectStoragePath(manifest.run_folder)
-    plans = [plan_collection(remote, changes, shapes[changes.collection], folder, batch_size, guard, prune_remote)
-             for changes in manifest.collections]
+    plans = [plan_collection(remote, changes, shapes[changes.collection], folder, batch_size, guard, prune_remote,
+                             ahead) for changes in manifest.collections]
     return SyncPlan(run_folder=manifest.run_folder, window=manifest.window, collections=plans)
 
 
@@ -151,7 +163,9 @@ def plan_collection(
     batch_size: int,
     guard: ConflictGuard,
     prune_remote: bool = False,
+    ahead: int = READ_AHEAD,
 ) -> CollectionPlan:
+    """Stage one collection's writes; each batch's remote reads overlap with staging the previous one."""
     name = changes.collection
     result = CollectionPlan(
         collection=name, pk=shape.pk, fields=list(shape.read_fields),
@@ -160,10 +174,12 @@ def plan_collection(
         deletes_path=str(folder / f"{name}.deletes.remote.jsonl"),
     )
     with _Writes(result, changes.retried) as writes:
-        for batch in batched(read_jsonl(ObjectStoragePath(changes.upserts_path)), batch_size):
-            _plan_upserts(remote, shape, batch, guard, writes)
-        for batch in batched(read_jsonl(ObjectStoragePath(changes.deletes_path)), batch_size):
-            _plan_deletes(remote, shape, batch, guard, writes)
+        upserts = batched(read_jsonl(ObjectStoragePath(changes.upserts_path)), batch_size)
+        for _, upsert_batch in read_ahead(lambda b: _read_upserts(remote, shape, b, guard), upserts, ahead):
+            _stage_upserts(upsert_batch, shape, guard, writes)
+        deletes = batched(read_jsonl(ObjectStoragePath(changes.deletes_path)), batch_size)
+        for _, delete_batch in read_ahead(lambda b: _read_deletes(remote, shape, b, guard), deletes, ahead):
+            _stage_deletes(delete_batch, shape, guard, writes)
         if prune_remote and changes.source_keys_path:
             _plan_prune(remote, shape, ObjectStoragePath(changes.source_keys_path), batch_size, writes)
     result.creates, result.updates = writes.creates.count, writes.updates.count
@@ -178,24 +194,39 @@ def plan_collection(
     return result
 
 
-def _plan_upserts(
-    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard,
-    writes: _Writes,
-) -> None:
-    """Stage creates and updates (changed fields plus the whole item) for one batch."""
+@dataclass(frozen=True)
+class _UpsertBatch:
+    """One batch of source items beside what the remote holds for them."""
+
+    differing: dict[str, tuple[dict[str, Any], str | None]]  # key -> (pruned item, source change time)
+    current: dict[str, dict[str, Any]]  # the remote's items of the batch, by key
+    remote_times: dict[str, str]  # the remote's latest own change of the differing keys
+    unchanged: int
+
+
+def _read_upserts(
+    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard
+) -> _UpsertBatch:
+    """Read the remote's state of one batch (runs in a worker thread: reads only)."""
     items = [prune(record["item"], shape) for record in batch]
     current = {str(i[shape.pk]): i for i in remote.read_items(shape.collection, shape.pk,
                                                               [i[shape.pk] for i in items], shape.read_fields)}
     differing = {str(item[shape.pk]): (item, record["changed_at"]) for item, record in zip(items, batch, strict=True)
                  if current.get(str(item[shape.pk])) != item}
-    writes.unchanged += len(items) - len(differing)
-    losing = guard.losing_keys(shape.collection, {k: at for k, (_, at) in differing.items()})
+    remote_times = guard.remote_times(shape.collection, {k: at for k, (_, at) in differing.items()})
+    return _UpsertBatch(differing, current, remote_times, len(items) - len(differing))
+
+
+def _stage_upserts(batch: _UpsertBatch, shape: CollectionShape, guard: ConflictGuard, writes: _Writes) -> None:
+    """Stage creates and updates (changed fields plus the whole item) for one batch."""
+    writes.unchanged += batch.unchanged
+    losing = guard.settle(shape.collection, {k: at for k, (_, at) in batch.differing.items()}, batch.remote_times)
     writes.kept_remote.extend(sorted(losing))
-    for key, (item, _) in differing.items():
+    for key, (item, _) in batch.differing.items():
         if key in losing:
             continue
         writes.staged(key)
-        existing = current.get(key)
+        existing = batch.current.get(key)
         if existing is None:
             writes.creates.write(item)
         else:
@@ -203,14 +234,22 @@ def _plan_upserts(
             writes.updates.write({"key": item[shape.pk], "changes": changed, "item": item})
 
 
-def _plan_deletes(
-    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard,
-    writes: _Writes,
-) -> None:
+def _read_deletes(
+    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The batch's delete records whose keys the remote still has, and its latest own change of them."""
     keys = [record["key"] for record in batch]
     present = {str(i[shape.pk]) for i in remote.read_items(shape.collection, shape.pk, keys, [shape.pk])}
     on_remote = {str(r["key"]): r for r in batch if str(r["key"]) in present}
-    losing = guard.losing_keys(shape.collection, {k: r["changed_at"] for k, r in on_remote.items()})
+    return on_remote, guard.remote_times(shape.collection, {k: r["changed_at"] for k, r in on_remote.items()})
+
+
+def _stage_deletes(
+    batch: tuple[dict[str, dict[str, Any]], dict[str, str]], shape: CollectionShape, guard: ConflictGuard,
+    writes: _Writes,
+) -> None:
+    on_remote, remote_times = batch
+    losing = guard.settle(shape.collection, {k: r["changed_at"] for k, r in on_remote.items()}, remote_times)
     writes.kept_remote.extend(sorted(losing))
     for key, record in on_remote.items():
         if key not in losing:

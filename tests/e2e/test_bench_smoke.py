@@ -18,7 +18,10 @@ def test_the_benchmark_runs_at_a_small_size(tmp_path: Path) -> None:
     for phase in ("create", "update", "delete"):
         assert f"N=200 {phase}" in result.stdout
     figures = json.loads((tmp_path / "results.json").read_text())
-    assert [r["n"] for r in figures] == [200]
-    assert set(figures[0]["phases"]) == {"create", "update", "delete"}
-    assert all(f["directus_sync_items_per_s"] > 0 for f in figures[0]["phases"].values())
+    assert [r["n"] for r in figures["sizes"]] == [200]
+    assert set(figures["sizes"][0]["phases"]) == {"create", "update", "delete"}
+    assert all(f["directus_sync_items_per_s"] > 0 for f in figures["sizes"][0]["phases"].values())
+    # The no-change run found its window empty, and the machine's load is on record.
+    assert figures["sizes"][0]["no_change_run"]["activity_rows"] == 0
+    assert len(figures["machine_before"]["load_average"]) == 3
     assert (tmp_path / "throughput.png").stat().st_size > 0

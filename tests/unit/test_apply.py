@@ -127,3 +127,22 @@ def test_a_permission_error_stops_the_task_instead_of_filling_dead_letters(tmp_p
     with pytest.raises(DirectusError, match="403"):
         Applier(NoPermission(), plan_with(tmp_path, creates=[{"id": 1, "title": "a"}])).run(  # type: ignore[arg-type]
             "create", max_count=10)
+
+
+def test_update_batches_are_sized_by_what_is_sent_not_by_the_staged_record(tmp_path: Path) -> None:
+    # Staged updates carry the whole item (for rerouting) but send only the changed fields.
+    updates = [{"key": n, "changes": {"title": "new"}, "item": {"id": n, "title": "new", "body": "x" * 400}}
+               for n in range(1, 21)]
+    remote = FakeRemote({n: {"id": n, "title": "old"} for n in range(1, 21)})
+    sent: list[int] = []
+    original = remote.update_items
+
+    def update_items(collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+        sent.append(len(encode_json(items)))
+        original(collection, pk, items)
+
+    remote.update_items = update_items  # type: ignore[method-assign]
+    outcome = Applier(remote, plan_with(tmp_path, updates=updates)).run(  # type: ignore[arg-type]
+        "update", max_count=100, max_bytes=1_000)
+    assert outcome.written == 20
+    assert len(sent) == 1 and sent[0] <= 1_000  # the staged records would have needed about ten requests
