@@ -62,6 +62,25 @@ def airflow(instances: dict[str, DirectusInstance], tmp_path_factory: pytest.Tem
     PostgresDatabase(TABLE_DB).drop()
 
 
+@pytest.fixture(autouse=True)
+def _new_collections_removed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test removes the collections it made: Directus without a licence keeps 25 active per instance."""
+    if "instances" not in request.fixturenames:
+        yield
+        return
+    instances: dict[str, DirectusInstance] = request.getfixturevalue("instances")
+    before = {name: _user_collections(instance) for name, instance in instances.items()}
+    yield
+    for name, instance in instances.items():
+        for made in sorted(_user_collections(instance) - before[name]):
+            instance.api("DELETE", f"/collections/{made}")
+
+
+def _user_collections(instance: DirectusInstance) -> set[str]:
+    return {c["collection"] for c in instance.api("GET", "/collections")
+            if not c["collection"].startswith("directus_")}
+
+
 @pytest.fixture
 def collection() -> str:
     """A collection name of its own for each test, so tests share instances but not data."""
