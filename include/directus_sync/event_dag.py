@@ -1,4 +1,4 @@
-"""The tasks of an event-mode sync DAG: the whole sync in one task, then the ledger and the failure notification.
+"""The body of an event-mode sync DAG's one sync task: extract, plan and apply, then advance the watermark.
 
 A change should reach the remote within seconds, and every task of a run costs a process start, a DAG
 parse and a scheduler round trip (about 3-5 s each on a small machine). So event-mode DAGs run the same
@@ -11,36 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import task
-
 from directus_sync import events, tasks
 from directus_sync.config import RemoteSource
-
-
-def add_tasks(remote: RemoteSource) -> None:
-    """Add ``sync_changes``, ``record_run`` and ``notify_on_failure`` to the DAG being defined.
-
-    ``record_run`` (the run ledger, Asset events) runs after the remote is written, so it adds nothing to
-    the time a change takes to arrive.
-    """
-
-    @task(multiple_outputs=False)
-    def sync_changes(**context: Any) -> dict[str, dict[str, int]]:
-        with tasks.errors_recorded(context):
-            return run_sync(remote, context)
-
-    @task(multiple_outputs=False, trigger_rule="all_done",
-          outlets=[tasks.asset_for(remote, c) for c in remote.collections])
-    def record_run(**context: Any) -> dict[str, Any]:
-        return tasks.record_run(remote, context)
-
-    @task(trigger_rule="one_failed", retries=0)
-    def notify_on_failure(**context: Any) -> None:
-        tasks.notify_on_failure(remote, context)
-
-    synced = sync_changes()
-    synced >> record_run()
-    synced >> notify_on_failure()
 
 
 def run_sync(remote: RemoteSource, context: Any) -> dict[str, dict[str, int]]:

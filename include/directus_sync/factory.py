@@ -104,7 +104,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         doc_md=_doc(remote),
     ) as dag:
         if remote.listens_to_events and not reconcile:
-            event_dag.add_tasks(remote)  # near-real-time: one task, so a run costs one task start
+            _add_event_tasks(remote)
             return dag
 
         # Tasks returning dicts would push each key as an XCom of its own; one value each is enough.
@@ -139,16 +139,6 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         def cleanup_staging(**context: Any) -> None:
             tasks.cleanup_staging(context)
 
-        # Every run is recorded, failed ones too; only successful ones emit Asset events.
-        @task(multiple_outputs=False, trigger_rule="all_done",
-              outlets=[tasks.asset_for(remote, c) for c in remote.collections])
-        def record_run(**context: Any) -> dict[str, Any]:
-            return tasks.record_run(remote, context)
-
-        @task(trigger_rule="one_failed", retries=0)
-        def notify_on_failure(**context: Any) -> None:
-            tasks.notify_on_failure(remote, context)
-
         manifest = extract_changes()
         sync_plan = filter_schema(manifest)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
         # Deletes first, creates last: a unique value freed by a delete can then be taken by a create.
@@ -157,9 +147,39 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         creates = apply_creates(sync_plan)  # type: ignore[arg-type]
         deletes >> updates >> creates
         [deletes, updates, creates] >> cleanup_staging()
-        [deletes, updates, creates] >> record_run()
-        [manifest, sync_plan, deletes, updates, creates] >> notify_on_failure()
+        record_run, notify_on_failure = _add_outcome_tasks(remote)
+        [deletes, updates, creates] >> record_run
+        [manifest, sync_plan, deletes, updates, creates] >> notify_on_failure
     return dag
+
+
+def _add_event_tasks(remote: RemoteSource) -> None:
+    """The event-mode DAG: the whole sync in one task, since each task start costs seconds of latency."""
+
+    @task(multiple_outputs=False)
+    def sync_changes(**context: Any) -> dict[str, dict[str, int]]:
+        with tasks.errors_recorded(context):
+            return event_dag.run_sync(remote, context)
+
+    synced = sync_changes()
+    record_run, notify_on_failure = _add_outcome_tasks(remote)
+    synced >> [record_run, notify_on_failure]
+
+
+def _add_outcome_tasks(remote: RemoteSource) -> tuple[Any, Any]:
+    """``record_run`` and ``notify_on_failure``, for the caller to wire after its sync tasks."""
+
+    # Every run is recorded, failed ones too; only successful ones emit Asset events.
+    @task(multiple_outputs=False, trigger_rule="all_done",
+          outlets=[tasks.asset_for(remote, c) for c in remote.collections])
+    def record_run(**context: Any) -> dict[str, Any]:
+        return tasks.record_run(remote, context)
+
+    @task(trigger_rule="one_failed", retries=0)
+    def notify_on_failure(**context: Any) -> None:
+        tasks.notify_on_failure(remote, context)
+
+    return record_run(), notify_on_failure()
 
 
 def _deadline(remote: RemoteSource, reconcile: bool) -> DeadlineAlert | None:
