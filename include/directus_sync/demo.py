@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from directus_sync import store
+from directus_sync import ledger, store
 from directus_sync.devserver import (
     DirectusInstance,
     SqliteDatabase,
@@ -84,6 +84,7 @@ def run_demo(workdir: Path, ui: bool) -> int:
         source.api("POST", f"/items/{COLLECTION}", json={"title": "Article 6", "body": "New", "views": 60})
         say("second sync (only the changes)")
         sync_all(airflow, instances)
+        show_history(table_path)
         if ui:
             serve_ui(airflow)
     say("done; every process the demo started is stopped")
@@ -159,12 +160,24 @@ def run_dag(airflow: LocalAirflow, dag_id: str) -> None:
         raise SystemExit(f"{dag_id} failed; its log is {log_path}")
 
 
+def show_history(table_path: Path) -> None:
+    """The run ledger, as `directus-sync runs` shows it."""
+    say("run history (the ledger `directus-sync runs` reads)")
+    engine = sa.create_engine(f"sqlite:///{table_path}")
+    for row in reversed(ledger.recent_runs(engine)):
+        print(f"    {row['remote']:<10} {row['status']:<8} {row['collection']}: {row['created']} created, "
+              f"{row['updated']} updated, {row['deleted']} deleted, {row['skipped']} skipped "
+              f"(window to {row['window_end']:%H:%M:%S})")
+    engine.dispose()
+
+
 def serve_ui(airflow: LocalAirflow) -> None:
     say("starting `airflow standalone`; Ctrl-C stops it and the instances")
     with airflow.standalone() as server:
         print(f"    Airflow UI: {server.url} (its log: {server.log_path})", flush=True)
         user, password = server.login()
         print(f"    login: {user} / {password}", flush=True)
+        print(f"    status page: {server.url}/directus-sync/ (also under 'Directus Sync' in the UI's menu)", flush=True)
         server.process.wait()
 
 
