@@ -12,6 +12,9 @@ When a batch fails:
    too large), the batch is split in halves until the failing items are alone; every other item is
    written, and each failing one becomes a :class:`Failure` for the dead-letter table.
 
+A body the remote finds too large (a smaller ``MAX_PAYLOAD_SIZE``, or a proxy's limit) also halves the
+request budget for the rest of the run, so that only the batches already cut pay for the discovery.
+
 Anything else (authentication, permissions, the remote being down after the hook's retries) stops the
 task: nothing is marked done, and the next run covers it again.
 """
@@ -40,6 +43,8 @@ DEFAULT_MAX_REQUEST_BYTES = 900_000
 KEY_STATE_STATUSES = (400, 403, 409)
 # Answers about the data itself: isolate the failing items.
 DATA_STATUSES = (400, 409, 413, 422)
+# How Directus says its MAX_PAYLOAD_SIZE was exceeded (a 400); proxies answer 413.
+TOO_LARGE_REASON = "entity too large"
 
 
 @dataclass(frozen=True)
@@ -62,18 +67,21 @@ class Outcome:
 
 
 def request_batches(
-    items: Iterable[Any], max_count: int, max_bytes: int, body: Callable[[Any], Any] | None = None
+    items: Iterable[Any], max_count: int, max_bytes: int | Callable[[], int],
+    body: Callable[[Any], Any] | None = None,
 ) -> Iterator[list[Any]]:
     """Group ``items`` so each group has at most ``max_count`` items and a JSON body under ``max_bytes``.
 
-    ``body`` gives what an item becomes in the request, when that is not the item itself. An item larger
-    than ``max_bytes`` on its own still gets a batch of its own: Directus decides.
+    ``max_bytes`` may be a callable, read as each batch fills, so a budget lowered meanwhile applies to
+    the next batch. ``body`` gives what an item becomes in the request, when that is not the item
+    itself. An item larger than the budget on its own still gets a batch of its own: Directus decides.
     """
+    budget = max_bytes if callable(max_bytes) else lambda: max_bytes
     batch: list[Any] = []
     size = 2
     for item in items:
         width = len(encode_json(body(item) if body else item)) + 1  # the item and its comma
-        if batch and (len(batch) >= max_count or size + width > max_bytes):
+        if batch and (len(batch) >= max_count or size + width > budget()):
             yield batch
             batch, size = [], 2
         batch.append(item)
@@ -90,6 +98,7 @@ class Applier:
         self.plan = plan
         self.watch_keys = watch_keys or set()
         self.outcome = Outcome()
+        self.max_bytes = DEFAULT_MAX_REQUEST_BYTES
         self._lock = threading.Lock()
 
     def run(self, action: Action, max_count: int, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -101,9 +110,10 @@ class Applier:
         """
         path = {"create": self.plan.creates_path, "update": self.plan.updates_path,
                 "delete": self.plan.deletes_path}[action]
+        self.max_bytes = max_bytes
         # Updates are staged with the whole item but send only the changed fields: measure what is sent.
         body = self._update_body if action == "update" else None
-        batches = request_batches(read_jsonl(ObjectStoragePath(path)), max_count, max_bytes, body)
+        batches = request_batches(read_jsonl(ObjectStoragePath(path)), max_count, lambda: self.max_bytes, body)
         in_flight: deque[Future[None]] = deque()
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="directus-write") as pool:
             try:
@@ -128,7 +138,9 @@ class Applier:
         try:
             self._send(action, records)
         except DirectusError as exc:
-            if reroute and exc.status in KEY_STATE_STATUSES and self._reroute(action, records):
+            if _too_large(exc) and len(records) > 1:  # one item over the limit says nothing of the others
+                self._lower_budget(action, records)
+            elif reroute and exc.status in KEY_STATE_STATUSES and self._reroute(action, records):
                 return
             if exc.status not in DATA_STATUSES:
                 raise
@@ -151,9 +163,23 @@ class Applier:
         if action == "create":
             self.remote.create_items(collection, pk, records)
         elif action == "update":
-            self.remote.update_items(collection, pk, [self._update_body(r) for r in records])
+            self.remote.update_items(collection, pk, self._body(action, records))
         else:
             self.remote.delete_items(collection, records)
+
+    def _lower_budget(self, action: Action, records: list[Any]) -> None:
+        """Fit later batches under the limit the remote just showed: half of the refused body."""
+        refused = len(encode_json(self._body(action, records)))
+        with self._lock:
+            if refused // 2 >= self.max_bytes:
+                return  # another batch already lowered it
+            self.max_bytes = refused // 2
+        log.warning("%s: the remote refused a %d-byte body as too large; sending at most %d bytes per request "
+                    "from now on (raise the remote's MAX_PAYLOAD_SIZE to write in fewer requests)",
+                    self.plan.collection, refused, self.max_bytes)
+
+    def _body(self, action: Action, records: list[Any]) -> list[Any]:
+        return [self._update_body(r) for r in records] if action == "update" else records
 
     def _update_body(self, record: dict[str, Any]) -> dict[str, Any]:
         """A staged update as the remote receives it: the key and the changed fields."""
@@ -197,3 +223,7 @@ class Applier:
         if action == "create":
             return str(record[self.plan.pk])
         return str(record["key"]) if action == "update" else str(record)
+
+
+def _too_large(exc: DirectusError) -> bool:
+    return exc.status == 413 or (exc.status == 400 and TOO_LARGE_REASON in str(exc).lower())

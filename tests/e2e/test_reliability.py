@@ -115,6 +115,29 @@ def test_poison_items_go_to_dead_letters_and_everything_else_arrives(
     assert synced_view(b, collection) == synced_view(a, collection)
 
 
+def test_a_remote_with_a_small_body_limit_gets_every_item_in_requests_it_accepts(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, c = instances["a"], instances["c"]
+    create_collection(a, collection)
+    create_collection(c, collection)
+    a.api("POST", f"/items/{collection}", json=[{"title": f"{n} " + "t" * 200, "views": n} for n in range(600)])
+    dag_id = add_remote(airflow, f"small_body_{collection}", a, c, collection, batch_size=500)
+    assert c.launch is not None
+    command, env, cwd = c.launch
+    c.launch = (command, {**env, "MAX_PAYLOAD_SIZE": "24kb"}, cwd)  # a 500-item batch is about 120 kB
+    c.stop()
+    c.start()
+    try:
+        output = run_ok(airflow, dag_id)
+    finally:
+        c.launch = (command, env, cwd)
+        c.stop()
+        c.start()
+    assert "as too large; sending at most" in output
+    assert synced_view(c, collection) == synced_view(a, collection)
+    assert open_letters(airflow, f"small_body_{collection}") == []
+
+
 def test_last_writer_wins_in_both_directions_and_conflicts_are_recorded(
         instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
     a, b = instances["a"], instances["b"]

@@ -36,6 +36,16 @@ def test_an_item_larger_than_the_limit_travels_alone() -> None:
     assert [len(b) for b in request_batches(items, max_count=10, max_bytes=1_000)] == [1, 1, 1]
 
 
+def test_a_budget_lowered_meanwhile_applies_to_the_next_batch() -> None:
+    budget = [10_000]
+    items = ({"id": n, "body": "x" * 90} for n in range(40))
+    sizes = []
+    for batch in request_batches(items, max_count=100, max_bytes=lambda: budget[0]):
+        sizes.append(body_size(batch))
+        budget[0] = 1_000
+    assert sizes[0] > 1_000 and all(size <= 1_000 for size in sizes[1:])
+
+
 def test_multibyte_text_counts_in_bytes() -> None:
     items = [{"id": n, "t": "é" * 100} for n in range(10)]
     assert all(body_size(b) <= 1_000 for b in request_batches(items, max_count=100, max_bytes=1_000))
@@ -127,6 +137,34 @@ def test_a_permission_error_stops_the_task_instead_of_filling_dead_letters(tmp_p
     with pytest.raises(DirectusError, match="403"):
         Applier(NoPermission(), plan_with(tmp_path, creates=[{"id": 1, "title": "a"}])).run(  # type: ignore[arg-type]
             "create", max_count=10)
+
+
+class SmallBodyLimit(FakeRemote):
+    """A remote whose MAX_PAYLOAD_SIZE is 3,000 bytes: Directus answers a larger body with a 400."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def create_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+        if len(encode_json(items)) > 3_000:
+            self.refused += 1
+            raise DirectusError("remote", "POST", "/items/a", 400,
+                                "Invalid payload. request entity too large.")
+        super().create_items(collection, pk, items)
+
+
+def test_a_remote_with_a_smaller_body_limit_lowers_the_budget_for_the_rest_of_the_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    items = [{"id": n, "title": "ok", "body": "x" * 200} for n in range(1, 2001)]  # 20 batches of 100
+    remote = SmallBodyLimit()
+    outcome = Applier(remote, plan_with(tmp_path, creates=items)).run(  # type: ignore[arg-type]
+        "create", max_count=100, max_bytes=900_000)
+    assert (outcome.written, outcome.failures) == (2000, [])
+    assert sorted(remote.items) == list(range(1, 2001))
+    # Only the batches cut before the first refusal are split; halving every batch would cost 140 refusals.
+    assert remote.refused <= 3 * 7
+    assert "sending at most" in caplog.text
 
 
 def test_update_batches_are_sized_by_what_is_sent_not_by_the_staged_record(tmp_path: Path) -> None:
