@@ -39,6 +39,7 @@ import re
 import shutil
 import string
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -82,6 +83,7 @@ FIELDS: list[dict[str, Any]] = [
 ]
 SYNCED = [f["field"] for f in FIELDS if f["field"] != "id"]
 RESULTS = Path(__file__).resolve().parent / "results"
+PEAK_RSS = Path(__file__).resolve().parent / "peak_rss.py"
 METHODS = ("sync", "baseline", "ceiling")
 # The bench's sync row: runs every minute, a short overlap, so that a quiet window comes soon.
 SCHEDULE, OVERLAP_SECONDS = "* * * * *", 5
@@ -117,9 +119,10 @@ class Bench:
         instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": FIELDS})
 
     def bulk(self, instance: DirectusInstance, method: str, name: str, payload: list[Any], size: int) -> None:
-        """Bulk calls of ``size`` items, or fewer where Directus's 1 MB body limit demands it."""
-        for batch in request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES):
-            self.call(instance, method, f"/items/{name}", batch)
+        """Bulk calls of ``size`` items (fewer where Directus's 1 MB body limit demands it), two in flight."""
+        batches = request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(lambda batch: self.call(instance, method, f"/items/{name}", batch), batches))
         if instance is self.source:
             self.last_source_change = time.time()
 
@@ -148,13 +151,14 @@ class Bench:
             py_spy = shutil.which("py-spy", path=str(Path(AIRFLOW_BIN).parent)) or "py-spy"
             command = [py_spy, "record", "--subprocesses", "--idle", "--format", "raw", "--rate", "50",
                        "--output", str(self.profile / f"{label}.txt"), "--", *command]
-        with tempfile.TemporaryFile("w+") as output:
-            process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
+        with tempfile.TemporaryFile("w+") as output, tempfile.TemporaryDirectory() as scratch:
+            peak_file = Path(scratch) / "peak_rss_kb"
+            returncode = subprocess.call([sys.executable, str(PEAK_RSS), str(peak_file), *command], env=env,
+                                         stdout=output, stderr=subprocess.STDOUT)
             output.seek(0)
             log = output.read()
-        if process.returncode != 0 or "state=success" not in log:
+            peak_kb = int(peak_file.read_text()) if peak_file.exists() else 0
+        if returncode != 0 or "state=success" not in log:
             raise SystemExit(f"{dag_id} failed:\n{log[-4000:]}")
         duration = float(re.findall(r"run_duration=([0-9.]+)", log)[-1])
         task_time = sum(float(t) for t in re.findall(r"directus-sync task time: ([0-9.]+) s", log))
@@ -164,7 +168,7 @@ class Bench:
         span = datetime.fromisoformat(ended[-1]) - datetime.fromisoformat(started.group(1))
         activity = sum(int(n) for n in re.findall(r"Read (\d+) activity rows", log))
         return {"seconds": span.total_seconds(), "airflow_run_seconds": duration,
-                "task_seconds": task_time, "peak_rss_mb": usage.ru_maxrss / 1024, "activity_rows": activity}
+                "task_seconds": task_time, "peak_rss_mb": peak_kb / 1024, "activity_rows": activity}
 
     def per_item(self, method: str, name: str, payloads: list[tuple[str, Any]]) -> float:
         started = time.perf_counter()

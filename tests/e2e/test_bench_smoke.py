@@ -21,6 +21,7 @@ def test_the_benchmark_runs_at_a_small_size(tmp_path: Path) -> None:
     assert [r["n"] for r in figures["sizes"]] == [200]
     assert set(figures["sizes"][0]["phases"]) == {"create", "update", "delete"}
     assert all(f["directus_sync_items_per_s"] > 0 for f in figures["sizes"][0]["phases"].values())
+    assert all(f["peak_rss_mb"] > 50 for f in figures["sizes"][0]["phases"].values())  # an Airflow process
     # The no-change run found its window empty, and the machine's load is on record.
     assert figures["sizes"][0]["no_change_run"]["activity_rows"] == 0
     assert len(figures["machine_before"]["load_average"]) == 3
