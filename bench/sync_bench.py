@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,9 +120,7 @@ class Bench:
 
     def bulk(self, instance: DirectusInstance, method: str, name: str, payload: list[Any], size: int) -> None:
         """Bulk calls of ``size`` items (fewer where Directus's 1 MB body limit demands it), two in flight."""
-        batches = request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda batch: self.call(instance, method, f"/items/{name}", batch), batches))
+        self.send_all(instance, method, name, request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES), 2)
         if instance is self.source:
             self.last_source_change = time.time()
 
@@ -133,6 +131,12 @@ class Bench:
         if (pause := ready - time.time()) > 0:
             print(f"  waiting {pause:.0f} s for the source's changes to leave the sync window", flush=True)
             time.sleep(pause)
+
+    def send_all(self, instance: DirectusInstance, method: str, name: str, batches: Iterable[list[Any]],
+                 in_flight: int) -> None:
+        """One bulk call per batch on ``/items/{name}``, ``in_flight`` at a time."""
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            list(pool.map(lambda batch: self.call(instance, method, f"/items/{name}", batch), batches))
 
     def call(self, instance: DirectusInstance, method: str, path: str, payload: Any) -> None:
         token = self.remote_token if instance is self.remote else instance.admin_token
@@ -178,10 +182,9 @@ class Bench:
 
     def ceiling(self, method: str, name: str, payload: list[Any], size: int, in_flight: int = 1) -> float:
         """Seconds to write ``payload`` with raw bulk requests of ``size``, ``in_flight`` at a time."""
-        batches = list(request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES))
+        batches = list(request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES))  # cut before the clock starts
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=in_flight) as pool:
-            list(pool.map(lambda batch: self.call(self.remote, method, f"/items/{name}", batch), batches))
+        self.send_all(self.remote, method, name, batches, in_flight)
         return time.perf_counter() - started
 
     def best_batch_size(self, n: int, rng: random.Random) -> int:
