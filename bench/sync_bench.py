@@ -25,7 +25,8 @@ on the same instances).
 The no-change run must find its window empty: the sync row runs every minute with a 5 s overlap, and the
 script waits until the source's last activity is older than the run's window (about two minutes).
 ``--profile DIR`` records every directus-sync run with ``py-spy record --subprocesses`` (raw stacks,
-one file per run; peak memory then includes py-spy's own).
+one file per run; peak memory then includes py-spy's own). ``--logs DIR`` keeps each run's ``dags test``
+output, with the time of every task.
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ def make_item(n: int, rng: random.Random, version: int = 0) -> dict[str, Any]:
 
 class Bench:
     def __init__(self, source: DirectusInstance, remote: DirectusInstance, airflow: LocalAirflow,
-                 methods: tuple[str, ...] = METHODS, profile: Path | None = None) -> None:
+                 methods: tuple[str, ...] = METHODS, profile: Path | None = None,
+                 logs: Path | None = None) -> None:
         self.source, self.remote, self.airflow = source, remote, airflow
-        self.methods, self.profile = methods, profile
+        self.methods, self.profile, self.logs = methods, profile, logs
         self.last_phase = "delete"
         self.write_concurrency = WRITE_CONCURRENCY
         self.session = requests.Session()
@@ -162,6 +164,9 @@ class Bench:
             output.seek(0)
             log = output.read()
             peak_kb = int(peak_file.read_text()) if peak_file.exists() else 0
+        if self.logs:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            (self.logs / f"{label}.log").write_text(log)
         if returncode != 0 or "state=success" not in log:
             raise SystemExit(f"{dag_id} failed:\n{log[-4000:]}")
         duration = float(re.findall(r"run_duration=([0-9.]+)", log)[-1])
@@ -392,6 +397,7 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="measure only these (profiling: --methods sync)")
     parser.add_argument("--profile", type=Path, help="record each directus-sync run with py-spy into this folder")
+    parser.add_argument("--logs", type=Path, help="keep each directus-sync run's `dags test` output in this folder")
     parser.add_argument("--write-concurrency", type=int, default=WRITE_CONCURRENCY,
                         help="the sync row's write_concurrency (the parallel ceiling uses at least 2)")
     parser.add_argument("--stop-after", choices=("create", "update", "delete"), default="delete",
@@ -410,7 +416,7 @@ def main() -> int:
         airflow.migrate()
         engine = sa.create_engine(f"sqlite:///{table}")
         store.migrate(engine)
-        bench = Bench(source, remote, airflow, tuple(args.methods), args.profile)
+        bench = Bench(source, remote, airflow, tuple(args.methods), args.profile, args.logs)
         bench.last_phase, bench.write_concurrency = args.stop_after, args.write_concurrency
         try:
             report["sizes"] = [run_size(bench, n, engine) for n in args.n]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,6 +75,8 @@ class CollectionChanges(BaseModel):
     deletes_path: str
     retried: list[str] = []
     source_keys_path: str | None = None
+    # The earliest source activity among the staged changes: remote changes before it cannot conflict.
+    oldest_change: str | None = None
 
 
 class ChangeManifest(BaseModel):
@@ -149,7 +151,8 @@ def extract(
         result.append(CollectionChanges(collection=name, pk=shape.pk, fields=list(shape.fields),
                                         upserts=upserts, deletes=deleted.count, upserts_path=str(upserts_path),
                                         deletes_path=str(deletes_path), retried=retried,
-                                        source_keys_path=str(keys_path) if keys_path else None))
+                                        source_keys_path=str(keys_path) if keys_path else None,
+                                        oldest_change=oldest(keys[name].values()) if keys else None))
     return ChangeManifest(run_folder=str(folder), window=window.describe(), full=window.full,
                           collections=result)
 
@@ -187,6 +190,15 @@ def _current_state(
                 deleted.write({"key": shape.typed_key(key), "changed_at": changed[key]})
         for item in found:
             yield {"item": item, "changed_at": changed[str(item[shape.pk])]}
+
+
+def parse_timestamp(timestamp: str) -> datetime:
+    """An activity timestamp as Directus writes it (ISO 8601, ``Z`` or an offset)."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def oldest(timestamps: Iterable[str]) -> str | None:
+    return min(timestamps, key=parse_timestamp, default=None)
 
 
 def _iso(moment: datetime) -> str:

@@ -149,20 +149,17 @@ class DirectusHook(HttpHook):
         among those at or after ``since``."""
         latest: dict[str, str] = {}
         for chunk in chunk_keys([str(k) for k in keys]):
-            clauses: list[dict[str, Any]] = [
-                {"collection": {"_eq": collection}},
-                {"item": {"_in": list(chunk)}},
-                {"action": {"_in": ["create", "update", "delete"]}},
-            ]
-            if exclude_user:
-                clauses.append({"_or": [{"user": {"_neq": exclude_user}}, {"user": {"_null": True}}]})
-            if since:
-                clauses.append({"timestamp": {"_gte": since}})
-            params = {"filter": json.dumps({"_and": clauses}), "aggregate[max]": "timestamp",
-                      "groupBy[]": "item", "limit": -1}
+            params = {"filter": json.dumps(changes_filter(collection, exclude_user, since, list(chunk))),
+                      "aggregate[max]": "timestamp", "groupBy[]": "item", "limit": -1}
             for row in self.request("GET", "/activity", params=params) or []:
                 latest[str(row["item"])] = str(row["max"]["timestamp"])
         return latest
+
+    def changed_since(self, collection: str, exclude_user: str | None, since: str) -> bool:
+        """Whether anyone but ``exclude_user`` created, updated or deleted an item of ``collection`` at or
+        after ``since`` (one request, whatever the number of keys)."""
+        params = {"filter": json.dumps(changes_filter(collection, exclude_user, since)), "fields": "id", "limit": 1}
+        return bool(self.request("GET", "/activity", params=params))
 
     # -- items --------------------------------------------------------------------------------------
 
@@ -223,6 +220,24 @@ def activity_filter(
     if exclude_user:
         # _neq alone would also drop rows whose user is NULL (SQL three-valued logic).
         clauses.append({"_or": [{"user": {"_neq": exclude_user}}, {"user": {"_null": True}}]})
+    return {"_and": clauses}
+
+
+def changes_filter(
+    collection: str, exclude_user: str | None, since: str | None, keys: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The ``/activity`` filter for item changes of ``collection`` (of ``keys``, when given) not made by
+    ``exclude_user``, at or after ``since``."""
+    clauses: list[dict[str, Any]] = [
+        {"collection": {"_eq": collection}},
+        {"action": {"_in": ["create", "update", "delete"]}},
+    ]
+    if keys is not None:
+        clauses.append({"item": {"_in": list(keys)}})
+    if exclude_user:
+        clauses.append({"_or": [{"user": {"_neq": exclude_user}}, {"user": {"_null": True}}]})
+    if since:
+        clauses.append({"timestamp": {"_gte": since}})
     return {"_and": clauses}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from directus_sync.config import ConflictPolicy
-from directus_sync.extract import CollectionChanges
+from directus_sync.extract import CollectionChanges, oldest, parse_timestamp
 from directus_sync.plan import ConflictGuard, plan_collection
 from directus_sync.schema import CollectionShape
 from directus_sync.staging import read_jsonl, write_jsonl
@@ -21,6 +21,7 @@ class FakeRemote:
         self.items = {str(i["id"]): i for i in items}
         self.reads = 0
         self.changed_at: dict[str, str] = {}
+        self.conflict_reads = 0
 
     def read_items(self, collection: str, pk: str, keys: list[Any], fields: list[str]) -> list[dict[str, Any]]:
         self.reads += 1
@@ -28,7 +29,11 @@ class FakeRemote:
 
     def latest_changes(self, collection: str, keys: list[Any], exclude_user: str | None,
                        since: str | None = None) -> dict[str, str]:
+        self.conflict_reads += 1
         return {str(k): self.changed_at[str(k)] for k in keys if str(k) in self.changed_at}
+
+    def changed_since(self, collection: str, exclude_user: str | None, since: str) -> bool:
+        return any(parse_timestamp(at) >= parse_timestamp(since) for at in self.changed_at.values())
 
 
 def stage(folder: ObjectStoragePath, upserts: list[tuple[dict[str, Any], str | None]],
@@ -37,7 +42,8 @@ def stage(folder: ObjectStoragePath, upserts: list[tuple[dict[str, Any], str | N
     write_jsonl(folder / "a.deletes.jsonl", [{"key": key, "changed_at": at} for key, at in deletes])
     return CollectionChanges(collection="a", pk="id", fields=["id", "title"], upserts=len(upserts),
                              deletes=len(deletes), upserts_path=str(folder / "a.upserts.jsonl"),
-                             deletes_path=str(folder / "a.deletes.jsonl"))
+                             deletes_path=str(folder / "a.deletes.jsonl"),
+                             oldest_change=oldest(at for _, at in [*upserts, *deletes] if at is not None))
 
 
 SHAPE = CollectionShape("a", "id", "integer", ("title",))
@@ -99,3 +105,29 @@ def test_source_wins_overwrites_a_newer_remote_change_and_still_records_it(tmp_p
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
     assert (result.updates, result.conflicts) == (1, 1)
     assert [(c.key, c.winner) for c in guard.conflicts] == [("1", "source")]
+
+
+def test_a_remote_nobody_else_changed_since_the_source_did_is_not_read_for_conflicts(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": k, "title": "new"}, "2026-11-26T12:00:00.000Z") for k in (1, 2, 3)],
+                    [(4, "2026-11-26T12:01:00.000Z")])
+    remote = FakeRemote([{"id": 1, "title": "old"}, {"id": 4, "title": "gone soon"}])
+    remote.changed_at = {"1": "2026-11-26T11:00:00.000Z"}  # edited on the remote before the source's change
+    guard = ConflictGuard(remote, "sync", source_wins_ties=False)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=1, guard=guard)  # type: ignore[arg-type]
+
+    assert (result.creates, result.updates, result.deletes, result.conflicts) == (2, 1, 1, 0)
+    assert remote.conflict_reads == 0  # one check for the collection instead of a read per batch
+
+
+def test_a_remote_change_at_the_source_changes_own_time_is_still_checked_key_by_key(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "mine"}, "2026-11-26T12:00:00.000Z"),
+                             ({"id": 2, "title": "mine"}, "2026-11-26T12:00:00.000Z")], [])
+    remote = FakeRemote([{"id": 1, "title": "theirs"}, {"id": 2, "title": "theirs"}])
+    remote.changed_at = {"2": "2026-11-26T12:00:00.000Z"}
+    guard = ConflictGuard(remote, "sync", source_wins_ties=False)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+    assert (result.updates, result.conflicts) == (1, 1)
+    assert [c.key for c in guard.conflicts] == ["2"]
