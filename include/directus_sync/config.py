@@ -135,7 +135,7 @@ class RemoteSource(BaseModel):
     schedule: str = DEFAULT_SCHEDULE
     start_date: datetime = DEFAULT_START_DATE
     overlap_seconds: int = Field(default=60, ge=0, le=86_400)
-    batch_size: int = Field(default=500, ge=1, le=10_000)
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
     retries: int = Field(default=1, ge=0, le=10)
     http_retries: int = Field(default=5, ge=0, le=20)
     http_timeout_seconds: int = Field(default=60, ge=1, le=3600)

@@ -37,7 +37,7 @@ def test_nullable_columns_fall_back_to_defaults() -> None:
     remote = parse_row({**ROW, "schedule": None, "batch_size": None, "overlap_seconds": None, "retries": None})
     assert isinstance(remote, RemoteSource)
     assert remote.schedule == "*/5 * * * *"
-    assert remote.batch_size == 500
+    assert remote.batch_size == 1000
     assert remote.overlap_seconds == 60
 
 
