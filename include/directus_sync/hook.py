@@ -188,6 +188,10 @@ class DirectusHook(HttpHook):
                 return
             last = page[-1][pk]
 
+    def has_items(self, collection: str, pk: str) -> bool:
+        """Whether ``collection`` holds any item."""
+        return bool(self.request("GET", f"/items/{collection}", params={"fields": pk, "limit": 1}))
+
     def create_items(self, collection: str, pk: str, items: Sequence[dict[str, Any]]) -> None:
         self.request("POST", f"/items/{collection}", params={"fields": pk}, payload=list(items))
 

@@ -188,7 +188,10 @@ def plan_collection(
     guard.check_quiet(name, changes.oldest_change)
     with _Writes(result, changes.retried) as writes:
         upserts = batched(read_jsonl(ObjectStoragePath(changes.upserts_path)), batch_size)
-        for _, upsert_batch in read_ahead(lambda b: _read_upserts(remote, shape, b, guard), upserts, ahead):
+        # A first copy to an empty collection has nothing to compare with: skip a read per batch. Items
+        # created there meanwhile are still handled: the apply rewrites a create whose key exists.
+        empty = changes.upserts > 0 and not remote.has_items(name, shape.pk)
+        for _, upsert_batch in read_ahead(lambda b: _read_upserts(remote, shape, b, guard, empty), upserts, ahead):
             _stage_upserts(upsert_batch, shape, guard, writes)
         deletes = batched(read_jsonl(ObjectStoragePath(changes.deletes_path)), batch_size)
         for _, delete_batch in read_ahead(lambda b: _read_deletes(remote, shape, b, guard), deletes, ahead):
@@ -218,12 +221,14 @@ class _UpsertBatch:
 
 
 def _read_upserts(
-    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard
+    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard,
+    remote_empty: bool = False,
 ) -> _UpsertBatch:
     """Read the remote's state of one batch (runs in a worker thread: reads only)."""
     items = [prune(record["item"], shape) for record in batch]
-    current = {str(i[shape.pk]): i for i in remote.read_items(shape.collection, shape.pk,
-                                                              [i[shape.pk] for i in items], shape.read_fields)}
+    found = [] if remote_empty else remote.read_items(shape.collection, shape.pk, [i[shape.pk] for i in items],
+                                                      shape.read_fields)
+    current = {str(i[shape.pk]): i for i in found}
     differing = {str(item[shape.pk]): (item, record["changed_at"]) for item, record in zip(items, batch, strict=True)
                  if current.get(str(item[shape.pk])) != item}
     remote_times = guard.remote_times(shape.collection, {k: at for k, (_, at) in differing.items()})

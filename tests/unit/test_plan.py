@@ -32,6 +32,9 @@ class FakeRemote:
         self.conflict_reads += 1
         return {str(k): self.changed_at[str(k)] for k in keys if str(k) in self.changed_at}
 
+    def has_items(self, collection: str, pk: str) -> bool:
+        return bool(self.items)
+
     def changed_since(self, collection: str, exclude_user: str | None, since: str) -> bool:
         return any(parse_timestamp(at) >= parse_timestamp(since) for at in self.changed_at.values())
 
@@ -131,3 +134,15 @@ def test_a_remote_change_at_the_source_changes_own_time_is_still_checked_key_by_
 
     assert (result.updates, result.conflicts) == (1, 1)
     assert [c.key for c in guard.conflicts] == ["2"]
+
+
+def test_a_first_copy_to_an_empty_collection_stages_creates_without_reading_each_batch(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": k, "title": f"item {k}"}, None) for k in range(1, 6)], [])
+    remote = FakeRemote([])
+    guard = ConflictGuard(remote, "sync", source_wins_ties=False)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=2, guard=guard)  # type: ignore[arg-type]
+
+    assert (result.creates, result.updates, result.unchanged) == (5, 0, 0)
+    assert [r["id"] for r in read_jsonl(ObjectStoragePath(result.creates_path))] == [1, 2, 3, 4, 5]
+    assert remote.reads == 0
