@@ -288,4 +288,3 @@ def _plan_prune(
                 writes.deletes.write(item[shape.pk])
                 pruned += 1
     log.info("%s: %d remote items are not on the source and will be pruned", shape.collection, pruned)
-
