@@ -84,6 +84,9 @@ def measure(remote: Any, folder: Path, n: int, reps: int, batch_size: int) -> No
                                   deletes_path=str(paths["delete"]))
             applier = Applier(DirectusHook(CONN_ID), plan)
             apply_rates.append(n / timed(applier.run, action, batch_size, concurrency=IN_FLIGHT))
+            if applier.outcome.written != n or applier.outcome.failures:
+                raise SystemExit(f"the apply wrote {applier.outcome.written} of {n} {action}s: "
+                                 f"{applier.outcome.failures[:3]}")
         raw_median, apply_median = statistics.median(raw_rates), statistics.median(apply_rates)
         print(f"{action:<6} raw {', '.join(f'{r:.0f}' for r in raw_rates)}/s | apply "
               f"{', '.join(f'{r:.0f}' for r in apply_rates)}/s | median apply/raw {apply_median / raw_median:.2f}",

@@ -26,3 +26,11 @@ def test_the_benchmark_runs_at_a_small_size(tmp_path: Path) -> None:
     assert figures["sizes"][0]["no_change_run"]["activity_rows"] == 0
     assert len(figures["machine_before"]["load_average"]) == 3
     assert (tmp_path / "throughput.png").stat().st_size > 0
+
+
+def test_the_apply_benchmark_runs_at_a_small_size() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "apply_vs_raw.py"), "--n", "200", "--reps", "1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if " | median apply/raw " in line}
+    assert set(lines) == {"create", "update", "delete"}
