@@ -20,7 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from directus_sync.plan import CollectionPlan
 from directus_sync.provision import provision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sync_bench import FIELDS, make_item
+from sync_bench import FIELDS, make_item, send_batches
 
 TOKEN, CONN_ID, IN_FLIGHT = "apply-bench-sync", "apply_bench_remote", 2
 METHODS: dict[Action, str] = {"create": "POST", "update": "PATCH", "delete": "DELETE"}
@@ -94,14 +93,8 @@ def measure(remote: Any, folder: Path, n: int, reps: int, batch_size: int) -> No
 
 
 def raw(session: requests.Session, url: str, method: str, name: str, payload: list[Any], size: int) -> None:
-    def call(batch: list[Any]) -> None:
-        response = session.request(method, f"{url}/items/{name}", json=batch, params={"fields": "id"},
-                                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=300)
-        response.raise_for_status()
-
     batches = list(request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES))
-    with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
-        list(pool.map(call, batches))
+    send_batches(session, url, TOKEN, method, name, batches, IN_FLIGHT)
 
 
 def timed(work: Any, *args: Any, **kwargs: Any) -> float:

@@ -96,6 +96,20 @@ WRITE_CONCURRENCY: int = RemoteSource.model_fields["write_concurrency"].default
 BATCH_SIZE: int = RemoteSource.model_fields["batch_size"].default
 
 
+def send(session: requests.Session, url: str, token: str, method: str, payload: Any) -> None:
+    """One raw call, as the baseline and the ceiling make it."""
+    response = session.request(method, url, json=payload, params={"fields": "id"},
+                               headers={"Authorization": f"Bearer {token}"}, timeout=300)
+    response.raise_for_status()
+
+
+def send_batches(session: requests.Session, url: str, token: str, method: str, name: str,
+                 batches: Iterable[list[Any]], in_flight: int) -> None:
+    """One raw bulk call per batch on ``/items/{name}``, ``in_flight`` at a time."""
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        list(pool.map(lambda batch: send(session, f"{url}/items/{name}", token, method, batch), batches))
+
+
 def make_item(n: int, rng: random.Random, version: int = 0) -> dict[str, Any]:
     words = " ".join("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9))) for _ in range(90))
     return {"title": f"Article {n} v{version}", "slug": f"article-{n}", "summary": words[:200], "body": words[:640],
@@ -141,14 +155,13 @@ class Bench:
     def send_all(self, instance: DirectusInstance, method: str, name: str, batches: Iterable[list[Any]],
                  in_flight: int) -> None:
         """One bulk call per batch on ``/items/{name}``, ``in_flight`` at a time."""
-        with ThreadPoolExecutor(max_workers=in_flight) as pool:
-            list(pool.map(lambda batch: self.call(instance, method, f"/items/{name}", batch), batches))
+        send_batches(self.session, instance.url, self.token(instance), method, name, batches, in_flight)
 
     def call(self, instance: DirectusInstance, method: str, path: str, payload: Any) -> None:
-        token = self.remote_token if instance is self.remote else instance.admin_token
-        response = self.session.request(method, instance.url + path, json=payload, params={"fields": "id"},
-                                        headers={"Authorization": f"Bearer {token}"}, timeout=300)
-        response.raise_for_status()
+        send(self.session, instance.url + path, self.token(instance), method, payload)
+
+    def token(self, instance: DirectusInstance) -> str:
+        return self.remote_token if instance is self.remote else instance.admin_token
 
     # -- the three methods -------------------------------------------------------------------------
 
