@@ -290,7 +290,7 @@ def run_phase(bench: Bench, n: int, label: str, change: tuple[str, list[tuple[st
         if phase == "create":  # the full copy's window must not hold the load (see the no-change run)
             bench.wait_for_quiet_window(OVERLAP_SECONDS)
         if "ceiling" in bench.methods:
-            # The parallel ceiling is measured just before the sync and just after it, and averaged: the
+            # The parallel ceiling is measured just before the sync and just after it, and combined: the
             # instances drift (PostgreSQL's autovacuum after a bulk change, Node's warm-up), and a ceiling
             # taken on one side of the sync only would carry that drift into the ratio.
             figures["ceiling_parallel_before_items_per_s"] = n / bench.ceiling(
@@ -358,7 +358,12 @@ def machine_load() -> dict[str, Any]:
 
 
 def _cell(f: dict[str, float], key: str, pattern: str) -> str:
-    return pattern.format(f[key]) if key in f else "-"
+    if key not in f:
+        return "-"
+    if key == "ceiling_parallel_items_per_s" and "ceiling_parallel_before_items_per_s" in f:
+        return (f"{f[key]:.0f} ({f['ceiling_parallel_before_items_per_s']:.0f} / "
+                f"{f['ceiling_parallel_after_items_per_s']:.0f})")
+    return pattern.format(f[key])
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -378,11 +383,7 @@ def markdown(report: dict[str, Any]) -> str:
                ("vs_ceiling", "{:.2f}"), ("peak_rss_mb", "{:.0f}"))
     for r in report["sizes"]:
         for phase, f in r["phases"].items():
-            cells = [_cell(f, k, p) for k, p in columns]
-            if "ceiling_parallel_before_items_per_s" in f:
-                cells[6] += (f" ({f['ceiling_parallel_before_items_per_s']:.0f} / "
-                             f"{f['ceiling_parallel_after_items_per_s']:.0f})")
-            lines.append(f"| {r['n']:,} | {phase} | " + " | ".join(cells) + " |")
+            lines.append(f"| {r['n']:,} | {phase} | " + " | ".join(_cell(f, k, p) for k, p in columns) + " |")
     lines += ["", "| N | no-change run s | in tasks s | `dags test` s | activity rows read | peak MB |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {r['n']:,} | {q['seconds']:.1f} | {q['task_seconds']:.2f} | {q['airflow_run_seconds']:.1f} | "
