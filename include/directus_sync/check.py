@@ -5,6 +5,7 @@ Each problem comes with what to do about it, so ``directus-sync check`` can prin
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.provision import ITEM_ACTIONS
 from directus_sync.schema import SchemaMismatch, describe_fields, primary_key, schema_problems
+
+log = logging.getLogger(__name__)
 
 PROVISION_FIX = "run `directus-sync provision --url URL --collection ...` with an admin token"
 
@@ -99,3 +102,23 @@ def _field_problems(
                     f"field {schema.name}.{name} is {a.get('type')} on the source but {b.get('type')} here",
                     "give the field the same type on both instances"))
     return problems
+
+
+def instance_facts(remote: RemoteSource) -> list[str]:
+    """What the sync adapts to on each instance: its page-size cap and how far back it shows activity."""
+    facts = []
+    for role, conn_id in (("source", remote.source_conn_id), ("remote", remote.remote_conn_id)):
+        hook = DirectusHook(conn_id, timeout=15, retries=1)
+        try:
+            cap = hook.page_size_cap
+            oldest = hook.oldest_activity() if role == "source" else None
+        except Exception as exc:  # the problems list already says why the instance cannot be used
+            log.debug("No facts about %s: %s", conn_id, exc)
+            continue
+        facts.append(f"{role} {conn_id}: " + (f"reads at most {cap} rows per request (QUERY_LIMIT_MAX); the sync "
+                                              "reads in pages of that size" if cap is not None
+                                              else "no limit on rows per request"))
+        if oldest is not None:
+            facts.append(f"{role} {conn_id}: shows activity back to {oldest[1]} (id {oldest[0]}); a run whose "
+                         "window starts earlier compares every item instead")
+    return facts

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from directus_sync import ledger, store
-from directus_sync.check import check_remote
+from directus_sync.check import check_remote, instance_facts
 from directus_sync.config import BrokenRemote, RemoteSource, parse_row
 from directus_sync.provision import ProvisionError, provision
 
@@ -235,6 +235,8 @@ def check(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
     if isinstance(parsed, BrokenRemote):
         raise fail(parsed.error)
     problems = check_remote(parsed)
+    for fact in instance_facts(parsed):
+        console.print(fact)
     if not problems:
         console.print(f"[green]remote {name!r} is ready:[/green] both instances answer, the tokens work, "
                       "the permissions and every listed field are in place")
@@ -262,11 +264,11 @@ def runs(
     except Exception as exc:
         raise fail(f"cannot read the run ledger through {db_conn_id!r}: {exc}; "
                    "run `directus-sync db upgrade` if the table is missing") from None
-    table = Table("finished (UTC)", "remote", "run", "status", "collection", "window end", "created", "updated",
-                  "deleted", "skipped", "conflicts", "dead letters", "duration")
+    table = Table("finished (UTC)", "remote", "run", "status", "collection", "read", "window end", "created",
+                  "updated", "deleted", "skipped", "conflicts", "dead letters", "duration")
     for row in rows:
         table.add_row(_when(row["finished_at"]), row["remote"], row["run_id"], _status(row["status"]),
-                      row["collection"], _when(row["window_end"]),
+                      row["collection"], _read(row), _when(row["window_end"]),
                       *(str(row[c]) for c in ("created", "updated", "deleted", "skipped", "conflicts",
                                               "dead_letters")),
                       f"{row['duration_seconds']:.1f} s" if row["duration_seconds"] is not None else "")
@@ -275,6 +277,14 @@ def runs(
         behind = ledger.lag(synced.get(remote))
         console.print(f"{remote}: " + (f"lag {_duration(behind)} (synced up to {_when(synced[remote])})"
                                        if behind is not None else "never synced successfully"))
+
+
+def _read(row: dict[str, Any]) -> str:
+    """What the run read: its activity, or every item (and why)."""
+    if not row["full_copy"]:
+        return "activity"
+    reason = row.get("full_reason") or ""
+    return f"full comparison ({reason})" if reason else "full comparison"
 
 
 def _when(moment: datetime | None) -> str:

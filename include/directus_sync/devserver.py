@@ -179,8 +179,13 @@ def start_instance(
     port: int | None = None,
     admin_token: str | None = None,
     timeout: float = 120,
+    settings: dict[str, str] | None = None,
 ) -> DirectusInstance:
-    """Bootstrap a fresh database for ``name`` and start Directus on it; return once it answers ping."""
+    """Bootstrap a fresh database for ``name`` and start Directus on it; return once it answers ping.
+
+    ``settings`` are Directus environment variables on top of these defaults, such as a production's
+    ``QUERY_LIMIT_MAX``.
+    """
     port = port or free_port()
     admin_token = admin_token or f"admin-token-{name}"
     instance_dir = workdir / name
@@ -205,6 +210,7 @@ def start_instance(
         "CACHE_ENABLED": "false",
         "RATE_LIMITER_ENABLED": "false",
         "PRESSURE_LIMITER_ENABLED": "false",
+        **(settings or {}),
     }
     log_path = instance_dir / "directus.log"
     with open(log_path, "wb") as log_file:
@@ -233,13 +239,14 @@ def wait_until_ready(instance: DirectusInstance, timeout: float = 120) -> None:
 
 @contextlib.contextmanager
 def running_instances(
-    cli: Path, databases: Sequence[tuple[str, PostgresDatabase | SqliteDatabase]], workdir: Path
+    cli: Path, databases: Sequence[tuple[str, PostgresDatabase | SqliteDatabase]], workdir: Path,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[list[DirectusInstance]]:
-    """Start several instances in parallel and stop them all on exit."""
+    """Start several instances in parallel (each with ``settings``) and stop them all on exit."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(databases) or 1) as pool:
-        futures = [pool.submit(start_instance, cli, name, db, workdir) for name, db in databases]
+        futures = [pool.submit(start_instance, cli, name, db, workdir, settings=settings) for name, db in databases]
     instances: list[DirectusInstance] = []
     errors: list[BaseException] = []
     for future in futures:

@@ -17,7 +17,9 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel
 
+from directus_sync import cursor
 from directus_sync.config import RemoteSource
+from directus_sync.cursor import ActivityCursor, parse_timestamp
 from directus_sync.hook import DirectusHook
 from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, shape_of
@@ -30,17 +32,21 @@ ACTIVITY_PAGE_SIZE = 5_000
 
 @dataclass(frozen=True)
 class Window:
-    """The span of source activity a run reads; ``full`` means copy every item instead."""
+    """The span of source activity a run reads; ``full`` means compare every item instead, for ``reason``."""
 
     start: datetime | None
     end: datetime
     full: bool
+    reason: str | None = None
 
     def describe(self) -> str:
         if self.full:
-            return f"full copy (as of {self.end.isoformat()})"
+            return f"full copy (as of {self.end.isoformat()}; {self.reason})"
         assert self.start is not None
         return f"activity from {self.start.isoformat()} to {self.end.isoformat()}"
+
+    def in_full(self, reason: str) -> Window:
+        return Window(None, self.end, full=True, reason=reason)
 
 
 def compute_window(
@@ -56,8 +62,10 @@ def compute_window(
     committed just after the previous run read its window. Without a previous success (a new remote),
     or when asked, the run copies everything.
     """
-    if full_resync or prev_success_end is None:
-        return Window(None, interval_end, full=True)
+    if full_resync:
+        return Window(None, interval_end, full=True, reason="full_resync requested")
+    if prev_success_end is None:
+        return Window(None, interval_end, full=True, reason="first run")
     start = interval_start or prev_success_end
     start = min(start, prev_success_end)
     return Window(start - overlap, interval_end, full=False)
@@ -86,28 +94,39 @@ class ChangeManifest(BaseModel):
     window: str
     full: bool
     collections: list[CollectionChanges]
+    full_reason: str | None = None
+    # A full comparison that also deletes remote items the source does not have (their keys are staged).
+    prune: bool = False
+    # Where the next run's reading by activity id starts; None for runs that keep no cursor (backfills).
+    cursor: ActivityCursor | None = None
 
 
 def changed_keys(
-    source: DirectusHook, collections: list[str], window: Window, sync_user: str
+    source: DirectusHook, shapes: dict[str, CollectionShape], window: Window, spans: list[tuple[int, int]],
+    sync_user: str,
 ) -> dict[str, dict[str, str]]:
-    """Keys with create/update/delete activity in ``window``, per collection, with their latest timestamp.
+    """Keys with create/update/delete activity in ``window`` or in the id ``spans``, per collection, with
+    the timestamp of their latest change.
 
     Activity by ``sync_user`` is left out: those are our own writes arriving from another remote's sync
     (echo suppression), and following them would make A->B and B->A ping-pong forever.
     """
     assert window.start is not None
-    keys: dict[str, dict[str, str]] = {c: {} for c in collections}
+    keys: dict[str, dict[str, str]] = {c: {} for c in shapes}
     after_id, pages, rows = 0, 0, 0
-    start, end = _iso(window.start), _iso(window.end)
     while True:
-        page = source.activity_page(collections, after_id, start, end, sync_user, ACTIVITY_PAGE_SIZE)
+        page = source.activity_page(list(shapes), after_id, sync_user, ACTIVITY_PAGE_SIZE,
+                                    window=(_iso(window.start), _iso(window.end)), spans=spans)
+        if not page:
+            break
         pages += 1
         rows += len(page)
-        for entry in page:  # in id order, so the last timestamp seen is the latest
-            keys[entry["collection"]][str(entry["item"])] = entry["timestamp"]
-        if len(page) < ACTIVITY_PAGE_SIZE:
-            break
+        for entry in page:
+            changed = keys[entry["collection"]]
+            key = shapes[entry["collection"]].canonical_key(entry["item"])
+            # Ids follow inserts, not commits: the latest change of a key is the one stamped last.
+            if key not in changed or parse_timestamp(entry["timestamp"]) > parse_timestamp(changed[key]):
+                changed[key] = entry["timestamp"]
         after_id = int(page[-1]["id"])
     log.info("Read %d activity rows in %d pages: %s", rows, pages,
              ", ".join(f"{c}={len(k)} keys" for c, k in keys.items()))
@@ -121,20 +140,33 @@ def extract(
     folder: ObjectStoragePath,
     retry_keys: dict[str, set[str]] | None = None,
     list_source_keys: bool = False,
+    previous: ActivityCursor | None = None,
+    keep_cursor: bool = True,
 ) -> ChangeManifest:
     """Stage every change of ``remote``'s collections in ``window`` under ``folder``.
 
     ``retry_keys`` (dead letters of earlier runs) are staged first, whatever the window holds. A full
     copy with ``list_source_keys`` also stages every source key, so that the plan can prune the remote.
+    Activity after the ``previous`` cursor is read as well, so no late commit or skewed clock hides a
+    change; ``keep_cursor`` (off for backfills) returns the cursor the next run starts from. A window that
+    starts before the oldest activity the source can show becomes a full comparison.
     """
     retry_keys = retry_keys or {}
     sync_user = source.current_user_id()
     shapes = {c.name: shape_of(source, c) for c in remote.sync_schema}
-    keys = None if window.full else changed_keys(source, remote.collections, window, sync_user)
+    now = datetime.now(UTC)
+    if not window.full and (reason := cursor.beyond_horizon(source, window.start, previous, now)):
+        # Deletes older than the horizon left no trace but the missing item: only a mirror may prune for them.
+        list_source_keys = list_source_keys or bool(remote.reconcile_prune)
+        log.warning("Comparing every item instead of reading activity%s: %s",
+                    " (and pruning, as reconcile_prune is set)" if list_source_keys else "", reason)
+        window = window.in_full(f"activity horizon: {reason}")
+    spans, next_cursor = _read_by_id(source, window, previous, keep_cursor, now)
+    keys = None if window.full else changed_keys(source, shapes, window, spans, sync_user)
     result = []
     for name, shape in shapes.items():
         upserts_path, deletes_path = folder / f"{name}.upserts.jsonl", folder / f"{name}.deletes.jsonl"
-        retried = sorted(retry_keys.get(name, ()))
+        retried = sorted({shape.canonical_key(k) for k in retry_keys.get(name, ())})
         records: Iterator[dict[str, Any]]
         keys_path = folder / f"{name}.source_keys.jsonl" if keys is None and list_source_keys else None
         with JsonlWriter(deletes_path) as deleted:  # streamed, like the upserts: memory is bounded by the batch
@@ -154,7 +186,22 @@ def extract(
                                         source_keys_path=str(keys_path) if keys_path else None,
                                         oldest_change=oldest(keys[name].values()) if keys else None))
     return ChangeManifest(run_folder=str(folder), window=window.describe(), full=window.full,
+                          full_reason=window.reason, prune=window.full and list_source_keys, cursor=next_cursor,
                           collections=result)
+
+
+def _read_by_id(
+    source: DirectusHook, window: Window, previous: ActivityCursor | None, keep_cursor: bool, now: datetime
+) -> tuple[list[tuple[int, int]], ActivityCursor | None]:
+    """The activity id spans this run reads besides its window, and the cursor the next run starts from.
+
+    Both are taken before any activity or item is read, so whatever commits meanwhile is left to the
+    next run rather than skipped.
+    """
+    if previous is not None and not window.full:
+        step = cursor.advance(source, previous, now)
+        return step.spans, step.cursor if keep_cursor else None
+    return [], cursor.start(source, now) if keep_cursor else None
 
 
 def _all_items(
@@ -184,17 +231,13 @@ def _current_state(
         return source.read_items(shape.collection, shape.pk, batch, shape.read_fields)
 
     for batch, found in read_ahead(read, batched(list(changed), batch_size), READ_AHEAD):
-        present = {str(item[shape.pk]) for item in found}
+        # The read asked for exactly these keys, in pages the instance answers in full: absent is gone.
+        present = {shape.canonical_key(item[shape.pk]) for item in found}
         for key in batch:
             if key not in present:
                 deleted.write({"key": shape.typed_key(key), "changed_at": changed[key]})
         for item in found:
-            yield {"item": item, "changed_at": changed[str(item[shape.pk])]}
-
-
-def parse_timestamp(timestamp: str) -> datetime:
-    """An activity timestamp as Directus writes it (ISO 8601, ``Z`` or an offset)."""
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+            yield {"item": item, "changed_at": changed[shape.canonical_key(item[shape.pk])]}
 
 
 def oldest(timestamps: Iterable[str]) -> str | None:

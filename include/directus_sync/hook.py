@@ -8,7 +8,10 @@ auth with a login) and Airflow masks it in logs because it is the connection's p
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -18,11 +21,19 @@ from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
 
+log = logging.getLogger(__name__)
+
 # Transient answers worth another try; 4xx other than 429 are about the request and never retried.
 RETRY_STATUSES = (429, 502, 503, 504)
 DEFAULT_TIMEOUT = 60.0
+# The activity actions that change items.
+ITEM_ACTIONS = ("create", "update", "delete")
 # Directus's IN filter travels in the query string; keep URLs well under common 8 KB limits.
 MAX_FILTER_CHARS = 6_000
+# How Directus refuses a ``limit`` above its QUERY_LIMIT_MAX (utils/validate-query.js, a Joi message).
+LIMIT_REFUSED = re.compile(r'"limit" must be less than or equal to (\d+)')
+# The page-size cap learnt per connection id, for this process (None: the instance has none).
+_PAGE_SIZE_CAPS: dict[str, int | None] = {}
 
 
 class DirectusError(RuntimeError):
@@ -35,6 +46,14 @@ class DirectusError(RuntimeError):
         self.status = status
         where = f"Directus connection {conn_id!r}: {method} {path}"
         super().__init__(f"{where} failed ({status}): {reason}" if status else f"{where} failed: {reason}")
+
+
+class PageTooLarge(Exception):
+    """A read asked for more rows than the instance allows; ``cap`` is what it allows."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"the instance reads at most {cap} rows per request")
+        self.cap = cap
 
 
 class DirectusHook(HttpHook):
@@ -122,38 +141,126 @@ class DirectusHook(HttpHook):
         """The fields of ``collection`` as ``/fields/{collection}`` returns them."""
         return list(self.request("GET", f"/fields/{collection}") or [])
 
+    # -- query limits -------------------------------------------------------------------------------
+
+    @property
+    def page_size_cap(self) -> int | None:
+        """The largest ``limit`` the instance accepts (its ``QUERY_LIMIT_MAX``), ``None`` when unlimited.
+
+        Asked once per connection and process (``/server/info`` tells signed-in users), and lowered when a
+        read is refused for its limit: an explicit ``limit`` above the cap is a 400, while ``limit=-1`` is
+        silently cut to it, so every read here sends an explicit limit no larger than this.
+        """
+        if self.directus_conn_id not in _PAGE_SIZE_CAPS:
+            _PAGE_SIZE_CAPS[self.directus_conn_id] = self._advertised_cap()
+        return _PAGE_SIZE_CAPS[self.directus_conn_id]
+
+    def page_size(self, wanted: int) -> int:
+        """``wanted`` rows, or the instance's cap when that is smaller."""
+        cap = self.page_size_cap
+        return wanted if cap is None else max(1, min(wanted, cap))
+
+    def _advertised_cap(self) -> int | None:
+        info = self.request("GET", "/server/info") or {}
+        cap = (info.get("queryLimit") or {}).get("max")
+        return int(cap) if isinstance(cap, int | float) and cap >= 0 else None
+
+    def _page(self, path: str, params: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` rows; :class:`PageTooLarge` when the instance's cap turns out to be smaller."""
+        try:
+            return list(self.request("GET", path, params={**params, "limit": limit}) or [])
+        except DirectusError as exc:
+            cap = refused_limit(exc)
+            if cap is None:
+                raise
+            _PAGE_SIZE_CAPS[self.directus_conn_id] = cap
+            log.warning("Directus connection %r accepts at most %d rows per read (QUERY_LIMIT_MAX); reading in "
+                        "pages of that size", self.directus_conn_id, cap)
+            raise PageTooLarge(cap) from exc
+
+    def _paged(self, path: str, params: dict[str, Any], wanted: int) -> list[dict[str, Any]]:
+        """One page of up to ``wanted`` rows (fewer when the instance caps pages): callers page on."""
+        while True:
+            try:
+                return self._page(path, params, self.page_size(wanted))
+            except PageTooLarge:
+                continue
+
+    def _read_keyed(
+        self, path: str, keys: Sequence[Any], params_for: Callable[[list[Any]], dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Every row a filter on ``keys`` selects, asked in chunks no larger than a page.
+
+        At most one row per key comes back, so a chunk asked with ``limit`` = its size is answered in full:
+        a key missing from the answer is not on the instance.
+        """
+        rows: list[dict[str, Any]] = []
+        pending = deque(chunk_keys(keys, max_count=self.page_size(len(keys) or 1)))
+        while pending:
+            chunk = list(pending.popleft())
+            try:
+                rows.extend(self._page(path, params_for(chunk), len(chunk)))
+            except PageTooLarge as exc:
+                pending.extendleft(reversed(list(chunk_keys(chunk, max_count=exc.cap))))
+        return rows
+
     # -- activity -----------------------------------------------------------------------------------
 
     def activity_page(
         self,
         collections: Sequence[str],
         after_id: int,
-        start: str,
-        end: str,
         exclude_user: str | None,
         limit: int,
+        window: tuple[str, str] | None = None,
+        spans: Sequence[tuple[int, int]] = (),
     ) -> list[dict[str, Any]]:
-        """One page of create/update/delete activity on ``collections`` in ``[start, end)``, by id."""
+        """One page, by id, of create/update/delete activity on ``collections`` in the time ``window``
+        ``[start, end)`` or with an id in one of the inclusive ``spans``.
+
+        The page holds at most ``limit`` rows, fewer when the instance caps pages: page on from the last id
+        until a page comes back empty.
+        """
         params: dict[str, Any] = {
-            "filter": json.dumps(activity_filter(collections, after_id, start, end, exclude_user)),
+            "filter": json.dumps(activity_filter(collections, after_id, exclude_user, window, spans)),
             "sort": "id",
-            "limit": limit,
             "fields": "id,action,collection,item,timestamp,user",
         }
-        return list(self.request("GET", "/activity", params=params) or [])
+        return self._paged("/activity", params, limit)
+
+    def activity_head(self) -> int:
+        """The highest activity id the instance shows now (0 when it shows none)."""
+        rows = self.request("GET", "/activity", params={"sort": "-id", "fields": "id", "limit": 1}) or []
+        return int(rows[0]["id"]) if rows else 0
+
+    def oldest_activity(self) -> tuple[int, str] | None:
+        """The id and timestamp of the oldest activity row the instance shows (its retention horizon)."""
+        rows = self.request("GET", "/activity", params={"sort": "id", "fields": "id,timestamp", "limit": 1}) or []
+        return (int(rows[0]["id"]), str(rows[0]["timestamp"])) if rows else None
+
+    def last_activity_before(self, timestamp: str) -> int:
+        """The highest id of the activity rows stamped before ``timestamp`` (0 when none)."""
+        params = {"filter": json.dumps({"timestamp": {"_lt": timestamp}}), "sort": "-id", "fields": "id", "limit": 1}
+        rows = self.request("GET", "/activity", params=params) or []
+        return int(rows[0]["id"]) if rows else 0
+
+    def activity_count(self, low: int, high: int) -> int:
+        """How many activity rows with an id in ``[low, high]`` the instance shows (of any kind)."""
+        params = {"filter": json.dumps({"id": {"_between": [low, high]}}), "aggregate[count]": "id", "limit": 1}
+        rows = self.request("GET", "/activity", params=params) or []
+        return int(rows[0]["count"]["id"]) if rows else 0
 
     def latest_changes(
         self, collection: str, keys: Sequence[Any], exclude_user: str | None, since: str | None = None
     ) -> dict[str, str]:
         """The timestamp of the latest create/update/delete of each key not made by ``exclude_user``,
         among those at or after ``since``."""
-        latest: dict[str, str] = {}
-        for chunk in chunk_keys([str(k) for k in keys]):
-            params = {"filter": json.dumps(changes_filter(collection, exclude_user, since, list(chunk))),
-                      "aggregate[max]": "timestamp", "groupBy[]": "item", "limit": -1}
-            for row in self.request("GET", "/activity", params=params) or []:
-                latest[str(row["item"])] = str(row["max"]["timestamp"])
-        return latest
+        def params_for(chunk: list[Any]) -> dict[str, Any]:
+            return {"filter": json.dumps(changes_filter(collection, exclude_user, since, chunk)),
+                    "aggregate[max]": "timestamp", "groupBy[]": "item"}
+
+        rows = self._read_keyed("/activity", [str(k) for k in keys], params_for)
+        return {str(row["item"]): str(row["max"]["timestamp"]) for row in rows}
 
     def changed_since(self, collection: str, exclude_user: str | None, since: str) -> bool:
         """Whether anyone but ``exclude_user`` created, updated or deleted an item of ``collection`` at or
@@ -164,13 +271,11 @@ class DirectusHook(HttpHook):
     # -- items --------------------------------------------------------------------------------------
 
     def read_items(self, collection: str, pk: str, keys: Sequence[Any], fields: Sequence[str]) -> list[dict]:
-        """The current state of the items with ``keys`` (missing keys are simply absent)."""
-        items: list[dict[str, Any]] = []
-        for chunk in chunk_keys(keys):
-            params = {"filter": json.dumps({pk: {"_in": list(chunk)}}), "fields": ",".join(fields),
-                      "limit": -1}
-            items.extend(self.request("GET", f"/items/{collection}", params=params) or [])
-        return items
+        """The current state of the items with ``keys``; a key absent from the answer is not on the instance."""
+        def params_for(chunk: list[Any]) -> dict[str, Any]:
+            return {"filter": json.dumps({pk: {"_in": chunk}}), "fields": ",".join(fields)}
+
+        return self._read_keyed(f"/items/{collection}", keys, params_for)
 
     def iter_items(
         self, collection: str, pk: str, fields: Sequence[str], page_size: int
@@ -178,14 +283,13 @@ class DirectusHook(HttpHook):
         """Every item of ``collection``, page by page, with a keyset on the primary key."""
         last: Any = None
         while True:
-            params: dict[str, Any] = {"fields": ",".join(fields), "sort": pk, "limit": page_size}
+            params: dict[str, Any] = {"fields": ",".join(fields), "sort": pk}
             if last is not None:
                 params["filter"] = json.dumps({pk: {"_gt": last}})
-            page = list(self.request("GET", f"/items/{collection}", params=params) or [])
-            if page:
-                yield page
-            if len(page) < page_size:
+            page = self._paged(f"/items/{collection}", params, page_size)
+            if not page:
                 return
+            yield page
             last = page[-1][pk]
 
     def has_items(self, collection: str, pk: str) -> bool:
@@ -211,15 +315,22 @@ class DirectusHook(HttpHook):
 
 
 def activity_filter(
-    collections: Sequence[str], after_id: int, start: str, end: str, exclude_user: str | None
+    collections: Sequence[str],
+    after_id: int,
+    exclude_user: str | None,
+    window: tuple[str, str] | None = None,
+    spans: Sequence[tuple[int, int]] = (),
 ) -> dict[str, Any]:
-    """The ``/activity`` filter for item changes; activity without a user (flows, scripts) is kept."""
+    """The ``/activity`` filter for item changes in a time window or id spans; activity without a user
+    (flows, scripts) is kept."""
+    where: list[dict[str, Any]] = [{"id": {"_between": [low, high]}} for low, high in spans]
+    if window is not None:
+        where.append({"_and": [{"timestamp": {"_gte": window[0]}}, {"timestamp": {"_lt": window[1]}}]})
     clauses: list[dict[str, Any]] = [
         {"collection": {"_in": list(collections)}},
-        {"action": {"_in": ["create", "update", "delete"]}},
+        {"action": {"_in": list(ITEM_ACTIONS)}},
         {"id": {"_gt": after_id}},
-        {"timestamp": {"_gte": start}},
-        {"timestamp": {"_lt": end}},
+        {"_or": where or [{"id": {"_null": True}}]},  # nothing to read: a clause no row matches
     ]
     if exclude_user:
         # _neq alone would also drop rows whose user is NULL (SQL three-valued logic).
@@ -234,7 +345,7 @@ def changes_filter(
     ``exclude_user``, at or after ``since``."""
     clauses: list[dict[str, Any]] = [
         {"collection": {"_eq": collection}},
-        {"action": {"_in": ["create", "update", "delete"]}},
+        {"action": {"_in": list(ITEM_ACTIONS)}},
     ]
     if keys is not None:
         clauses.append({"item": {"_in": list(keys)}})
@@ -250,17 +361,26 @@ def encode_json(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-def chunk_keys(keys: Sequence[Any], max_chars: int = MAX_FILTER_CHARS) -> Iterator[Sequence[Any]]:
-    """Split ``keys`` so that each chunk's JSON stays under ``max_chars`` characters."""
+def chunk_keys(
+    keys: Sequence[Any], max_chars: int = MAX_FILTER_CHARS, max_count: int | None = None
+) -> Iterator[Sequence[Any]]:
+    """Split ``keys`` so that each chunk's JSON stays under ``max_chars`` characters and ``max_count`` keys."""
     start, size = 0, 2
     for index, key in enumerate(keys):
         width = len(json.dumps(key)) + 2  # the key and its ", " separator
-        if size + width > max_chars and index > start:
+        full = max_count is not None and index - start >= max_count
+        if (full or size + width > max_chars) and index > start:
             yield keys[start:index]
             start, size = index, 2
         size += width
     if start < len(keys):
         yield keys[start:]
+
+
+def refused_limit(exc: DirectusError) -> int | None:
+    """The instance's page-size cap, when ``exc`` is Directus refusing a read's ``limit``."""
+    match = LIMIT_REFUSED.search(str(exc)) if exc.status == 400 else None
+    return int(match.group(1)) if match else None
 
 
 def _reason(response: Response) -> str:

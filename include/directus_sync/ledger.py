@@ -7,6 +7,7 @@ re-run Airflow run replaces its rows instead of adding more.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from directus_sync.cursor import ActivityCursor
 from directus_sync.store import conflicts, dead_letters, runs
 
 
@@ -54,6 +56,9 @@ class RunRecord:
     window_start: datetime | None = None
     window_end: datetime | None = None
     full_copy: bool = False
+    full_reason: str | None = None
+    # The activity cursor the next run reads on from (successful runs only; see cursor.py).
+    cursor: dict[str, Any] | None = None
     started_at: datetime | None = None
     error: str | None = None
     collections: Sequence[CollectionCounts] = field(default_factory=list)
@@ -68,6 +73,7 @@ def record(engine: Engine, run: RunRecord) -> int:
     duration = run.duration
     shared = {"remote": run.remote, "dag_id": run.dag_id, "run_id": run.run_id, "run_type": run.run_type,
               "window_start": run.window_start, "window_end": run.window_end, "full_copy": run.full_copy,
+              "full_reason": run.full_reason and run.full_reason[:1000], "activity_cursor": run.cursor,
               "status": run.status.value, "error": (run.error or None) and run.error[:4000],
               "started_at": run.started_at, "finished_at": run.finished_at,
               "duration_seconds": duration.total_seconds() if duration else None}
@@ -100,6 +106,19 @@ def last_synced(engine: Engine) -> dict[str, datetime]:
              .where(runs.c.status == RunStatus.SUCCESS.value).group_by(runs.c.remote))
     with engine.connect() as conn:
         return {remote: _utc(end) for remote, end in conn.execute(query) if end is not None}
+
+
+def last_cursor(engine: Engine, remote: str) -> ActivityCursor | None:
+    """The activity cursor of ``remote``'s latest successful run that kept one."""
+    query = (sa.select(runs.c.activity_cursor)
+             .where(runs.c.remote == remote, runs.c.status == RunStatus.SUCCESS.value,
+                    runs.c.activity_cursor.is_not(None))
+             .order_by(runs.c.finished_at.desc(), runs.c.id.desc()).limit(1))
+    with engine.connect() as conn:
+        value = conn.execute(query).scalar()
+    if isinstance(value, str):  # SQLite without JSON decoding
+        value = json.loads(value)
+    return ActivityCursor.model_validate(value) if value else None
 
 
 def lag(synced_until: datetime | None, now: datetime | None = None) -> timedelta | None:

@@ -94,19 +94,21 @@ class ConflictGuard:
         if oldest_change and not self.remote.changed_since(collection, self.remote_sync_user, oldest_change):
             self.quiet.add(collection)
 
-    def losing_keys(self, collection: str, changed_at: dict[str, str | None]) -> set[str]:
-        """Keys whose source change must not be applied because the remote's own change wins."""
-        return self.settle(collection, changed_at, self.remote_times(collection, changed_at))
-
-    def remote_times(self, collection: str, changed_at: dict[str, str | None]) -> dict[str, str]:
+    def remote_times(self, shape: CollectionShape, changed_at: dict[str, str | None]) -> dict[str, str]:
         """The remote's latest own change of each timed key (only reads, so worker threads may call it)."""
         timed = [t for t in changed_at.values() if t is not None]
-        if not timed or collection in self.quiet:
+        if not timed or shape.collection in self.quiet:
             return {}
         # Only remote changes at or after the oldest source change can be later than one of them.
         since = min(timed, key=parse_timestamp)
-        keys = [k for k, t in changed_at.items() if t is not None]
-        return self.remote.latest_changes(collection, keys, self.remote_sync_user, since)
+        # The remote's log holds keys as they were sent to it, in whatever case.
+        forms = [form for k, t in changed_at.items() if t is not None for form in shape.key_forms(k)]
+        latest: dict[str, str] = {}
+        for key, at in self.remote.latest_changes(shape.collection, forms, self.remote_sync_user, since).items():
+            key = shape.canonical_key(key)
+            if key not in latest or parse_timestamp(at) > parse_timestamp(latest[key]):
+                latest[key] = at
+        return latest
 
     def settle(self, collection: str, changed_at: dict[str, str | None], remote_times: dict[str, str]) -> set[str]:
         """Record the conflicts among ``changed_at`` and return the keys whose source change loses."""
@@ -228,10 +230,10 @@ def _read_upserts(
     items = [prune(record["item"], shape) for record in batch]
     found = [] if remote_empty else remote.read_items(shape.collection, shape.pk, [i[shape.pk] for i in items],
                                                       shape.read_fields)
-    current = {str(i[shape.pk]): i for i in found}
-    differing = {str(item[shape.pk]): (item, record["changed_at"]) for item, record in zip(items, batch, strict=True)
-                 if current.get(str(item[shape.pk])) != item}
-    remote_times = guard.remote_times(shape.collection, {k: at for k, (_, at) in differing.items()})
+    current = {shape.canonical_key(i[shape.pk]): i for i in found}
+    differing = {key: (item, record["changed_at"]) for item, record in zip(items, batch, strict=True)
+                 if current.get(key := shape.canonical_key(item[shape.pk])) != item}
+    remote_times = guard.remote_times(shape, {k: at for k, (_, at) in differing.items()})
     return _UpsertBatch(differing, current, remote_times, len(items) - len(differing))
 
 
@@ -257,9 +259,11 @@ def _read_deletes(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """The batch's delete records whose keys the remote still has, and its latest own change of them."""
     keys = [record["key"] for record in batch]
-    present = {str(i[shape.pk]) for i in remote.read_items(shape.collection, shape.pk, keys, [shape.pk])}
-    on_remote = {str(r["key"]): r for r in batch if str(r["key"]) in present}
-    return on_remote, guard.remote_times(shape.collection, {k: r["changed_at"] for k, r in on_remote.items()})
+    found = remote.read_items(shape.collection, shape.pk, keys, [shape.pk])
+    # The read asked for exactly these keys, in pages the instance answers in full: absent is gone.
+    present = {shape.canonical_key(i[shape.pk]) for i in found}
+    on_remote = {key: r for r in batch if (key := shape.canonical_key(r["key"])) in present}
+    return on_remote, guard.remote_times(shape, {k: r["changed_at"] for k, r in on_remote.items()})
 
 
 def _stage_deletes(
@@ -280,11 +284,11 @@ def _plan_prune(
     writes: _Writes,
 ) -> None:
     """Stage deletes for every remote key the source does not have."""
-    source_keys = {str(key) for key in read_jsonl(source_keys_path)}
+    source_keys = {shape.canonical_key(key) for key in read_jsonl(source_keys_path)}
     pruned = 0
     for page in remote.iter_items(shape.collection, shape.pk, [shape.pk], page_size):
         for item in page:
-            if str(item[shape.pk]) not in source_keys:
+            if shape.canonical_key(item[shape.pk]) not in source_keys:
                 writes.deletes.write(item[shape.pk])
                 pruned += 1
     log.info("%s: %d remote items are not on the source and will be pruned", shape.collection, pruned)

@@ -32,9 +32,23 @@ class CollectionShape:
     def read_fields(self) -> list[str]:
         return [self.pk, *(f for f in self.fields if f != self.pk)]
 
+    def canonical_key(self, key: Any) -> str:
+        """One text form per key, wherever the key comes from (activity, reads, dead letters).
+
+        Activity logs a key as it was sent, while reads return the stored form: Directus accepts an
+        upper-case UUID and hands it back lower-case, and logs integer keys as text.
+        """
+        if self.pk_type in INTEGER_TYPES:
+            return str(int(key))
+        return str(key).lower() if self.pk_type == "uuid" else str(key)
+
+    def key_forms(self, key: str) -> list[str]:
+        """The forms a canonical key may have in another instance's activity log."""
+        return [key, key.upper()] if self.pk_type == "uuid" and key != key.upper() else [key]
+
     def typed_key(self, key: Any) -> Any:
-        """Activity logs keys as strings; writes want integer keys back as integers."""
-        return int(key) if self.pk_type in INTEGER_TYPES else key
+        """A canonical key as writes want it: integer keys as integers."""
+        return int(key) if self.pk_type in INTEGER_TYPES else self.canonical_key(key)
 
 
 def describe_fields(hook: DirectusHook, collection: str) -> dict[str, dict[str, Any]]:

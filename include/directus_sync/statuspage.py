@@ -89,7 +89,8 @@ def _summarize(run: Sequence[dict[str, Any]]) -> dict[str, Any]:
                                                         "dead_letters")}
     return {"run_id": first["run_id"], "dag_id": first["dag_id"], "status": first["status"],
             "finished_at": first["finished_at"].isoformat(), "duration_seconds": first["duration_seconds"],
-            "written": totals["created"] + totals["updated"] + totals["deleted"], **totals}
+            "written": totals["created"] + totals["updated"] + totals["deleted"],
+            "full_copy": bool(first.get("full_copy")), "full_reason": first.get("full_reason"), **totals}
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -137,7 +138,9 @@ def _row(s: RemoteStatus, airflow_root: str) -> str:
         run = s.last_run
         last = (f'<span class="badge {e(run["status"])}">{e(run["status"])}</span> '
                 f'{e(run["finished_at"][:19].replace("T", " "))}<br><small>{run["created"]} created, '
-                f'{run["updated"]} updated, {run["deleted"]} deleted, {run["skipped"]} skipped</small>')
+                f'{run["updated"]} updated, {run["deleted"]} deleted, {run["skipped"]} skipped</small>'
+                + (f'<br><small class="full">full comparison: {e(run["full_reason"] or "")}</small>'
+                   if run["full_copy"] else ""))
     else:
         last = '<span class="badge none">no runs yet</span>'
     lag = _duration(s.lag) if s.lag is not None else "never synced"

@@ -106,6 +106,8 @@ runs = sa.Table(
     sa.Column("window_start", sa.DateTime(timezone=True), nullable=True),
     sa.Column("window_end", sa.DateTime(timezone=True), nullable=True),
     sa.Column("full_copy", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("full_reason", sa.Text, nullable=True),
+    sa.Column("activity_cursor", sa.JSON, nullable=True),
     sa.Column("created", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated", sa.Integer, nullable=False, server_default="0"),
     sa.Column("deleted", sa.Integer, nullable=False, server_default="0"),

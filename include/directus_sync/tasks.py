@@ -78,13 +78,19 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
         )
     log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
     folder = run_folder(context["dag"].dag_id, context["run_id"])
-    retry_keys = store.open_dead_letters(store.engine_for(), remote.name)
+    engine = store.engine_for()
+    retry_keys = store.open_dead_letters(engine, remote.name)
+    # A backfill reads its own interval only; every other run also reads on from the last cursor.
+    backfill = _run_type(context) == "backfill"
     manifest = extract(_hook(remote, remote.source_conn_id), remote, window, folder, retry_keys,
-                       list_source_keys=bool(params.get("prune")))
+                       list_source_keys=bool(params.get("prune")),
+                       previous=None if backfill else ledger.last_cursor(engine, remote.name),
+                       keep_cursor=not backfill)
     # For the run ledger, whichever task (or DAG shape) ran the extraction.
     context["ti"].xcom_push(key=WINDOW_XCOM_KEY, value={
-        "start": window.start.isoformat() if window.start else None, "end": window.end.isoformat(),
-        "full": window.full})
+        "start": window.start.isoformat() if window.start and not manifest.full else None,
+        "end": window.end.isoformat(), "full": manifest.full, "full_reason": manifest.full_reason,
+        "cursor": manifest.cursor.model_dump(mode="json") if manifest.cursor else None})
     return manifest.model_dump(mode="json")
 
 
@@ -94,8 +100,8 @@ def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mappi
     guard = ConflictGuard(target, target.current_user_id(),
                           source_wins_ties=remote.source_conn_id > remote.remote_conn_id,
                           policy=remote.conflict_policy)
-    sync_plan = plan(target, ChangeManifest.model_validate(manifest), shapes, remote.batch_size, guard,
-                     prune_remote=bool(context["params"].get("prune")))
+    changes = ChangeManifest.model_validate(manifest)
+    sync_plan = plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune)
     engine = store.engine_for()
     store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
     for c in sync_plan.collections:
@@ -158,9 +164,11 @@ def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, An
     dag_run = context["dag_run"]
     run = ledger.RunRecord(
         remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"], status=status,
-        finished_at=datetime.now(UTC), run_type=str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+        finished_at=datetime.now(UTC), run_type=_run_type(context),
         window_start=_parse_time(window.get("start")), window_end=_parse_time(window.get("end")),
-        full_copy=bool(window.get("full")), started_at=getattr(dag_run, "start_date", None),
+        full_copy=bool(window.get("full")), full_reason=window.get("full_reason"),
+        cursor=window.get("cursor") if status is ledger.RunStatus.SUCCESS else None,
+        started_at=getattr(dag_run, "start_date", None),
         error="; ".join(f"{t}: {e}" for t, e in errors.items()) or None, collections=counts)
     ledger.record(engine, run)
     summary = {c.collection: c.written for c in counts}
@@ -193,6 +201,11 @@ def _pull_first(ti: Any, task_ids: list[str], key: str) -> Any:
         if (value := ti.xcom_pull(task_ids=task_id, key=key)) is not None:
             return value
     return None
+
+
+def _run_type(context: Mapping[str, Any]) -> str:
+    run_type = context["dag_run"].run_type
+    return str(getattr(run_type, "value", run_type))
 
 
 def _parse_time(value: str | None) -> datetime | None:

@@ -1,24 +1,34 @@
-"""The Directus hook's request building: activity filters and key chunks."""
+"""The Directus hook's request building: activity filters, key chunks, and reads under a page-size cap."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from directus_sync.hook import activity_filter, chunk_keys
+import pytest
+
+from directus_sync import hook as hook_module
+from directus_sync.hook import DirectusError, DirectusHook, activity_filter, chunk_keys, refused_limit
 
 
-def test_the_activity_filter_keeps_item_actions_in_the_window_after_the_cursor() -> None:
-    query = activity_filter(["articles"], 41, "2026-11-26T12:00:00.000Z", "2026-11-26T12:05:00.000Z", None)
+def test_the_activity_filter_reads_item_actions_in_the_window_or_the_id_spans_after_the_cursor() -> None:
+    query = activity_filter(["articles"], 41, None, ("2026-11-26T12:00:00.000Z", "2026-11-26T12:05:00.000Z"),
+                            [(100, 120)])
     clauses = query["_and"]
     assert {"collection": {"_in": ["articles"]}} in clauses
     assert {"action": {"_in": ["create", "update", "delete"]}} in clauses
     assert {"id": {"_gt": 41}} in clauses
-    assert {"timestamp": {"_gte": "2026-11-26T12:00:00.000Z"}} in clauses
-    assert {"timestamp": {"_lt": "2026-11-26T12:05:00.000Z"}} in clauses
+    assert {"_or": [{"id": {"_between": [100, 120]}},
+                    {"_and": [{"timestamp": {"_gte": "2026-11-26T12:00:00.000Z"}},
+                              {"timestamp": {"_lt": "2026-11-26T12:05:00.000Z"}}]}]} in clauses
+
+
+def test_an_activity_filter_with_nothing_to_read_matches_no_row() -> None:
+    assert {"_or": [{"id": {"_null": True}}]} in activity_filter(["a"], 0, None)["_and"]
 
 
 def test_echo_suppression_drops_the_sync_user_but_keeps_activity_without_a_user() -> None:
-    query = activity_filter(["a"], 0, "s", "e", "sync-user")
+    query = activity_filter(["a"], 0, "sync-user", ("s", "e"))
     assert {"_or": [{"user": {"_neq": "sync-user"}}, {"user": {"_null": True}}]} in query["_and"]
 
 
@@ -28,3 +38,51 @@ def test_key_chunks_stay_under_the_url_budget_and_keep_every_key() -> None:
     assert [k for chunk in chunks for k in chunk] == keys
     assert all(len(json.dumps(list(chunk))) <= 2_000 for chunk in chunks)
     assert len(chunks) > 1
+
+
+def test_key_chunks_also_stay_under_a_count() -> None:
+    chunks = list(chunk_keys(list(range(250)), max_count=100))
+    assert [len(c) for c in chunks] == [100, 100, 50]
+
+
+def test_the_cap_is_read_from_directus_refusing_a_limit() -> None:
+    refused = DirectusError("c", "GET", "/activity", 400, 'Invalid query. "limit" must be less than or equal to 100.')
+    assert refused_limit(refused) == 100
+    assert refused_limit(DirectusError("c", "GET", "/x", 400, "Invalid payload")) is None
+
+
+class CappedDirectus(DirectusHook):
+    """Answers reads as an instance with ``QUERY_LIMIT_MAX`` = ``cap`` does, over ``rows`` keyed by ``id``.
+
+    ``advertised`` is what ``/server/info`` says (None: it says nothing, as to a user it does not know).
+    """
+
+    def __init__(self, conn_id: str, rows: list[dict[str, Any]], cap: int, advertised: int | None) -> None:
+        super().__init__(conn_id)
+        self.rows, self.cap, self.advertised = rows, cap, advertised
+        self.limits: list[int] = []
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
+                allow_statuses: Any = ()) -> Any:
+        params = params or {}
+        if path == "/server/info":
+            return {"queryLimit": {"max": self.advertised}} if self.advertised is not None else {}
+        limit = int(params["limit"])
+        self.limits.append(limit)
+        if limit > self.cap:
+            raise DirectusError(self.directus_conn_id, method, path, 400,
+                                f'Invalid query. "limit" must be less than or equal to {self.cap}.')
+        wanted = set(json.loads(params["filter"])["id"]["_in"])
+        found = [r for r in self.rows if r["id"] in wanted]
+        return found[: self.cap if limit == -1 else limit]
+
+
+@pytest.mark.parametrize("advertised", [100, None])
+def test_a_keyed_read_under_a_page_cap_returns_every_key(advertised: int | None) -> None:
+    hook_module._PAGE_SIZE_CAPS.clear()
+    rows = [{"id": n} for n in range(1, 1_501)]
+    hook = CappedDirectus(f"capped_{advertised}", rows, cap=100, advertised=advertised)
+    found = hook.read_items("articles", "id", list(range(1, 1_501)), ["id"])
+    assert sorted(r["id"] for r in found) == list(range(1, 1_501))
+    assert max(hook.limits[-1:]) <= 100
+    assert hook.page_size_cap == 100  # learnt once, kept for the connection

@@ -1,0 +1,225 @@
+"""Directus as it is deployed: query limits, activity horizons, late commits, skewed clocks, key forms.
+
+Each test sets the source up the way a production instance is (started with ``QUERY_LIMIT_MAX``, months
+of activity, long transactions, a database clock behind Airflow's, keys sent in upper case) and checks
+that every change arrives and nothing is invented.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from directus_sync import store
+from directus_sync.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
+from directus_sync.provision import provision
+
+from .conftest import RUN_TAG
+from .harness import REPO, Airflow, create_collection, run_cli, sync_token
+from .test_sync_dags import SYNCED, add_remote, run_ok
+
+QUERY_LIMIT_MAX = 100
+
+
+@pytest.fixture(scope="module")
+def capped(airflow: Airflow, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DirectusInstance]]:
+    """Two instances started as production ones often are: reads capped at 100 rows."""
+    databases = {name: PostgresDatabase(f"directus_sync_e2e_{RUN_TAG}_{name}") for name in ("qa", "qb")}
+    cli = ensure_directus(REPO / ".cache" / "directus")
+    with running_instances(cli, list(databases.items()), tmp_path_factory.mktemp("capped"),
+                           settings={"QUERY_LIMIT_MAX": str(QUERY_LIMIT_MAX)}) as started:
+        for instance in started:
+            airflow.add_instance(instance)
+        yield {instance.name: instance for instance in started}
+    for database in databases.values():
+        database.drop()
+
+
+def every_item(instance: DirectusInstance, collection: str, fields: str = "*") -> dict[Any, dict[str, Any]]:
+    """Every item by key, read in pages the instance accepts (``limit=-1`` would be cut to its cap)."""
+    found: dict[Any, dict[str, Any]] = {}
+    while True:
+        page = instance.api("GET", f"/items/{collection}", params={
+            "limit": QUERY_LIMIT_MAX, "fields": fields, "sort": "id",
+            **({"filter": json.dumps({"id": {"_gt": max(found)}})} if found else {})})
+        found.update({item["id"]: item for item in page})
+        if len(page) < QUERY_LIMIT_MAX:
+            return found
+
+
+def synced(instance: DirectusInstance, collection: str) -> dict[Any, dict[str, Any]]:
+    return {k: {f: v[f] for f in SYNCED} for k, v in every_item(instance, collection).items()}
+
+
+@contextlib.contextmanager
+def source_database(instance: DirectusInstance) -> Iterator[Any]:
+    """A connection to the instance's own PostgreSQL database, outside Directus."""
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname=f"directus_sync_e2e_{RUN_TAG}_{instance.name}")
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def activity_ids(instance: DirectusInstance, collection: str) -> list[int]:
+    with source_database(instance) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id FROM directus_activity WHERE collection = %s ORDER BY id", (collection,))
+        return [row[0] for row in cur.fetchall()]
+
+
+def ledger_rows(airflow: Airflow, name: str) -> list[dict[str, Any]]:
+    with airflow.engine().connect() as conn:
+        rows = conn.execute(sa.select(store.runs).where(store.runs.c.remote == name).order_by(store.runs.c.id))
+        return [dict(row._mapping) for row in rows]
+
+
+def test_instances_that_cap_reads_at_100_rows_converge_over_1500_items(
+        capped: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = capped["qa"], capped["qb"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    for start in range(0, 1_500, 500):
+        a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(start, start + 500)])
+    dag_id = add_remote(airflow, f"capped_{collection}", a, b, collection)  # default batch_size: 1000
+
+    run_ok(airflow, dag_id)
+    assert synced(b, collection) == synced(a, collection)
+    assert len(synced(b, collection)) == 1_500
+
+    keys = sorted(every_item(a, collection, "id"))
+    a.api("PATCH", f"/items/{collection}", json={"keys": keys[:600], "data": {"title": "edited"}})
+    a.api("DELETE", f"/items/{collection}", json=keys[-300:])
+    a.api("POST", f"/items/{collection}", json=[{"title": f"new {n}", "views": n} for n in range(50)])
+    run_ok(airflow, dag_id)
+    source, remote = synced(a, collection), synced(b, collection)
+    assert len(source) == 1_250
+    assert remote == source  # no delete of an item the source still has, none left behind
+    assert sum(1 for item in remote.values() if item["title"] == "edited") == 600
+    checked = run_cli(airflow, "check", f"capped_{collection}")
+    assert "reads at most 100 rows per request" in checked.stdout, checked.stdout + checked.stderr
+
+
+def test_changes_older_than_the_activity_horizon_arrive_by_full_comparison(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(5)])
+    name = f"horizon_{collection}"
+    dag_id = add_remote(airflow, name, a, b, collection, reconcile_prune=True)
+    run_ok(airflow, dag_id)
+    keys = sorted(every_item(a, collection, "id"))
+
+    a.api("PATCH", f"/items/{collection}/{keys[0]}", json={"title": "edited long ago"})
+    a.api("DELETE", f"/items/{collection}/{keys[1]}")
+    a.api("POST", f"/items/{collection}", json={"title": "created long ago"})
+    # The remote was paused: those changes are now 40 days old, past what unlicensed Directus shows
+    # through its API (30 days). Only later activity is visible.
+    with source_database(a) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE directus_activity SET timestamp = timestamp - interval '40 days'")
+        conn.commit()
+    a.api("PATCH", f"/items/{collection}/{keys[2]}", json={"title": "edited today"})
+
+    run_ok(airflow, dag_id)
+    assert synced(b, collection) == synced(a, collection)
+    latest = ledger_rows(airflow, name)[-1]
+    assert latest["full_copy"] and latest["full_reason"].startswith("activity horizon")
+
+
+def test_a_change_committed_after_a_run_read_past_its_timestamp_arrives(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    """A transaction that started 30 minutes ago (its activity is stamped then) commits after a run.
+
+    30 minutes is further back than any window of these runs reaches (a manual run re-reads its cron
+    interval, at most 10 minutes here), so only reading by activity id finds it.
+    """
+    a, b = instances["a"], instances["b"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(3)])
+    dag_id = add_remote(airflow, f"late_{collection}", a, b, collection)
+    run_ok(airflow, dag_id)
+
+    with source_database(a) as held, held.cursor() as cur:
+        cur.execute(f'INSERT INTO "{collection}" (title, views) VALUES (%s, %s) RETURNING id', ("late", 7))
+        late_key = cur.fetchone()[0]
+        cur.execute("INSERT INTO directus_activity (action, collection, item, timestamp, ip, origin) "
+                    "VALUES ('create', %s, %s, now() - interval '30 minutes', '127.0.0.1', 'test')",
+                    (collection, str(late_key)))
+        # Meanwhile an editor's change commits, with a higher activity id.
+        a.api("PATCH", f"/items/{collection}/1", json={"title": "edited meanwhile"})
+        run_ok(airflow, dag_id)
+        assert every_item(b, collection)[1]["title"] == "edited meanwhile"
+        assert late_key not in every_item(b, collection)
+        held.commit()
+
+    run_ok(airflow, dag_id)
+    assert synced(b, collection) == synced(a, collection)
+    assert every_item(b, collection)[late_key]["title"] == "late"
+
+
+def test_a_source_database_clock_behind_airflows_loses_nothing(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(3)])
+    dag_id = add_remote(airflow, f"skew_{collection}", a, b, collection)
+    run_ok(airflow, dag_id)
+
+    a.api("PATCH", f"/items/{collection}/2", json={"title": "stamped by a slow clock"})
+    a.api("DELETE", f"/items/{collection}/3")
+    # The source's database clock is 30 minutes behind Airflow's: its newest rows are stamped back then.
+    with source_database(a) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE directus_activity SET timestamp = timestamp - interval '30 minutes' WHERE id = ANY(%s)",
+                    (activity_ids(a, collection)[-2:],))
+        conn.commit()
+    run_ok(airflow, dag_id)
+    assert synced(b, collection) == synced(a, collection)
+
+
+def create_uuid_collection(instance: DirectusInstance, name: str) -> None:
+    instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": [
+        {"field": "id", "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},
+         "schema": {"is_primary_key": True}},
+        {"field": "title", "type": "string", "meta": {}, "schema": {}},
+        {"field": "views", "type": "integer", "meta": {}, "schema": {}},
+    ]})
+    provision(instance.url, instance.admin_token, [name], token=sync_token(instance))
+
+
+def test_items_created_with_upper_case_uuids_sync_update_and_delete(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    create_uuid_collection(a, collection)
+    create_uuid_collection(b, collection)
+    keys = [str(uuid.uuid4()).upper() for _ in range(4)]
+    a.api("POST", f"/items/{collection}", json=[{"id": k, "title": f"t{n}", "views": n} for n, k in enumerate(keys)])
+    name = f"uuid_{collection}"
+    dag_id = add_remote(airflow, name, a, b, collection)
+    run_ok(airflow, dag_id)
+
+    a.api("PATCH", f"/items/{collection}/{keys[0]}", json={"title": "edited"})
+    a.api("DELETE", f"/items/{collection}/{keys[1]}")
+    fresh = str(uuid.uuid4()).upper()
+    a.api("POST", f"/items/{collection}", json={"id": fresh, "title": "new", "views": 9})
+    run_ok(airflow, dag_id)
+    run_ok(airflow, dag_id)  # and the next run, with the same keys in its overlap, is fine too
+
+    def by_key(instance: DirectusInstance) -> dict[str, dict[str, Any]]:
+        rows = instance.api("GET", f"/items/{collection}", params={"limit": 100, "fields": "id,title,views"})
+        return {row["id"]: {"title": row["title"], "views": row["views"]} for row in rows}
+
+    remote = by_key(b)
+    assert remote == by_key(a)
+    assert remote[keys[0].lower()]["title"] == "edited"
+    assert keys[1].lower() not in remote and fresh.lower() in remote
+    assert all(row["status"] == "success" for row in ledger_rows(airflow, name))
+
