@@ -210,7 +210,7 @@ def _all_items(
     keys = JsonlWriter(keys_path) if keys_path else None
     with keys or contextlib.nullcontext():
         for number, page in enumerate(source.iter_items(shape.collection, shape.pk, shape.read_fields,
-                                                        page_size), 1):
+                                                        page_size, shape.keyset), 1):
             log.info("%s: read page %d of the full copy (%d items)", shape.collection, number, len(page))
             if keys:
                 for item in page:

@@ -278,19 +278,51 @@ class DirectusHook(HttpHook):
         return self._read_keyed(f"/items/{collection}", keys, params_for)
 
     def iter_items(
-        self, collection: str, pk: str, fields: Sequence[str], page_size: int
+        self, collection: str, pk: str, fields: Sequence[str], page_size: int, keyset: bool = True
     ) -> Iterator[list[dict[str, Any]]]:
-        """Every item of ``collection``, page by page, with a keyset on the primary key."""
-        last: Any = None
+        """Every item of ``collection``, page by page, sorted by the primary key.
+
+        ``keyset`` pages with ``_gt`` on the key; Directus allows that on numeric keys only, so UUID and
+        string keys are read by offset instead (see :meth:`_iter_by_offset`).
+        """
+        params: dict[str, Any] = {"fields": ",".join(fields), "sort": pk}
+        path = f"/items/{collection}"
+        if not keyset:
+            yield from self._iter_by_offset(path, params, pk, page_size)
+            return
         while True:
-            params: dict[str, Any] = {"fields": ",".join(fields), "sort": pk}
-            if last is not None:
-                params["filter"] = json.dumps({pk: {"_gt": last}})
-            page = self._paged(f"/items/{collection}", params, page_size)
-            if not page:
+            page = self._paged(path, params, page_size)
+            if page:
+                yield page
+            if len(page) < self.page_size(page_size):
                 return
-            yield page
-            last = page[-1][pk]
+            params["filter"] = json.dumps({pk: {"_gt": page[-1][pk]}})
+
+    def _iter_by_offset(
+        self, path: str, params: dict[str, Any], pk: str, page_size: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row, sorted by ``pk``, in pages read by offset, each reaching back into the previous one.
+
+        A row deleted meanwhile shifts the later rows towards the start, which would make an offset reader
+        skip one. So every page starts a tenth of a page before the previous one ended, and must find a row
+        of the previous page again; when it finds none, rows before it were deleted, and the reader steps
+        back a page at a time until it does. Rows seen in the previous page are not yielded twice.
+        """
+        offset, previous = 0, set()
+        while True:
+            page = self._paged(path, {**params, "offset": offset}, page_size)
+            size = self.page_size(page_size)
+            resume = max((i for i, row in enumerate(page) if row[pk] in previous), default=None)
+            if previous and resume is None and offset > 0:
+                offset = max(0, offset - size)
+                continue
+            fresh = [row for row in page[0 if resume is None else resume + 1:] if row[pk] not in previous]
+            if fresh:
+                yield fresh
+            if len(page) < size:
+                return
+            previous = {row[pk] for row in page}
+            offset += len(page) - min(max(1, size // 10), size - 1)
 
     def has_items(self, collection: str, pk: str) -> bool:
         """Whether ``collection`` holds any item."""

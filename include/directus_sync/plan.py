@@ -286,7 +286,7 @@ def _plan_prune(
     """Stage deletes for every remote key the source does not have."""
     source_keys = {shape.canonical_key(key) for key in read_jsonl(source_keys_path)}
     pruned = 0
-    for page in remote.iter_items(shape.collection, shape.pk, [shape.pk], page_size):
+    for page in remote.iter_items(shape.collection, shape.pk, [shape.pk], page_size, shape.keyset):
         for item in page:
             if shape.canonical_key(item[shape.pk]) not in source_keys:
                 writes.deletes.write(item[shape.pk])

@@ -32,6 +32,11 @@ class CollectionShape:
     def read_fields(self) -> list[str]:
         return [self.pk, *(f for f in self.fields if f != self.pk)]
 
+    @property
+    def keyset(self) -> bool:
+        """Whether reads can page on the key with ``_gt`` (Directus allows it on numeric keys only)."""
+        return self.pk_type in INTEGER_TYPES
+
     def canonical_key(self, key: Any) -> str:
         """One text form per key, wherever the key comes from (activity, reads, dead letters).
 

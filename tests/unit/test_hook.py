@@ -86,3 +86,36 @@ def test_a_keyed_read_under_a_page_cap_returns_every_key(advertised: int | None)
     assert sorted(r["id"] for r in found) == list(range(1, 1_501))
     assert max(hook.limits[-1:]) <= 100
     assert hook.page_size_cap == 100  # learnt once, kept for the connection
+
+
+class ShiftingItems(DirectusHook):
+    """Items with UUID-like string keys read by offset, where rows are deleted between two page reads."""
+
+    def __init__(self, keys: list[str], deletions: dict[int, list[str]]) -> None:
+        super().__init__("shifting")
+        self.keys = sorted(keys)
+        self.deletions = deletions  # after the n-th read, these keys are gone
+        self.reads = 0
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
+                allow_statuses: Any = ()) -> Any:
+        params = params or {}
+        if path == "/server/info":
+            return {}
+        assert "filter" not in params  # no _gt on such keys: Directus refuses it
+        offset, limit = int(params.get("offset", 0)), int(params["limit"])
+        page = [{"id": k} for k in self.keys[offset:offset + limit]]
+        self.reads += 1
+        for key in self.deletions.get(self.reads, []):
+            self.keys.remove(key)
+        return page
+
+
+@pytest.mark.parametrize("deleted_between_pages", [1, 15, 250])
+def test_an_offset_read_skips_no_row_when_rows_before_it_are_deleted(deleted_between_pages: int) -> None:
+    keys = [f"{n:08x}-key" for n in range(1_000)]
+    gone = keys[10:10 + deleted_between_pages]  # all before the second page's offset
+    hook = ShiftingItems(keys, {1: gone})
+    read = [row["id"] for page in hook.iter_items("c", "id", ["id"], 100, keyset=False) for row in page]
+    assert set(keys) - set(gone) <= set(read)  # every row that stayed is read
+    assert len(read) == len(set(read))  # and none twice
