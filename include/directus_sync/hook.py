@@ -308,7 +308,7 @@ class DirectusHook(HttpHook):
         of the previous page again; when it finds none, rows before it were deleted, and the reader steps
         back a page at a time until it does. Rows seen in the previous page are not yielded twice.
         """
-        offset, previous = 0, set()
+        offset, previous = 0, set[Any]()
         while True:
             page = self._paged(path, {**params, "offset": offset}, page_size)
             size = self.page_size(page_size)
