@@ -12,7 +12,15 @@ from typing import Any
 from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.provision import ITEM_ACTIONS
-from directus_sync.schema import SchemaMismatch, describe_fields, primary_key, schema_problems
+from directus_sync.schema import (
+    UNTRACKED_FIX,
+    SchemaMismatch,
+    activity_tracked,
+    describe_fields,
+    primary_key,
+    schema_problems,
+    untracked_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +29,12 @@ PROVISION_FIX = "run `directus-sync provision --url URL --collection ...` with a
 
 @dataclass(frozen=True)
 class Problem:
-    """Something that stops the sync, where it is, and what fixes it."""
+    """Something that stops the sync, where it is, and what fixes it; a note only deserves a look."""
 
     where: str
     problem: str
     fix: str
+    note: bool = False
 
 
 def check_remote(remote: RemoteSource) -> list[Problem]:
@@ -40,10 +49,12 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
             continue
         needed = [(c, a) for c in remote.collections for a in ITEM_ACTIONS]
         needed += [("directus_activity", "read"), ("directus_fields", "read")]
+        if role == "source":
+            needed.append(("directus_collections", "read"))  # whether activity is tracked
         if role == "source" and remote.notify_users:
             needed.append(("directus_notifications", "create"))
         for collection, action in needed:
-            if (access.get(collection, {}).get(action) or {}).get("access", "none") == "none":
+            if not _may(access, collection, action):
                 problems.append(Problem(where, f"the sync user may not {action} {collection}", PROVISION_FIX))
         fields[role] = {}
         for schema in remote.sync_schema:
@@ -51,8 +62,35 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
                 fields[role][schema.name] = describe_fields(hook, schema.name)
             except (SchemaMismatch, DirectusError) as exc:
                 problems.append(Problem(where, str(exc), "create the collection or grant the sync user access"))
+        if role == "source" and _may(access, "directus_collections", "read"):
+            problems += _tracking_problems(remote, hook, where, list(fields[role]))
     if len(fields) == 2:
         problems += _field_problems(remote, fields["source"], fields["remote"])
+    return problems
+
+
+def _may(access: dict[str, Any], collection: str, action: str) -> bool:
+    """Whether ``/permissions/me`` (``access``) lets the sync user do ``action`` on ``collection``."""
+    return (access.get(collection, {}).get(action) or {}).get("access", "none") != "none"
+
+
+def _tracking_problems(remote: RemoteSource, hook: DirectusHook, where: str, collections: list[str]
+                       ) -> list[Problem]:
+    """Source collections whose changes leave no activity: only a reconcile DAG would ever sync them."""
+    problems: list[Problem] = []
+    for collection in collections:
+        try:
+            if activity_tracked(hook, collection):
+                continue
+        except (SchemaMismatch, DirectusError) as exc:
+            problems.append(Problem(where, str(exc), PROVISION_FIX))
+            continue
+        text = untracked_message(collection, hook.directus_conn_id)
+        if remote.reconcile_schedule:
+            problems.append(Problem(where, text, f"none needed: the reconcile DAG ({remote.reconcile_schedule}) "
+                                    "syncs it; incremental runs do not", note=True))
+        else:
+            problems.append(Problem(where, text, UNTRACKED_FIX))
     return problems
 
 
@@ -93,7 +131,7 @@ def _field_problems(
             continue
         for conn_id, side, pk in ((remote.source_conn_id, source, None), (remote.remote_conn_id, target, source_pk)):
             for text in schema_problems(schema, conn_id, side[schema.name], pk):
-                problems.append(Problem(conn_id, text, "add the field on that instance or remove it from the schema"))
+                problems.append(Problem(conn_id, text, _schema_fix(text)))
         for name in schema.fields:
             a, b = source[schema.name].get(name), target[schema.name].get(name)
             if a and b and a.get("type") != b.get("type"):
@@ -122,3 +160,12 @@ def instance_facts(remote: RemoteSource) -> list[str]:
             facts.append(f"{role} {conn_id}: shows activity back to {oldest[1]} (id {oldest[0]}); a run whose "
                          "window starts earlier compares every item instead")
     return facts
+
+
+def _schema_fix(problem: str) -> str:
+    """What to do about one of ``schema_problems``' messages."""
+    if " is missing on " in problem:
+        return "add the field on that instance or remove it from the schema"
+    if "primary key" in problem:
+        return "give the collection the same primary key on both instances"
+    return "remove the field from the schema"

@@ -234,7 +234,10 @@ def check(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
     parsed = parse_row(_find(name, db_conn_id))
     if isinstance(parsed, BrokenRemote):
         raise fail(parsed.error)
-    problems = check_remote(parsed)
+    found = check_remote(parsed)
+    for note in (p for p in found if p.note):
+        console.print(f"note ({note.where}): {note.problem}; {note.fix}", markup=False)
+    problems = [p for p in found if not p.note]
     for fact in instance_facts(parsed):
         console.print(fact)
     if not problems:

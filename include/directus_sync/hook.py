@@ -141,6 +141,15 @@ class DirectusHook(HttpHook):
         """The fields of ``collection`` as ``/fields/{collection}`` returns them."""
         return list(self.request("GET", f"/fields/{collection}") or [])
 
+    def activity_tracked(self, collection: str) -> bool:
+        """Whether Directus logs activity for ``collection``: not when its ``meta.accountability`` is null.
+
+        A table Directus holds no meta for is tracked, as Directus itself treats it ("all").
+        """
+        found = self.request("GET", f"/collections/{collection}") or {}
+        meta = found.get("meta")
+        return meta is None or meta.get("accountability") is not None
+
     # -- query limits -------------------------------------------------------------------------------
 
     @property

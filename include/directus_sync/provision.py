@@ -20,6 +20,7 @@ ITEM_ACTIONS = ("create", "read", "update", "delete")
 # What the sync reads or writes besides the synced collections.
 SYSTEM_PERMISSIONS = (
     ("directus_activity", "read"),
+    ("directus_collections", "read"),  # whether a collection's activity is tracked (meta.accountability)
     ("directus_fields", "read"),
     ("directus_notifications", "create"),
 )

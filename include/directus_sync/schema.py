@@ -1,10 +1,13 @@
 """The sync schema against real instances: which fields exist, the primary key, and pruning.
 
-Only the listed fields and the primary key ever reach a remote, whatever the source returns.
+Only the listed fields and the primary key ever reach a remote, whatever the source returns. Fields the
+API cannot carry (aliases, concealed and encrypted values) are refused, and so are incremental runs of
+collections whose changes leave no activity to read.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +15,12 @@ from typing import Any
 from directus_sync.config import CollectionSchema
 from directus_sync.hook import DirectusError, DirectusHook
 
+log = logging.getLogger(__name__)
+
 INTEGER_TYPES = {"integer", "bigInteger"}
+# Specials whose values Directus reads back as "**********" through the API (services/payload.js).
+MASKED_SPECIALS = ("conceal", "encrypt")
+UNTRACKED_FIX = "set the collection's Activity tracking to 'all' or set reconcile_schedule"
 
 
 class SchemaMismatch(ValueError):
@@ -93,9 +101,14 @@ def schema_problems(
         if field is None:
             problems.append(f"field {schema.name}.{name} is missing on {conn_id!r}")
         elif field.get("type") == "alias" or not field.get("schema"):
-            special = ",".join((field.get("meta") or {}).get("special") or []) or "alias"
+            special = ",".join(_specials(field)) or "alias"
             problems.append(f"field {schema.name}.{name} on {conn_id!r} is a relational or presentation "
                             f"field ({special}) that has no column; sync the foreign-key side instead")
+        elif masked := [s for s in _specials(field) if s in MASKED_SPECIALS]:
+            problems.append(f"field {schema.name}.{name} on {conn_id!r} is {'/'.join(masked)}: Directus "
+                            "returns '**********' instead of its value through the API, so it cannot be "
+                            "copied (a create would write that text, an update would never be seen); "
+                            "remove it from the schema")
     if other_pk is not None:
         pk = next((n for n, f in fields.items() if (f.get("schema") or {}).get("is_primary_key")), None)
         if pk != other_pk:
@@ -104,10 +117,39 @@ def schema_problems(
     return problems
 
 
+def _specials(field: dict[str, Any]) -> list[str]:
+    return list((field.get("meta") or {}).get("special") or [])
+
+
+def activity_tracked(hook: DirectusHook, collection: str) -> bool:
+    """Whether ``collection`` on ``hook``'s instance logs activity; unreadable settings are a schema problem."""
+    try:
+        return hook.activity_tracked(collection)
+    except DirectusError as exc:
+        if exc.status in (403, 404):
+            raise SchemaMismatch(
+                f"the sync user on {hook.directus_conn_id!r} may not read the settings of collection "
+                f"{collection!r} (Directus answered {exc.status}); it needs read access to "
+                "directus_collections: rerun `directus-sync provision`") from exc
+        raise
+
+
+def untracked_message(collection: str, conn_id: str) -> str:
+    """Why a collection without activity tracking cannot be synced from its activity."""
+    return (f"activity tracking is off for {collection} on the source {conn_id!r}: its changes leave no "
+            "activity, so only full comparisons (full_resync or the reconcile DAG) see them")
+
+
 def check_schema(
-    schemas: Iterable[CollectionSchema], source: DirectusHook, remote: DirectusHook
+    schemas: Iterable[CollectionSchema], source: DirectusHook, remote: DirectusHook, *, full: bool = False,
+    reconcile: bool = False,
 ) -> dict[str, CollectionShape]:
-    """Check every listed field against both instances; raise one error listing every problem."""
+    """Check every listed field against both instances; raise one error listing every problem.
+
+    A collection whose activity is not tracked on the source is a problem for an incremental run (it would
+    silently miss every change) unless the remote has a reconcile DAG (``reconcile``); a ``full`` run
+    compares every item, so it syncs such a collection and only says so.
+    """
     shapes: dict[str, CollectionShape] = {}
     problems: list[str] = []
     for schema in schemas:
@@ -117,6 +159,7 @@ def check_schema(
             problems += schema_problems(schema, source.directus_conn_id, source_fields)
             remote_fields = describe_fields(remote, schema.name)
             problems += schema_problems(schema, remote.directus_conn_id, remote_fields, source_pk)
+            problems += _tracking_problems(source, schema.name, full, reconcile)
         except SchemaMismatch as exc:
             problems.append(str(exc))
             continue
@@ -125,6 +168,20 @@ def check_schema(
     if problems:
         raise SchemaMismatch("the sync schema does not match the instances:\n- " + "\n- ".join(problems))
     return shapes
+
+
+def _tracking_problems(source: DirectusHook, collection: str, full: bool, reconcile: bool) -> list[str]:
+    """Refuse an incremental run of an untracked collection without a reconcile DAG; otherwise say so."""
+    if activity_tracked(source, collection):
+        return []
+    untracked = untracked_message(collection, source.directus_conn_id)
+    if full:
+        log.warning("%s; this run compares every item, so it syncs the collection", untracked)
+    elif reconcile:
+        log.warning("%s; this run cannot see its changes, the reconcile DAG syncs them", untracked)
+    else:
+        return [f"{untracked}; {UNTRACKED_FIX}"]
+    return []
 
 
 def prune(item: dict[str, Any], shape: CollectionShape) -> dict[str, Any]:

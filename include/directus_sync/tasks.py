@@ -96,7 +96,8 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
 
 def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     source, target = _hook(remote, remote.source_conn_id), _hook(remote, remote.remote_conn_id)
-    shapes = check_schema(remote.sync_schema, source, target)
+    shapes = check_schema(remote.sync_schema, source, target, full=bool(manifest["full"]),
+                          reconcile=bool(remote.reconcile_schedule))
     guard = ConflictGuard(target, target.current_user_id(),
                           source_wins_ties=remote.source_conn_id > remote.remote_conn_id,
                           policy=remote.conflict_policy)

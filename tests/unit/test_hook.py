@@ -1,4 +1,4 @@
-"""The Directus hook's request building: activity filters, key chunks, and reads under a page-size cap."""
+"""The Directus hook: activity filters, key chunks, reads under a page-size cap, collection settings."""
 
 from __future__ import annotations
 
@@ -119,3 +119,21 @@ def test_an_offset_read_skips_no_row_when_rows_before_it_are_deleted(deleted_bet
     read = [row["id"] for page in hook.iter_items("c", "id", ["id"], 100, keyset=False) for row in page]
     assert set(keys) - set(gone) <= set(read)  # every row that stayed is read
     assert len(read) == len(set(read))  # and none twice
+
+
+def test_activity_tracking_is_off_only_when_the_collection_s_accountability_is_null() -> None:
+    answers: dict[str, Any] = {
+        "/collections/tracked": {"collection": "tracked", "meta": {"accountability": "all"}},
+        "/collections/activity_only": {"collection": "activity_only", "meta": {"accountability": "activity"}},
+        "/collections/untracked": {"collection": "untracked", "meta": {"accountability": None}},
+        "/collections/bare_table": {"collection": "bare_table", "meta": None},  # Directus treats it as "all"
+    }
+
+    class Answering(DirectusHook):
+        def request(self, method: str, path: str, **kwargs: Any) -> Any:
+            assert method == "GET"
+            return answers[path]
+
+    hook = Answering("directus_x")
+    assert [hook.activity_tracked(c) for c in ("tracked", "activity_only", "untracked", "bare_table")] == [
+        True, True, False, True]
