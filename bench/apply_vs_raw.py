@@ -80,7 +80,7 @@ def measure(remote: Any, folder: Path, n: int, reps: int, batch_size: int) -> No
                                        batch_size))
             plan = CollectionPlan(collection=f"c_apply_{rep}", pk="id", fields=[f["field"] for f in FIELDS],
                                   creates_path=str(paths["create"]), updates_path=str(paths["update"]),
-                                  deletes_path=str(paths["delete"]))
+                                  deletes_path=str(paths["delete"]), creates=n, updates=n, deletes=n)
             applier = Applier(DirectusHook(CONN_ID), plan)
             apply_rates.append(n / timed(applier.run, action, batch_size, concurrency=IN_FLIGHT))
             if applier.outcome.written != n or applier.outcome.failures:

@@ -33,7 +33,7 @@ from airflow.sdk import ObjectStoragePath
 
 from directus_sync.hook import DirectusError, DirectusHook, encode_json
 from directus_sync.plan import CollectionPlan
-from directus_sync.staging import read_jsonl
+from directus_sync.staging import read_staged
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,15 @@ class Applier:
         Batches hold distinct keys, so their order does not matter; at most twice ``concurrency``
         batches are read ahead, which keeps memory bounded by the batch, not by the change set.
         """
-        path = {"create": self.plan.creates_path, "update": self.plan.updates_path,
-                "delete": self.plan.deletes_path}[action]
+        path, count = {"create": (self.plan.creates_path, self.plan.creates),
+                       "update": (self.plan.updates_path, self.plan.updates),
+                       "delete": (self.plan.deletes_path, self.plan.deletes)}[action]
+        # Fails before the first write when the file is missing, and after the last when it is short.
+        records = read_staged(ObjectStoragePath(path), count, "filter_schema")
         self.max_bytes = max_bytes
         # Updates are staged with the whole item but send only the changed fields: measure what is sent.
         body = self._update_body if action == "update" else None
-        batches = request_batches(read_jsonl(ObjectStoragePath(path)), max_count, lambda: self.max_bytes, body)
+        batches = request_batches(records, max_count, lambda: self.max_bytes, body)
         in_flight: deque[Future[None]] = deque()
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="directus-write") as pool:
             try:
@@ -153,6 +156,10 @@ class Applier:
             self._write(action, records[:middle], reroute=False)
             self._write(action, records[middle:], reroute=False)
             return
+        self._done(action, records)
+
+    def _done(self, action: Action, records: list[Any]) -> None:
+        """Count ``records`` as applied; the dead letters among them are resolved."""
         watched = {k for r in records if (k := self._key(action, r)) in self.watch_keys}
         with self._lock:
             self.outcome.written += len(records)
@@ -207,8 +214,7 @@ class Applier:
         else:
             if len(existing) == len(records):
                 return False
-            with self._lock:
-                self.outcome.written += len(records) - len(existing)  # already gone: done
+            self._done(action, [r for r in records if str(r) not in existing])  # already gone: done
             self._sub_writes([("delete", [r for r in records if str(r) in existing])])
         log.info("%s: keys changed on the remote since planning; rewrote a %s batch as what they need now",
                  self.plan.collection, action)

@@ -145,11 +145,14 @@ def extract(
 ) -> ChangeManifest:
     """Stage every change of ``remote``'s collections in ``window`` under ``folder``.
 
-    ``retry_keys`` (dead letters of earlier runs) are staged first, whatever the window holds. A full
-    copy with ``list_source_keys`` also stages every source key, so that the plan can prune the remote.
-    Activity after the ``previous`` cursor is read as well, so no late commit or skewed clock hides a
-    change; ``keep_cursor`` (off for backfills) returns the cursor the next run starts from. A window that
-    starts before the oldest activity the source can show becomes a full comparison.
+    ``retry_keys`` (dead letters of earlier runs) are staged as their key's current state, whatever the
+    window holds: first in a window's run, and in a full copy as the item it copies or, for a key the
+    source no longer has, as a delete (a full copy stages no other deletes, and a dead-lettered delete
+    must not vanish from the plan). A full copy with ``list_source_keys`` also stages every source key, so
+    that the plan can prune the remote. Activity after the ``previous`` cursor is read as well, so no late
+    commit or skewed clock hides a change; ``keep_cursor`` (off for backfills) returns the cursor the next
+    run starts from. A window that starts before the oldest activity the source can show becomes a full
+    comparison.
     """
     retry_keys = retry_keys or {}
     sync_user = source.current_user_id()
@@ -170,14 +173,17 @@ def extract(
         records: Iterator[dict[str, Any]]
         keys_path = folder / f"{name}.source_keys.jsonl" if keys is None and list_source_keys else None
         with JsonlWriter(deletes_path) as deleted:  # streamed, like the upserts: memory is bounded by the batch
+            unseen = set(retried) if keys is None else set()
             if keys is None:
                 records = ({"item": item, "changed_at": None}
-                           for item in _all_items(source, shape, remote.batch_size, keys_path))
+                           for item in _all_items(source, shape, remote.batch_size, keys_path, unseen))
             else:
                 changed: dict[str, str | None] = dict.fromkeys(retried)
                 changed.update(keys[name])
                 records = _current_state(source, shape, changed, remote.batch_size, deleted)
             upserts = write_jsonl(upserts_path, records)
+            for key in sorted(unseen):  # dead letters of keys the full copy did not find on the source
+                deleted.write({"key": shape.typed_key(key), "changed_at": None})
         log.info("%s: staged %d upserts and %d deletes (%d dead letters retried)", name, upserts, deleted.count,
                  len(retried))
         result.append(CollectionChanges(collection=name, pk=shape.pk, fields=list(shape.fields),
@@ -205,16 +211,20 @@ def _read_by_id(
 
 
 def _all_items(
-    source: DirectusHook, shape: CollectionShape, page_size: int, keys_path: ObjectStoragePath | None
+    source: DirectusHook, shape: CollectionShape, page_size: int, keys_path: ObjectStoragePath | None,
+    unseen: set[str],
 ) -> Iterator[dict[str, Any]]:
+    """Every item of the collection; the keys found are taken out of ``unseen``."""
     keys = JsonlWriter(keys_path) if keys_path else None
     with keys or contextlib.nullcontext():
         for number, page in enumerate(source.iter_items(shape.collection, shape.pk, shape.read_fields,
                                                         page_size, shape.keyset), 1):
             log.info("%s: read page %d of the full copy (%d items)", shape.collection, number, len(page))
-            if keys:
-                for item in page:
-                    keys.write(str(item[shape.pk]))
+            for item in page:
+                key = shape.canonical_key(item[shape.pk])
+                unseen.discard(key)
+                if keys:
+                    keys.write(key)
             yield from page
 
 

@@ -12,6 +12,7 @@ the same answer in both directions. A full copy has no change times and is autho
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from directus_sync.extract import ChangeManifest, CollectionChanges, parse_times
 from directus_sync.hook import DirectusHook
 from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, prune
-from directus_sync.staging import JsonlWriter, batched, read_jsonl
+from directus_sync.staging import JsonlWriter, batched, read_staged
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class _Writes:
         self.updates = JsonlWriter(ObjectStoragePath(plan.updates_path))
         self.deletes = JsonlWriter(ObjectStoragePath(plan.deletes_path))
         self.retried = set(retried)
+        self.retried_seen: set[str] = set()
         self.retried_staged: set[str] = set()
         self.kept_remote: list[str] = []
         self.unchanged = 0
@@ -164,9 +166,23 @@ class _Writes:
         for writer in (self.creates, self.updates, self.deletes):
             writer.__exit__(*exc_info)
 
+    def seen(self, keys: Iterable[str]) -> None:
+        """Note the dead-lettered keys among ``keys``, records of the source's current state."""
+        if self.retried:
+            self.retried_seen.update(k for k in keys if k in self.retried)
+
     def staged(self, key: str) -> None:
         if key in self.retried:
             self.retried_staged.add(key)
+
+    def resolved(self) -> list[str]:
+        """Dead letters whose key's current state needs no write: already done on the remote, or left to
+        the remote's newer change by the conflict policy.
+
+        A dead-lettered key missing from the staged records is not resolved, whatever the reason: it
+        stays in the table until a run applies its current state.
+        """
+        return sorted(self.retried_seen - self.retried_staged)
 
 
 def plan_collection(
@@ -189,27 +205,36 @@ def plan_collection(
     )
     guard.check_quiet(name, changes.oldest_change)
     with _Writes(result, changes.retried) as writes:
-        upserts = batched(read_jsonl(ObjectStoragePath(changes.upserts_path)), batch_size)
+        upserts = batched(_staged(changes.upserts_path, changes.upserts), batch_size)
         # A first copy to an empty collection has nothing to compare with: skip a read per batch. Items
         # created there meanwhile are still handled: the apply rewrites a create whose key exists.
         empty = changes.upserts > 0 and not remote.has_items(name, shape.pk)
-        for _, upsert_batch in read_ahead(lambda b: _read_upserts(remote, shape, b, guard, empty), upserts, ahead):
+        for records, upsert_batch in read_ahead(lambda b: _read_upserts(remote, shape, b, guard, empty), upserts,
+                                                ahead):
+            writes.seen(shape.canonical_key(r["item"][shape.pk]) for r in records)
             _stage_upserts(upsert_batch, shape, guard, writes)
-        deletes = batched(read_jsonl(ObjectStoragePath(changes.deletes_path)), batch_size)
-        for _, delete_batch in read_ahead(lambda b: _read_deletes(remote, shape, b, guard), deletes, ahead):
+        deletes = batched(_staged(changes.deletes_path, changes.deletes), batch_size)
+        for records, delete_batch in read_ahead(lambda b: _read_deletes(remote, shape, b, guard), deletes, ahead):
+            writes.seen(shape.canonical_key(r["key"]) for r in records)
             _stage_deletes(delete_batch, shape, guard, writes)
         if prune_remote and changes.source_keys_path:
-            _plan_prune(remote, shape, ObjectStoragePath(changes.source_keys_path), batch_size, writes)
+            # A full copy stages one upsert per source key, and lists each key once.
+            _plan_prune(remote, shape, _staged(changes.source_keys_path, changes.upserts), batch_size, writes)
     result.creates, result.updates = writes.creates.count, writes.updates.count
     result.deletes, result.unchanged = writes.deletes.count, writes.unchanged
     result.conflicts = sum(1 for c in guard.conflicts if c.collection == name)
-    result.resolved_dead_letters = sorted(writes.retried - writes.retried_staged)
+    result.resolved_dead_letters = writes.resolved()
     log.info("%s: %d to create, %d to update, %d to delete, %d already equal, %d conflicts", name,
              result.creates, result.updates, result.deletes, result.unchanged, result.conflicts)
     if writes.kept_remote:
         log.warning("%s: the remote's newer change was kept for these keys (first %d): %s", name,
                     MAX_CONFLICT_KEYS_LOGGED, ", ".join(writes.kept_remote[:MAX_CONFLICT_KEYS_LOGGED]))
     return result
+
+
+def _staged(path: str, expected: int) -> Iterator[Any]:
+    """A file extract_changes staged, which must hold the number of records its manifest says."""
+    return read_staged(ObjectStoragePath(path), expected, "extract_changes")
 
 
 @dataclass(frozen=True)
@@ -280,15 +305,15 @@ def _stage_deletes(
 
 
 def _plan_prune(
-    remote: DirectusHook, shape: CollectionShape, source_keys_path: ObjectStoragePath, page_size: int,
-    writes: _Writes,
+    remote: DirectusHook, shape: CollectionShape, source_keys: Iterable[Any], page_size: int, writes: _Writes,
 ) -> None:
-    """Stage deletes for every remote key the source does not have."""
-    source_keys = {shape.canonical_key(key) for key in read_jsonl(source_keys_path)}
+    """Stage deletes for every remote key the source does not have (once: dead letters may have staged some)."""
+    keep = {shape.canonical_key(key) for key in source_keys}
     pruned = 0
     for page in remote.iter_items(shape.collection, shape.pk, [shape.pk], page_size, shape.keyset):
         for item in page:
-            if shape.canonical_key(item[shape.pk]) not in source_keys:
+            key = shape.canonical_key(item[shape.pk])
+            if key not in keep and key not in writes.retried_staged:
                 writes.deletes.write(item[shape.pk])
                 pruned += 1
     log.info("%s: %d remote items are not on the source and will be pruned", shape.collection, pruned)

@@ -84,9 +84,51 @@ def write_jsonl(path: ObjectStoragePath, records: Iterable[Any]) -> int:
 
 
 def read_jsonl(path: ObjectStoragePath) -> Iterator[Any]:
-    """The records of a file written by :func:`write_jsonl`; nothing when it does not exist."""
+    """The records of a file written by :func:`write_jsonl`; nothing when it does not exist.
+
+    For reports only: a step that acts on a staged file reads it with :func:`read_staged`.
+    """
     if not path.exists():
         return
+    yield from _records(path)
+
+
+class StagedFileError(RuntimeError):
+    """A staged file is missing or does not hold the records the step that wrote it counted."""
+
+
+LIKELY_CAUSE = (f"The likeliest cause: the run's tasks ran on different workers while staging is on local disk; "
+                f"set {STAGING_URL_ENV} to storage every worker reaches (s3://..., gs://..., or a shared "
+                f"file:// mount), then clear the whole DAG run so that it stages its files again.")
+
+
+def read_staged(path: ObjectStoragePath, expected: int, written_by: str) -> Iterator[Any]:
+    """The records of a staged file that must hold exactly ``expected`` of them.
+
+    A missing file fails here, before the caller acts on anything; a file holding another number of
+    records fails once it is read to its end. So the file is read once, however large it is, and a
+    lost file can never pass for an empty change set.
+    """
+    if expected > 0 and not path.exists():
+        raise StagedFileError(
+            f"the staged file {path} does not exist, but {written_by} staged {expected} records in it. "
+            f"{LIKELY_CAUSE}")
+    return _counted(path, expected, written_by)
+
+
+def _counted(path: ObjectStoragePath, expected: int, written_by: str) -> Iterator[Any]:
+    found = 0
+    if expected > 0 or path.exists():
+        for record in _records(path):
+            found += 1
+            yield record
+    if found != expected:
+        raise StagedFileError(
+            f"the staged file {path} holds {found} records, but {written_by} staged {expected} in it: it was "
+            f"cut short, changed or replaced after it was written. {LIKELY_CAUSE}")
+
+
+def _records(path: ObjectStoragePath) -> Iterator[Any]:
     with path.open("r") as handle:
         for line in handle:
             if line.strip():

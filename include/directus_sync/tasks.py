@@ -21,9 +21,9 @@ from directus_sync import alerts, events, ledger, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, compute_window, extract
-from directus_sync.hook import DirectusHook
+from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.plan import ConflictGuard, SyncPlan, plan
-from directus_sync.schema import check_schema
+from directus_sync.schema import SchemaMismatch, check_schema
 from directus_sync.staging import read_jsonl, remove_folder, run_folder
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,41 @@ class ConfigurationError(ValueError):
 
 @contextlib.contextmanager
 def errors_recorded(context: Mapping[str, Any]) -> Iterator[None]:
-    """Keep a failing task's error in XCom so that notify_on_failure can report it; log the task's time."""
+    """Keep a failing task's error in XCom so that notify_on_failure can report it; log the task's time.
+
+    An error that no retry can fix (see :func:`is_permanent`) fails the task without Airflow's retries,
+    so that the alert goes out now rather than after every retry's delay.
+    """
     started = time.perf_counter()
     try:
         yield
     except Exception as exc:
         context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{type(exc).__name__}: {exc}"[:4000])
+        if is_permanent(exc):
+            raise AirflowFailException(str(exc)) from exc
         raise
     finally:
         log.info("directus-sync task time: %.3f s", time.perf_counter() - started)
+
+
+# Directus's words for a query it refuses (a limit over QUERY_LIMIT_MAX, an unknown field in a filter...).
+REFUSED_QUERY_REASON = "invalid query"
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether running the task again cannot help until someone fixes the configuration.
+
+    That is a schema that does not match the instances, a token Directus does not accept (401) or whose
+    user lacks a permission (403), and a query the instance refuses (a 400 on a read, or Directus's
+    "Invalid query"). A 400 about an item's data is not among them: the apply step isolates those items
+    as dead letters.
+    """
+    if isinstance(exc, SchemaMismatch):
+        return True
+    if not isinstance(exc, DirectusError):
+        return False
+    return exc.status in (401, 403) or (exc.status == 400 and (
+        exc.request_method == "GET" or REFUSED_QUERY_REASON in str(exc).lower()))
 
 
 class PoisonItemsError(AirflowFailException):

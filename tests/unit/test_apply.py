@@ -11,7 +11,7 @@ from airflow.sdk import ObjectStoragePath
 from directus_sync.apply import Applier, request_batches
 from directus_sync.hook import DirectusError, encode_json
 from directus_sync.plan import CollectionPlan
-from directus_sync.staging import write_jsonl
+from directus_sync.staging import StagedFileError, write_jsonl
 
 
 def body_size(batch: list[dict[str, object]]) -> int:
@@ -94,7 +94,8 @@ def plan_with(tmp_path: Path, creates: list[Any] = (), updates: list[Any] = (), 
     write_jsonl(paths["u"], updates)
     write_jsonl(paths["d"], deletes)
     return CollectionPlan(collection="a", pk="id", fields=["id", "title"], creates_path=str(paths["c"]),
-                          updates_path=str(paths["u"]), deletes_path=str(paths["d"]))
+                          updates_path=str(paths["u"]), deletes_path=str(paths["d"]), creates=len(creates),
+                          updates=len(updates), deletes=len(deletes))
 
 
 def test_a_refused_item_is_isolated_and_every_other_item_is_written(tmp_path: Path) -> None:
@@ -184,3 +185,28 @@ def test_update_batches_are_sized_by_what_is_sent_not_by_the_staged_record(tmp_p
         "update", max_count=100, max_bytes=1_000)
     assert outcome.written == 20
     assert len(sent) == 1 and sent[0] <= 1_000  # the staged records would have needed about ten requests
+
+
+def test_a_dead_lettered_delete_whose_key_is_already_gone_is_resolved(tmp_path: Path) -> None:
+    remote = FakeRemote({3: {"id": 3, "title": "x"}})
+    outcome = Applier(remote, plan_with(tmp_path, deletes=[3, 4]), watch_keys={"4"}).run(  # type: ignore[arg-type]
+        "delete", max_count=10)
+    assert remote.items == {}
+    assert (outcome.written, outcome.written_keys, outcome.failures) == (2, {"4"}, [])
+
+
+def test_a_missing_staged_file_fails_before_anything_is_written(tmp_path: Path) -> None:
+    plan = plan_with(tmp_path, creates=[{"id": 1, "title": "a"}, {"id": 2, "title": "b"}])
+    ObjectStoragePath(plan.creates_path).unlink()
+    remote = FakeRemote()
+    with pytest.raises(StagedFileError, match=r"c\.jsonl does not exist, but filter_schema staged 2 records"):
+        Applier(remote, plan).run("create", max_count=10)  # type: ignore[arg-type]
+    assert remote.requests == 0
+
+
+def test_a_short_staged_file_fails_after_writing_what_it_holds(tmp_path: Path) -> None:
+    plan = plan_with(tmp_path, deletes=[1, 2])
+    write_jsonl(ObjectStoragePath(plan.deletes_path), [1])
+    remote = FakeRemote({1: {"id": 1}, 2: {"id": 2}})
+    with pytest.raises(StagedFileError, match="holds 1 records, but filter_schema staged 2"):
+        Applier(remote, plan).run("delete", max_count=10)  # type: ignore[arg-type]

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from directus_sync.extract import compute_window
+from airflow.sdk import ObjectStoragePath
+
+from directus_sync.config import RemoteSource
+from directus_sync.extract import Window, compute_window, extract
+from directus_sync.staging import read_jsonl
 
 T = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 FIVE = timedelta(minutes=5)
@@ -41,3 +48,75 @@ def test_a_replayed_old_interval_is_not_narrowed_by_a_later_success() -> None:
 def test_a_run_without_a_data_interval_starts_at_the_last_success() -> None:
     window = compute_window(None, T, prev_success_end=T - FIVE, overlap=timedelta(0))
     assert window.start == T - FIVE
+
+
+class FakeSource:
+    """A source holding items by key; answers the reads extraction makes as Directus does."""
+
+    directus_conn_id = "source"
+
+    def __init__(self, keys: list[int], activity: list[dict[str, Any]] = ()) -> None:
+        self.items = {k: {"id": k, "title": f"title {k}"} for k in keys}
+        self.activity = list(activity)
+
+    def current_user_id(self) -> str:
+        return "sync-user"
+
+    def fields(self, collection: str) -> list[dict[str, Any]]:
+        return [{"field": "id", "type": "integer", "schema": {"is_primary_key": True}},
+                {"field": "title", "type": "string", "schema": {}}]
+
+    def iter_items(self, collection: str, pk: str, fields: list[str], page_size: int,
+                   keyset: bool = True) -> Iterator[list[dict]]:
+        ordered = [self.items[k] for k in sorted(self.items)]
+        for start in range(0, len(ordered), page_size):
+            yield ordered[start:start + page_size]
+
+    def read_items(self, collection: str, pk: str, keys: list[Any], fields: list[str]) -> list[dict[str, Any]]:
+        return [self.items[int(k)] for k in keys if int(k) in self.items]
+
+    def activity_page(self, collections: list[str], after_id: int, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return [row for row in self.activity if row.get("id", 1) > after_id]
+
+    # An activity log that starts at id 1 and has nothing missing: no horizon, no gaps.
+    def activity_head(self) -> int:
+        return len(self.activity)
+
+    def oldest_activity(self) -> tuple[int, str] | None:
+        return (1, self.activity[0]["timestamp"]) if self.activity else None
+
+    def last_activity_before(self, timestamp: str) -> int:
+        return 0
+
+    def activity_count(self, low: int, high: int) -> int:
+        return high - low + 1
+
+
+REMOTE = RemoteSource.model_validate({
+    "name": "a_to_b", "status": "published", "source_conn_id": "source", "remote_conn_id": "remote",
+    "schema": [{"name": "a", "fields": ["title"]}], "batch_size": 2})
+
+
+def staged(path: str) -> list[Any]:
+    return list(read_jsonl(ObjectStoragePath(path)))
+
+
+def test_a_full_copy_stages_a_dead_letter_whose_key_the_source_no_longer_has_as_a_delete(tmp_path: Path) -> None:
+    source = FakeSource([1, 2, 3])
+    manifest = extract(source, REMOTE, Window(None, T, full=True),  # type: ignore[arg-type]
+                       ObjectStoragePath(f"file://{tmp_path}"), retry_keys={"a": {"2", "9"}})
+    [changes] = manifest.collections
+    assert [r["item"]["id"] for r in staged(changes.upserts_path)] == [1, 2, 3]
+    # 9 was refused a delete on the remote: the copy owes it still, instead of dropping it from the plan.
+    assert staged(changes.deletes_path) == [{"key": 9, "changed_at": None}]
+    assert (changes.upserts, changes.deletes, changes.retried) == (3, 1, ["2", "9"])
+
+
+def test_a_windowed_run_stages_dead_letters_as_their_current_state(tmp_path: Path) -> None:
+    source = FakeSource([1, 2, 3], activity=[{"id": 1, "collection": "a", "item": "3",
+                                             "timestamp": "2026-11-26T11:59:00Z"}])
+    manifest = extract(source, REMOTE, Window(T - FIVE, T, full=False),  # type: ignore[arg-type]
+                       ObjectStoragePath(f"file://{tmp_path}"), retry_keys={"a": {"2", "9"}})
+    [changes] = manifest.collections
+    assert sorted(r["item"]["id"] for r in staged(changes.upserts_path)) == [2, 3]
+    assert staged(changes.deletes_path) == [{"key": 9, "changed_at": None}]

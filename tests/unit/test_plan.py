@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from airflow.sdk import ObjectStoragePath
 
 from directus_sync.config import ConflictPolicy
 from directus_sync.extract import CollectionChanges, oldest, parse_timestamp
 from directus_sync.plan import ConflictGuard, plan_collection
 from directus_sync.schema import CollectionShape
-from directus_sync.staging import read_jsonl, write_jsonl
+from directus_sync.staging import StagedFileError, read_jsonl, write_jsonl
 
 
 class FakeRemote:
@@ -38,14 +39,17 @@ class FakeRemote:
     def changed_since(self, collection: str, exclude_user: str | None, since: str) -> bool:
         return any(parse_timestamp(at) >= parse_timestamp(since) for at in self.changed_at.values())
 
+    def iter_items(self, collection: str, pk: str, fields: list[str], page_size: int, keyset: bool = True) -> Any:
+        yield [{pk: item[pk]} for item in self.items.values()]
+
 
 def stage(folder: ObjectStoragePath, upserts: list[tuple[dict[str, Any], str | None]],
-          deletes: list[tuple[int, str | None]]) -> CollectionChanges:
+          deletes: list[tuple[int, str | None]], retried: list[str] = ()) -> CollectionChanges:
     write_jsonl(folder / "a.upserts.jsonl", [{"item": item, "changed_at": at} for item, at in upserts])
     write_jsonl(folder / "a.deletes.jsonl", [{"key": key, "changed_at": at} for key, at in deletes])
     return CollectionChanges(collection="a", pk="id", fields=["id", "title"], upserts=len(upserts),
                              deletes=len(deletes), upserts_path=str(folder / "a.upserts.jsonl"),
-                             deletes_path=str(folder / "a.deletes.jsonl"),
+                             deletes_path=str(folder / "a.deletes.jsonl"), retried=list(retried),
                              oldest_change=oldest(at for _, at in [*upserts, *deletes] if at is not None))
 
 
@@ -146,3 +150,51 @@ def test_a_first_copy_to_an_empty_collection_stages_creates_without_reading_each
     assert (result.creates, result.updates, result.unchanged) == (5, 0, 0)
     assert [r["id"] for r in read_jsonl(ObjectStoragePath(result.creates_path))] == [1, 2, 3, 4, 5]
     assert remote.reads == 0
+
+
+def test_a_dead_letter_is_resolved_only_when_its_key_was_staged_and_needs_no_write(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "same"}, None), ({"id": 2, "title": "new"}, None)],
+                    [(4, None), (5, None)], retried=["1", "2", "4", "5", "9"])
+    remote = FakeRemote([{"id": 1, "title": "same"}, {"id": 2, "title": "old"}, {"id": 5, "title": "x"}])
+    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+    # 1 is already equal and 4 already gone: done. 2 and 5 are staged: the apply resolves them when written.
+    # 9 is in no staged record (a full copy that lost it, say): it stays a dead letter.
+    assert result.resolved_dead_letters == ["1", "4"]
+    assert (result.updates, result.deletes) == (1, 1)
+
+
+def test_a_missing_staged_file_fails_the_plan_instead_of_planning_nothing(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "new"}, None), ({"id": 2, "title": "new"}, None)], [],
+                    retried=["1"])
+    (folder / "a.upserts.jsonl").unlink()  # as when extract_changes ran on another worker's local disk
+    remote = FakeRemote([{"id": 1, "title": "old"}])
+    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    with pytest.raises(StagedFileError, match=r"a\.upserts\.jsonl does not exist, but extract_changes staged 2"):
+        plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+
+def test_a_short_staged_file_fails_the_plan(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [], [(4, None), (5, None)])
+    write_jsonl(folder / "a.deletes.jsonl", [{"key": 4, "changed_at": None}])
+    remote = FakeRemote([{"id": 4, "title": "x"}, {"id": 5, "title": "y"}])
+    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    with pytest.raises(StagedFileError, match="holds 1 records, but extract_changes staged 2"):
+        plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+
+def test_pruning_stages_a_dead_lettered_delete_once(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "kept"}, None)], [(7, None)], retried=["7"])
+    write_jsonl(folder / "a.source_keys.jsonl", ["1"])
+    changes.source_keys_path = str(folder / "a.source_keys.jsonl")
+    remote = FakeRemote([{"id": 1, "title": "kept"}, {"id": 7, "title": "refused"}, {"id": 8, "title": "stray"}])
+    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard,  # type: ignore[arg-type]
+                             prune_remote=True)
+    assert sorted(read_jsonl(ObjectStoragePath(result.deletes_path))) == [7, 8]
+    assert result.resolved_dead_letters == []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from airflow.sdk import ObjectStoragePath
 
-from directus_sync.staging import JsonlWriter, batched, read_jsonl, write_jsonl
+from directus_sync.staging import JsonlWriter, StagedFileError, batched, read_jsonl, read_staged, write_jsonl
 
 
 def test_records_come_back_in_order_across_many_flushes(tmp_path: Path) -> None:
@@ -36,3 +37,35 @@ def test_a_missing_file_reads_as_empty(tmp_path: Path) -> None:
 
 def test_batches_keep_order_and_size() -> None:
     assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
+
+
+def test_a_missing_staged_file_fails_before_a_record_is_read(tmp_path: Path) -> None:
+    path = ObjectStoragePath(f"file://{tmp_path}/run/a.upserts.jsonl")
+    with pytest.raises(StagedFileError) as error:
+        read_staged(path, 3, "extract_changes")  # no iteration: callers act on nothing before it fails
+    message = str(error.value)
+    assert f"the staged file {path} does not exist, but extract_changes staged 3 records in it" in message
+    assert "set DIRECTUS_SYNC_STAGING_URL to storage every worker reaches" in message
+
+
+def test_a_short_staged_file_fails_once_read_to_its_end(tmp_path: Path) -> None:
+    path = ObjectStoragePath(f"file://{tmp_path}/a.creates.jsonl")
+    write_jsonl(path, [1, 2])
+    records = read_staged(path, 5, "filter_schema")
+    assert [next(records), next(records)] == [1, 2]  # read once, as it goes
+    with pytest.raises(StagedFileError, match="holds 2 records, but filter_schema staged 5 in it: it was cut short"):
+        next(records)
+
+
+def test_a_staged_file_with_more_records_than_counted_fails_too(tmp_path: Path) -> None:
+    path = ObjectStoragePath(f"file://{tmp_path}/a.deletes.jsonl")
+    write_jsonl(path, [1, 2, 3])
+    with pytest.raises(StagedFileError, match="holds 3 records, but filter_schema staged 2"):
+        list(read_staged(path, 2, "filter_schema"))
+
+
+def test_a_staged_file_holding_what_was_counted_reads_back_whole(tmp_path: Path) -> None:
+    path = ObjectStoragePath(f"file://{tmp_path}/a.updates.jsonl")
+    write_jsonl(path, [{"key": 1}, {"key": 2}])
+    assert list(read_staged(path, 2, "filter_schema")) == [{"key": 1}, {"key": 2}]
+    assert list(read_staged(ObjectStoragePath(f"file://{tmp_path}/none.jsonl"), 0, "filter_schema")) == []
