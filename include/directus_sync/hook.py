@@ -31,7 +31,7 @@ ITEM_ACTIONS = ("create", "update", "delete")
 # Directus's IN filter travels in the query string; keep URLs well under common 8 KB limits.
 MAX_FILTER_CHARS = 6_000
 # How Directus refuses a ``limit`` above its QUERY_LIMIT_MAX (utils/validate-query.js, a Joi message).
-LIMIT_REFUSED = re.compile(r'"limit" must be less than or equal to (\d+)')
+LIMIT_REFUSED = re.compile(r'\\?"limit\\?" must be less than or equal to (\d+)')
 # The page-size cap learnt per connection id, for this process (None: the instance has none).
 _PAGE_SIZE_CAPS: dict[str, int | None] = {}
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import requests
 
+from directus_sync.hook import LIMIT_REFUSED
+
 POLICY_NAME = "Data Sync"
 USER_EMAIL = "directus-sync@example.com"
 ITEM_ACTIONS = ("create", "read", "update", "delete")
@@ -65,9 +67,9 @@ def _ensure_policy(api: _AdminApi) -> str:
 
 def _ensure_permissions(api: _AdminApi, policy_id: str, collections: Sequence[str]) -> None:
     wanted = {(c, a) for c in collections for a in ITEM_ACTIONS} | set(SYSTEM_PERMISSIONS)
-    existing = api.call("GET", "/permissions", params={
-        "filter": json.dumps({"policy": {"_eq": policy_id}}), "fields": "collection,action", "limit": -1})
-    have = {(p["collection"], p["action"]) for p in existing or []}
+    existing = api.read_all("/permissions", {"filter": json.dumps({"policy": {"_eq": policy_id}}),
+                                             "fields": "id,collection,action", "sort": "id"})
+    have = {(p["collection"], p["action"]) for p in existing}
     missing = sorted(wanted - have)
     if missing:
         api.call("POST", "/permissions", json=[
@@ -115,3 +117,19 @@ class _AdminApi:
             raise ProvisionError(f"{method} {path} on {self.url} failed ({response.status_code}): "
                                  f"{response.text[:500]}")
         return response.json().get("data") if response.content else None
+
+    def read_all(self, path: str, params: dict[str, Any], page_size: int = 100) -> list[dict[str, Any]]:
+        """Every row of a read, in pages the instance accepts (``limit=-1`` is cut to its QUERY_LIMIT_MAX)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            try:
+                page = self.call("GET", path, params={**params, "limit": page_size, "offset": len(rows)}) or []
+            except ProvisionError as exc:
+                cap = LIMIT_REFUSED.search(str(exc))
+                if cap is None or int(cap.group(1)) >= page_size:
+                    raise
+                page_size = int(cap.group(1))
+                continue
+            rows += page
+            if len(page) < page_size:
+                return rows
