@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 LATE_COMMIT_LIMIT = timedelta(hours=1)
 # How far back unlicensed Directus shows activity (its core licence's activity_historical_timeframe).
 UNLICENSED_HORIZON = timedelta(days=30)
-# At most this many gap spans are pinned down; beyond, a span stays coarse (and is re-read whole).
+# At most this many gap spans are kept; beyond, neighbours are merged (and the ids between re-read).
 MAX_GAPS = 64
 
 
@@ -41,10 +41,11 @@ class Gap(BaseModel):
 
 
 class ActivityCursor(BaseModel):
-    """Every activity id up to ``head`` has been read, except those in ``gaps``."""
+    """Every activity id up to ``head`` of the ``source`` connection has been read, except those in ``gaps``."""
 
     head: int
     gaps: list[Gap] = []
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,30 +60,31 @@ def advance(source: DirectusHook, previous: ActivityCursor, now: datetime) -> Cu
     """The id spans a run reads after ``previous``, and where the next run starts.
 
     The run reads every id above the previous head up to the instance's head now, and every earlier
-    gap still waited for. Ids of that span not visible now become gaps of the next cursor.
+    gap. Ids of that span not visible now become gaps of the next cursor; a gap waited for longer than
+    :data:`LATE_COMMIT_LIMIT` is read this one last time and then given up.
     """
     head = max(source.activity_head(), previous.head)
-    waited: list[Gap] = []
-    expired: list[Gap] = []
+    spans = [(g.low, g.high) for g in previous.gaps]
+    gaps: list[Gap] = []
     for gap in previous.gaps:
-        (expired if now - gap.since > LATE_COMMIT_LIMIT else waited).append(gap)
-    for gap in expired:
-        log.warning("Activity ids %d to %d of the source stayed invisible for %s (a transaction rolled back, or "
-                    "activity hidden from the sync user); no longer waiting for them", gap.low, gap.high,
-                    LATE_COMMIT_LIMIT)
-    spans = [(g.low, g.high) for g in waited]
-    gaps = [sub for g in waited for sub in find_gaps(source, g.low, g.high, g.since)]
+        if now - gap.since <= LATE_COMMIT_LIMIT:
+            gaps += find_gaps(source, gap.low, gap.high, gap.since)
+        else:
+            log.warning("Activity ids %d to %d of the source stayed invisible for %s (a transaction rolled back, or "
+                        "activity hidden from the sync user); read once more, then no longer waited for",
+                        gap.low, gap.high, LATE_COMMIT_LIMIT)
     if head > previous.head:
         spans.append((previous.head + 1, head))
         gaps += find_gaps(source, previous.head + 1, head, now)
+    gaps = coarsened(gaps)
     if gaps:
         log.info("Activity ids not visible yet (open transactions): %s; later runs read them when they commit",
                  ", ".join(f"{g.low}-{g.high}" for g in gaps))
-    return CursorStep(sorted(spans), ActivityCursor(head=head, gaps=gaps))
+    return CursorStep(sorted(spans), ActivityCursor(head=head, gaps=gaps, source=source.directus_conn_id))
 
 
 def start(source: DirectusHook, now: datetime) -> ActivityCursor:
-    """The cursor of a full copy that starts reading now.
+    """The cursor of a run that has none yet (a first copy), taken before it reads anything.
 
     Items committed before the copy reads them are copied as they are; a transaction still open holds
     ids below the head that are not visible yet: the gaps among the ids of the last
@@ -90,30 +92,39 @@ def start(source: DirectusHook, now: datetime) -> ActivityCursor:
     """
     head = source.activity_head()
     recent = source.last_activity_before(_iso(now - LATE_COMMIT_LIMIT))
-    return ActivityCursor(head=head, gaps=find_gaps(source, recent + 1, head, now) if head > recent else [])
+    gaps = find_gaps(source, recent + 1, head, now) if head > recent else []
+    return ActivityCursor(head=head, gaps=coarsened(gaps), source=source.directus_conn_id)
 
 
 def beyond_horizon(
     source: DirectusHook, since: datetime | None, previous: ActivityCursor | None, now: datetime
 ) -> str | None:
-    """Why activity from ``since`` (and after ``previous``) cannot be read in full any more, or ``None``.
+    """Why the activity a run must read (after ``previous``, or else from ``since``) is not all visible any
+    more, or ``None``.
 
     Directus shows activity only back to a horizon (30 days on an unlicensed instance; admins may prune
     it too). Rows older than the oldest one it shows are gone for the API, so a run that must read them
-    has to compare every item instead.
+    has to compare every item instead. With a cursor, ids tell exactly; without one (a backfill, a first
+    incremental run), time is all there is, and a quiet instance may look like a hidden one: that costs a
+    full comparison, never a change.
     """
     oldest = source.oldest_activity()
-    if oldest is None:
-        if since is not None and since < now - UNLICENSED_HORIZON:
-            return f"the source shows no activity at all and the window starts at {_iso(since)}"
+    if previous is not None:
+        if source.activity_head() < previous.head:
+            return (f"the source's activity ids went back below {previous.head}, the last run's head "
+                    "(was its database restored or replaced?)")
+        if oldest is not None and previous.head + 1 < oldest[0]:
+            return (f"the source no longer shows activity ids {previous.head + 1} to {oldest[0] - 1}, read since "
+                    f"the last successful run (its oldest visible row is from {oldest[1]})")
         return None
+    if since is None:
+        return None
+    if oldest is None:
+        return (f"the source shows no activity at all and the window starts at {_iso(since)}"
+                if since < now - UNLICENSED_HORIZON else None)
     oldest_id, oldest_at = oldest
-    if previous is not None and previous.head + 1 < oldest_id:
-        return (f"the source no longer shows activity ids {previous.head + 1} to {oldest_id - 1}, read since "
-                f"the last successful run (its oldest visible row is from {oldest_at})")
     # Rows are hidden by age: any visible row stamped before the window starts means none of it is hidden.
-    if (since is not None and oldest_id > 1 and since < parse_timestamp(oldest_at)
-            and not source.last_activity_before(_iso(since))):
+    if oldest_id > 1 and since < parse_timestamp(oldest_at) and not source.last_activity_before(_iso(since)):
         return f"the window starts at {_iso(since)}, before the oldest activity the source shows ({oldest_at})"
     return None
 
@@ -133,6 +144,16 @@ def find_gaps(source: DirectusHook, low: int, high: int, since: datetime) -> lis
         middle = (lo + hi) // 2
         todo += [(middle + 1, hi), (lo, middle)]
     return _merged(gaps)
+
+
+def coarsened(gaps: list[Gap], limit: int = MAX_GAPS) -> list[Gap]:
+    """At most ``limit`` gaps: the closest neighbours are merged (their ids in between are re-read, which
+    is harmless), and a merged gap is waited for from the earliest of its parts."""
+    gaps = _merged(gaps)
+    while len(gaps) > limit:
+        i = min(range(len(gaps) - 1), key=lambda n: gaps[n + 1].low - gaps[n].high)
+        gaps[i:i + 2] = [Gap(low=gaps[i].low, high=gaps[i + 1].high, since=min(gaps[i].since, gaps[i + 1].since))]
+    return gaps
 
 
 def _merged(gaps: list[Gap]) -> list[Gap]:

@@ -102,7 +102,7 @@ class ChangeManifest(BaseModel):
 
 
 def changed_keys(
-    source: DirectusHook, shapes: dict[str, CollectionShape], window: Window, spans: list[tuple[int, int]],
+    source: DirectusHook, shapes: dict[str, CollectionShape], window: Window | None, spans: list[tuple[int, int]],
     sync_user: str,
 ) -> dict[str, dict[str, str]]:
     """Keys with create/update/delete activity in ``window`` or in the id ``spans``, per collection, with
@@ -111,12 +111,12 @@ def changed_keys(
     Activity by ``sync_user`` is left out: those are our own writes arriving from another remote's sync
     (echo suppression), and following them would make A->B and B->A ping-pong forever.
     """
-    assert window.start is not None
+    period = (_iso(window.start), _iso(window.end)) if window and window.start else None
     keys: dict[str, dict[str, str]] = {c: {} for c in shapes}
     after_id, pages, rows = 0, 0, 0
     while True:
         page = source.activity_page(list(shapes), after_id, sync_user, ACTIVITY_PAGE_SIZE,
-                                    window=(_iso(window.start), _iso(window.end)), spans=spans)
+                                    window=period, spans=spans)
         if not page:
             break
         pages += 1
@@ -158,53 +158,60 @@ def extract(
     sync_user = source.current_user_id()
     shapes = {c.name: shape_of(source, c) for c in remote.sync_schema}
     now = datetime.now(UTC)
+    if previous is not None and previous.source not in (None, source.directus_conn_id):
+        log.warning("The activity cursor was kept for source %r, not %r: reading by time until a new one is kept",
+                    previous.source, source.directus_conn_id)
+        previous = None
+    activity_window = None if window.full else window  # a full comparison still reads the activity it can
     if not window.full and (reason := cursor.beyond_horizon(source, window.start, previous, now)):
         # Deletes older than the horizon left no trace but the missing item: only a mirror may prune for them.
         list_source_keys = list_source_keys or bool(remote.reconcile_prune)
         log.warning("Comparing every item instead of reading activity%s: %s",
                     " (and pruning, as reconcile_prune is set)" if list_source_keys else "", reason)
         window = window.in_full(f"activity horizon: {reason}")
-    spans, next_cursor = _read_by_id(source, window, previous, keep_cursor, now)
-    keys = None if window.full else changed_keys(source, shapes, window, spans, sync_user)
+    spans, next_cursor = _read_by_id(source, previous, keep_cursor, now)
+    keys = changed_keys(source, shapes, activity_window, spans, sync_user) if activity_window or spans else None
     result = []
     for name, shape in shapes.items():
         upserts_path, deletes_path = folder / f"{name}.upserts.jsonl", folder / f"{name}.deletes.jsonl"
         retried = sorted({shape.canonical_key(k) for k in retry_keys.get(name, ())})
+        logged = keys[name] if keys else {}
         records: Iterator[dict[str, Any]]
-        keys_path = folder / f"{name}.source_keys.jsonl" if keys is None and list_source_keys else None
+        keys_path = folder / f"{name}.source_keys.jsonl" if window.full and list_source_keys else None
         with JsonlWriter(deletes_path) as deleted:  # streamed, like the upserts: memory is bounded by the batch
-            unseen = set(retried) if keys is None else set()
-            if keys is None:
+            # Keys a full copy must account for: what the activity and the dead letters name.
+            unseen = set(retried) | set(logged) if window.full else set()
+            if window.full:
                 records = ({"item": item, "changed_at": None}
                            for item in _all_items(source, shape, remote.batch_size, keys_path, unseen))
             else:
                 changed: dict[str, str | None] = dict.fromkeys(retried)
-                changed.update(keys[name])
+                changed.update(logged)
                 records = _current_state(source, shape, changed, remote.batch_size, deleted)
             upserts = write_jsonl(upserts_path, records)
-            for key in sorted(unseen):  # dead letters of keys the full copy did not find on the source
-                deleted.write({"key": shape.typed_key(key), "changed_at": None})
+            for key in sorted(unseen):  # named by the activity or a dead letter, and not on the source: deleted
+                deleted.write({"key": shape.typed_key(key), "changed_at": logged.get(key)})
         log.info("%s: staged %d upserts and %d deletes (%d dead letters retried)", name, upserts, deleted.count,
                  len(retried))
         result.append(CollectionChanges(collection=name, pk=shape.pk, fields=list(shape.fields),
                                         upserts=upserts, deletes=deleted.count, upserts_path=str(upserts_path),
                                         deletes_path=str(deletes_path), retried=retried,
                                         source_keys_path=str(keys_path) if keys_path else None,
-                                        oldest_change=oldest(keys[name].values()) if keys else None))
+                                        oldest_change=oldest(logged.values())))
     return ChangeManifest(run_folder=str(folder), window=window.describe(), full=window.full,
                           full_reason=window.reason, prune=window.full and list_source_keys, cursor=next_cursor,
                           collections=result)
 
 
 def _read_by_id(
-    source: DirectusHook, window: Window, previous: ActivityCursor | None, keep_cursor: bool, now: datetime
+    source: DirectusHook, previous: ActivityCursor | None, keep_cursor: bool, now: datetime
 ) -> tuple[list[tuple[int, int]], ActivityCursor | None]:
     """The activity id spans this run reads besides its window, and the cursor the next run starts from.
 
     Both are taken before any activity or item is read, so whatever commits meanwhile is left to the
     next run rather than skipped.
     """
-    if previous is not None and not window.full:
+    if previous is not None:
         step = cursor.advance(source, previous, now)
         return step.spans, step.cursor if keep_cursor else None
     return [], cursor.start(source, now) if keep_cursor else None

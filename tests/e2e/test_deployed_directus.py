@@ -186,6 +186,20 @@ def test_a_source_database_clock_behind_airflows_loses_nothing(
     assert synced(b, collection) == synced(a, collection)
 
 
+def test_a_full_resync_without_prune_still_carries_the_deletes_the_activity_log_shows(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(4)])
+    dag_id = add_remote(airflow, f"resync_{collection}", a, b, collection)
+    run_ok(airflow, dag_id)
+    a.api("DELETE", f"/items/{collection}/2")
+    a.api("PATCH", f"/items/{collection}/3", json={"title": "edited"})
+    run_ok(airflow, dag_id, full_resync=True)
+    assert synced(b, collection) == synced(a, collection)
+
+
 def create_uuid_collection(instance: DirectusInstance, name: str) -> None:
     instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": [
         {"field": "id", "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},

@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from directus_sync.config import RemoteSource
+from directus_sync.cursor import ActivityCursor
 from directus_sync.extract import Window, compute_window, extract
 from directus_sync.staging import read_jsonl
 
@@ -120,3 +121,22 @@ def test_a_windowed_run_stages_dead_letters_as_their_current_state(tmp_path: Pat
     [changes] = manifest.collections
     assert sorted(r["item"]["id"] for r in staged(changes.upserts_path)) == [2, 3]
     assert staged(changes.deletes_path) == [{"key": 9, "changed_at": None}]
+
+
+def test_a_full_comparison_after_a_cursor_stages_the_deletes_its_activity_shows(tmp_path: Path) -> None:
+    deleted_at = "2026-11-26T11:59:00Z"
+    source = FakeSource([1, 2], activity=[{"id": 1, "collection": "a", "item": "3", "timestamp": deleted_at}])
+    manifest = extract(source, REMOTE, Window(None, T, full=True, reason="full_resync requested"),  # type: ignore[arg-type]
+                       ObjectStoragePath(f"file://{tmp_path}"), previous=ActivityCursor(head=0, source="source"))
+    [changes] = manifest.collections
+    assert sorted(r["item"]["id"] for r in staged(changes.upserts_path)) == [1, 2]
+    # 3 is not on the source, and the activity read since the last cursor says it was deleted.
+    assert staged(changes.deletes_path) == [{"key": 3, "changed_at": deleted_at}]
+    assert manifest.cursor is not None and manifest.cursor.head == 1
+
+
+def test_a_cursor_kept_for_another_source_is_not_used(tmp_path: Path) -> None:
+    source = FakeSource([1], activity=[{"id": 1, "collection": "a", "item": "1", "timestamp": "2026-11-26T11:59:00Z"}])
+    manifest = extract(source, REMOTE, Window(T - FIVE, T, full=False),  # type: ignore[arg-type]
+                       ObjectStoragePath(f"file://{tmp_path}"), previous=ActivityCursor(head=5_000, source="old"))
+    assert manifest.cursor is not None and (manifest.cursor.head, manifest.cursor.source) == (1, "source")
