@@ -80,6 +80,18 @@ def ledger_rows(airflow: Airflow, name: str) -> list[dict[str, Any]]:
         return [dict(row._mapping) for row in rows]
 
 
+def synced_pair(airflow: Airflow, a: DirectusInstance, b: DirectusInstance, collection: str, name: str,
+                count: int, **row: object) -> str:
+    """A collection on ``a`` and ``b`` with ``count`` items on ``a``, a remote ``name`` for a -> b, and its
+    first run (a full copy) done; returns the DAG id."""
+    create_collection(a, collection)
+    create_collection(b, collection)
+    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(count)])
+    dag_id = add_remote(airflow, name, a, b, collection, **row)
+    run_ok(airflow, dag_id)
+    return dag_id
+
+
 def test_instances_that_cap_reads_at_100_rows_converge_over_1500_items(
         capped: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
     a, b = capped["qa"], capped["qb"]
@@ -110,12 +122,8 @@ def test_changes_older_than_the_activity_horizon_arrive_by_full_comparison(
         capped: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
     """Ages every activity row of its source, so it runs on this module's instances, after the others' use."""
     a, b = capped["qa"], capped["qb"]
-    create_collection(a, collection)
-    create_collection(b, collection)
-    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(5)])
     name = f"horizon_{collection}"
-    dag_id = add_remote(airflow, name, a, b, collection, reconcile_prune=True)
-    run_ok(airflow, dag_id)
+    dag_id = synced_pair(airflow, a, b, collection, name, 5, reconcile_prune=True)
     keys = sorted(every_item(a, collection, "id"))
 
     a.api("PATCH", f"/items/{collection}/{keys[0]}", json={"title": "edited long ago"})
@@ -142,11 +150,7 @@ def test_a_change_committed_after_a_run_read_past_its_timestamp_arrives(
     interval, at most 10 minutes here), so only reading by activity id finds it.
     """
     a, b = instances["a"], instances["b"]
-    create_collection(a, collection)
-    create_collection(b, collection)
-    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(3)])
-    dag_id = add_remote(airflow, f"late_{collection}", a, b, collection)
-    run_ok(airflow, dag_id)
+    dag_id = synced_pair(airflow, a, b, collection, f"late_{collection}", 3)
 
     with source_database(a) as held, held.cursor() as cur:
         cur.execute(f'INSERT INTO "{collection}" (title, views) VALUES (%s, %s) RETURNING id', ("late", 7))
@@ -169,11 +173,7 @@ def test_a_change_committed_after_a_run_read_past_its_timestamp_arrives(
 def test_a_source_database_clock_behind_airflows_loses_nothing(
         instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
     a, b = instances["a"], instances["b"]
-    create_collection(a, collection)
-    create_collection(b, collection)
-    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(3)])
-    dag_id = add_remote(airflow, f"skew_{collection}", a, b, collection)
-    run_ok(airflow, dag_id)
+    dag_id = synced_pair(airflow, a, b, collection, f"skew_{collection}", 3)
 
     a.api("PATCH", f"/items/{collection}/2", json={"title": "stamped by a slow clock"})
     a.api("DELETE", f"/items/{collection}/3")
@@ -189,11 +189,7 @@ def test_a_source_database_clock_behind_airflows_loses_nothing(
 def test_a_full_resync_without_prune_still_carries_the_deletes_the_activity_log_shows(
         instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
     a, b = instances["a"], instances["b"]
-    create_collection(a, collection)
-    create_collection(b, collection)
-    a.api("POST", f"/items/{collection}", json=[{"title": f"t{n}", "views": n} for n in range(4)])
-    dag_id = add_remote(airflow, f"resync_{collection}", a, b, collection)
-    run_ok(airflow, dag_id)
+    dag_id = synced_pair(airflow, a, b, collection, f"resync_{collection}", 4)
     a.api("DELETE", f"/items/{collection}/2")
     a.api("PATCH", f"/items/{collection}/3", json={"title": "edited"})
     run_ok(airflow, dag_id, full_resync=True)
