@@ -73,7 +73,9 @@ def record(engine: Engine, run: RunRecord) -> int:
     duration = run.duration
     shared = {"remote": run.remote, "dag_id": run.dag_id, "run_id": run.run_id, "run_type": run.run_type,
               "window_start": run.window_start, "window_end": run.window_end, "full_copy": run.full_copy,
-              "full_reason": run.full_reason and run.full_reason[:1000], "activity_cursor": run.cursor,
+              "full_reason": run.full_reason and run.full_reason[:1000],
+              # SQL NULL, not JSON null: the next run looks for the latest row that kept a cursor.
+              "activity_cursor": run.cursor if run.cursor is not None else sa.null(),
               "status": run.status.value, "error": (run.error or None) and run.error[:4000],
               "started_at": run.started_at, "finished_at": run.finished_at,
               "duration_seconds": duration.total_seconds() if duration else None}

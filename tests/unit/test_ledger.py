@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -65,3 +66,14 @@ def test_lag_runs_from_the_end_of_the_last_successful_window(engine: sa.engine.E
     assert synced == {"eu_to_us": T0 - timedelta(minutes=1)}
     assert ledger.lag(synced["eu_to_us"], now=T0 + timedelta(minutes=20)) == timedelta(minutes=21)
     assert ledger.lag(None) is None
+
+
+def test_the_next_run_reads_on_from_the_latest_successful_run_that_kept_a_cursor(engine: sa.engine.Engine) -> None:
+    kept = {"head": 120, "gaps": [{"low": 100, "high": 101, "since": T0.isoformat()}], "source": "directus_eu"}
+    ledger.record(engine, dataclasses.replace(run("scheduled", T0), cursor=kept))
+    ledger.record(engine, dataclasses.replace(run("failed", T0 + timedelta(minutes=5), RunStatus.FAILED),
+                                              cursor={"head": 999}))
+    ledger.record(engine, run("backfill", T0 + timedelta(minutes=10)))  # keeps no cursor
+    cursor = ledger.last_cursor(engine, "eu_to_us")
+    assert cursor is not None and cursor.head == 120 and [(g.low, g.high) for g in cursor.gaps] == [(100, 101)]
+    assert ledger.last_cursor(engine, "another_remote") is None
