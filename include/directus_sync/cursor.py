@@ -91,7 +91,7 @@ def start(source: DirectusHook, now: datetime) -> ActivityCursor:
     :data:`LATE_COMMIT_LIMIT` are waited for like any other.
     """
     head = source.activity_head()
-    recent = source.last_activity_before(_iso(now - LATE_COMMIT_LIMIT))
+    recent = source.last_activity_before(iso_timestamp(now - LATE_COMMIT_LIMIT))
     gaps = find_gaps(source, recent + 1, head, now) if head > recent else []
     return ActivityCursor(head=head, gaps=coarsened(gaps), source=source.directus_conn_id)
 
@@ -120,12 +120,12 @@ def beyond_horizon(
     if since is None:
         return None
     if oldest is None:
-        return (f"the source shows no activity at all and the window starts at {_iso(since)}"
+        return (f"the source shows no activity at all and the window starts at {iso_timestamp(since)}"
                 if since < now - UNLICENSED_HORIZON else None)
     oldest_id, oldest_at = oldest
     # Rows are hidden by age: any visible row stamped before the window starts means none of it is hidden.
-    if oldest_id > 1 and since < parse_timestamp(oldest_at) and not source.last_activity_before(_iso(since)):
-        return f"the window starts at {_iso(since)}, before the oldest activity the source shows ({oldest_at})"
+    if oldest_id > 1 and since < parse_timestamp(oldest_at) and not source.last_activity_before(iso_timestamp(since)):
+        return f"the window starts at {iso_timestamp(since)}, before the oldest activity the source shows ({oldest_at})"
     return None
 
 
@@ -171,5 +171,6 @@ def parse_timestamp(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
-def _iso(moment: datetime) -> str:
+def iso_timestamp(moment: datetime) -> str:
+    """A moment as Directus filters take it: UTC, milliseconds, ``Z``."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from directus_sync import cursor
 from directus_sync.config import RemoteSource
-from directus_sync.cursor import ActivityCursor, parse_timestamp
+from directus_sync.cursor import ActivityCursor, iso_timestamp, parse_timestamp
 from directus_sync.hook import DirectusHook
 from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, shape_of
@@ -111,7 +111,7 @@ def changed_keys(
     Activity by ``sync_user`` is left out: those are our own writes arriving from another remote's sync
     (echo suppression), and following them would make A->B and B->A ping-pong forever.
     """
-    period = (_iso(window.start), _iso(window.end)) if window and window.start else None
+    period = (iso_timestamp(window.start), iso_timestamp(window.end)) if window and window.start else None
     keys: dict[str, dict[str, str]] = {c: {} for c in shapes}
     after_id, pages, rows = 0, 0, 0
     while True:
@@ -260,6 +260,3 @@ def _current_state(
 def oldest(timestamps: Iterable[str]) -> str | None:
     return min(timestamps, key=parse_timestamp, default=None)
 
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -239,19 +239,24 @@ class DirectusHook(HttpHook):
 
     def activity_head(self) -> int:
         """The highest activity id the instance shows now (0 when it shows none)."""
-        rows = self.request("GET", "/activity", params={"sort": "-id", "fields": "id", "limit": 1}) or []
-        return int(rows[0]["id"]) if rows else 0
+        row = self._first_activity("-id", "id")
+        return int(row["id"]) if row else 0
 
     def oldest_activity(self) -> tuple[int, str] | None:
         """The id and timestamp of the oldest activity row the instance shows (its retention horizon)."""
-        rows = self.request("GET", "/activity", params={"sort": "id", "fields": "id,timestamp", "limit": 1}) or []
-        return (int(rows[0]["id"]), str(rows[0]["timestamp"])) if rows else None
+        row = self._first_activity("id", "id,timestamp")
+        return (int(row["id"]), str(row["timestamp"])) if row else None
 
     def last_activity_before(self, timestamp: str) -> int:
         """The highest id of the activity rows stamped before ``timestamp`` (0 when none)."""
-        params = {"filter": json.dumps({"timestamp": {"_lt": timestamp}}), "sort": "-id", "fields": "id", "limit": 1}
+        row = self._first_activity("-id", "id", {"timestamp": {"_lt": timestamp}})
+        return int(row["id"]) if row else 0
+
+    def _first_activity(self, sort: str, fields: str, where: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The first activity row (of any kind) in ``sort`` order, among those ``where`` selects."""
+        params = {"sort": sort, "fields": fields, "limit": 1, **({"filter": json.dumps(where)} if where else {})}
         rows = self.request("GET", "/activity", params=params) or []
-        return int(rows[0]["id"]) if rows else 0
+        return rows[0] if rows else None
 
     def activity_count(self, low: int, high: int) -> int:
         """How many activity rows with an id in ``[low, high]`` the instance shows (of any kind)."""

@@ -122,12 +122,12 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
 
 def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     source, target = _hook(remote, remote.source_conn_id), _hook(remote, remote.remote_conn_id)
-    shapes = check_schema(remote.sync_schema, source, target, full=bool(manifest["full"]),
+    changes = ChangeManifest.model_validate(manifest)
+    shapes = check_schema(remote.sync_schema, source, target, full=changes.full,
                           reconcile=bool(remote.reconcile_schedule))
     guard = ConflictGuard(target, target.current_user_id(),
                           source_wins_ties=remote.source_conn_id > remote.remote_conn_id,
                           policy=remote.conflict_policy)
-    changes = ChangeManifest.model_validate(manifest)
     sync_plan = plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune)
     engine = store.engine_for()
     store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
