@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -104,19 +104,19 @@ class ChangeManifest(BaseModel):
 def changed_keys(
     source: DirectusHook, shapes: dict[str, CollectionShape], window: Window | None, spans: list[tuple[int, int]],
     sync_user: str,
-) -> dict[str, dict[str, str]]:
+) -> dict[str, dict[str, str | None]]:
     """Keys with create/update/delete activity in ``window`` or in the id ``spans``, per collection, with
-    the timestamp of their latest change.
+    the timestamp of their latest change not made by ``sync_user`` (``None`` if the sync made them all).
 
-    Activity by ``sync_user`` is left out: those are our own writes arriving from another remote's sync
-    (echo suppression), and following them would make A->B and B->A ping-pong forever.
+    The sync's own writes count as changes too: a value another remote's sync brought here travels on
+    (A -> B -> C). It never travels back and forth: planning finds it equal where it came from, and the
+    conflict check compares where each value was first made (see origins.py), not who wrote it here.
     """
     period = (iso_timestamp(window.start), iso_timestamp(window.end)) if window and window.start else None
-    keys: dict[str, dict[str, str]] = {c: {} for c in shapes}
+    keys: dict[str, dict[str, str | None]] = {c: {} for c in shapes}
     after_id, pages, rows = 0, 0, 0
     while True:
-        page = source.activity_page(list(shapes), after_id, sync_user, ACTIVITY_PAGE_SIZE,
-                                    window=period, spans=spans)
+        page = source.activity_page(list(shapes), after_id, None, ACTIVITY_PAGE_SIZE, window=period, spans=spans)
         if not page:
             break
         pages += 1
@@ -124,13 +124,19 @@ def changed_keys(
         for entry in page:
             changed = keys[entry["collection"]]
             key = shapes[entry["collection"]].canonical_key(entry["item"])
-            # Ids follow inserts, not commits: the latest change of a key is the one stamped last.
-            if key not in changed or parse_timestamp(entry["timestamp"]) > parse_timestamp(changed[key]):
-                changed[key] = entry["timestamp"]
+            at = None if sync_user and entry.get("user") == sync_user else entry["timestamp"]
+            changed[key] = _later(changed.get(key), at)
         after_id = int(page[-1]["id"])
     log.info("Read %d activity rows in %d pages: %s", rows, pages,
              ", ".join(f"{c}={len(k)} keys" for c, k in keys.items()))
     return keys
+
+
+def _later(known: str | None, at: str | None) -> str | None:
+    # Ids follow inserts, not commits: the latest change of a key is the one stamped last.
+    if known is None or (at is not None and parse_timestamp(at) > parse_timestamp(known)):
+        return at if at is not None else known
+    return known
 
 
 def extract(
@@ -197,7 +203,7 @@ def extract(
                                         upserts=upserts, deletes=deleted.count, upserts_path=str(upserts_path),
                                         deletes_path=str(deletes_path), retried=retried,
                                         source_keys_path=str(keys_path) if keys_path else None,
-                                        oldest_change=oldest(logged.values())))
+                                        oldest_change=None if window.full else _oldest_change(logged, retried)))
     return ChangeManifest(run_folder=str(folder), window=window.describe(), full=window.full,
                           full_reason=window.reason, prune=window.full and list_source_keys, cursor=next_cursor,
                           collections=result)
@@ -257,6 +263,11 @@ def _current_state(
             yield {"item": item, "changed_at": changed[shape.canonical_key(item[shape.pk])]}
 
 
-def oldest(timestamps: Iterable[str]) -> str | None:
-    return min(timestamps, key=parse_timestamp, default=None)
+def _oldest_change(logged: dict[str, str | None], retried: list[str]) -> str | None:
+    """The earliest change time among the staged keys; ``None`` when some key has none (a change only
+    the sync made, or a dead letter outside the window), since then it bounds nothing."""
+    times = [logged.get(key) for key in {*logged, *retried}]
+    if not times or any(t is None for t in times):
+        return None
+    return min((t for t in times if t is not None), key=parse_timestamp)
 

@@ -3,10 +3,10 @@
 Items already equal on the remote are left alone, so an overlapping window, a replay or a retried run
 writes nothing twice and adds no activity or revisions on the remote.
 
-Conflicts are settled by the last writer: a change is not applied when the remote's own latest change
-to that key (made by anyone but the sync) is newer than the source's. With two-way sync the newer change
-then travels the other way in the opposite DAG. Ties go to the instance whose connection id sorts last,
-the same answer in both directions. A full copy has no change times and is authoritative.
+Conflicts are settled by the last writer: a source value is not written over a remote value whose
+origin (when and where it was made, see origins.py) is newer. That holds for every kind of run, full
+copies included, and across any number of hops; the newer value then travels the other way in the
+opposite DAG. Equal times go to the instance whose connection id sorts last, the same answer everywhere.
 """
 
 from __future__ import annotations
@@ -14,14 +14,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel
+from sqlalchemy.engine import Engine
 
+from directus_sync import origins
 from directus_sync.config import ConflictPolicy
-from directus_sync.extract import ChangeManifest, CollectionChanges, parse_timestamp
+from directus_sync.cursor import iso_timestamp, parse_timestamp
+from directus_sync.extract import ChangeManifest, CollectionChanges
 from directus_sync.hook import DirectusHook
+from directus_sync.origins import Origin, newer
 from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, prune
 from directus_sync.staging import JsonlWriter, batched, read_staged
@@ -58,75 +63,129 @@ class SyncPlan(BaseModel):
 
 @dataclass(frozen=True)
 class Conflict:
-    """A key the remote changed at or after the source's change, and which side's change was kept."""
+    """A key the remote changed at or after the source's change, and which side's change was kept.
+
+    The times are the origins of the two values (see origins.py); the source's is ``None`` when its
+    instance shows no change of the item (older than its activity log, or made without one).
+    """
 
     collection: str
     key: str
-    source_at: str
+    source_at: str | None
     remote_at: str
     winner: str
 
 
+@dataclass(frozen=True)
+class Instance:
+    """One side of a pair: its hook, the name origins give it (its connection id), the sync's user there."""
+
+    hook: DirectusHook
+    name: str
+    sync_user: str | None
+
+
+@dataclass(frozen=True)
+class Weighing:
+    """The origins of a batch's values on both sides, as far as they are known."""
+
+    source: dict[str, Origin]
+    remote: dict[str, Origin]
+
+
 class ConflictGuard:
-    """Finds keys the remote changed after the source did and settles them by the remote's policy.
+    """Finds keys whose remote value is newer than the source's, and settles them by the remote's policy.
 
-    ``last_writer_wins`` keeps the remote's newer change; ``source_wins`` overwrites it. Either way the
-    conflict is kept in :attr:`conflicts` for the conflicts table.
+    Values are compared by their origin (see origins.py): when and where the change was made, however
+    many instances it passed through since. ``last_writer_wins`` keeps the remote's newer value;
+    ``source_wins`` overwrites it. Either way the conflict is kept in :attr:`conflicts` for the
+    conflicts table. The origins of the values the run writes are recorded for the next comparison.
 
-    A collection nobody but the sync changed on the remote since the source's oldest change cannot
-    conflict: :meth:`check_quiet` finds that out in one request, and its batches then read nothing.
+    A collection with no remote value newer than the source's oldest change cannot conflict:
+    :meth:`check_quiet` finds that out in two queries, and its batches then read nothing remote.
     """
 
-    def __init__(self, remote: DirectusHook, remote_sync_user: str | None, source_wins_ties: bool,
+    def __init__(self, source: Instance, remote: Instance, engine: Engine,
                  policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS) -> None:
+        self.source = source
         self.remote = remote
-        self.remote_sync_user = remote_sync_user
-        self.source_wins_ties = source_wins_ties
+        self.engine = engine
         self.policy = policy
         self.conflicts: list[Conflict] = []
         self.quiet: set[str] = set()
 
     def check_quiet(self, collection: str, oldest_change: str | None) -> None:
-        """Note ``collection`` as quiet when the remote has no change of it by others since ``oldest_change``.
+        """Note ``collection`` as quiet when no remote value's origin is at or after ``oldest_change``.
 
-        A remote edit made after this check and before the writes is missed, as it would be between a
-        batch's read and its write: planning takes seconds, while the check saves a read per batch.
+        ``oldest_change`` bounds every staged value's origin from below (extraction leaves it out when
+        some key has no change time). A remote edit made after this check and before the writes is
+        missed, as it would be between a batch's read and its write: planning takes seconds, while the
+        check saves reads per batch.
         """
-        if oldest_change and not self.remote.changed_since(collection, self.remote_sync_user, oldest_change):
+        if not oldest_change:
+            return
+        remote = self.remote
+        if (not remote.hook.changed_since(collection, remote.sync_user, oldest_change)
+                and not origins.recorded_since(self.engine, remote.name, collection, parse_timestamp(oldest_change))):
             self.quiet.add(collection)
 
-    def remote_times(self, shape: CollectionShape, changed_at: dict[str, str | None]) -> dict[str, str]:
-        """The remote's latest own change of each timed key (only reads, so worker threads may call it)."""
-        timed = [t for t in changed_at.values() if t is not None]
-        if not timed or shape.collection in self.quiet:
-            return {}
-        # Only remote changes at or after the oldest source change can be later than one of them.
-        since = min(timed, key=parse_timestamp)
-        # The remote's log holds keys as they were sent to it, in whatever case.
-        forms = [form for k, t in changed_at.items() if t is not None for form in shape.key_forms(k)]
-        latest: dict[str, str] = {}
-        for key, at in self.remote.latest_changes(shape.collection, forms, self.remote_sync_user, since).items():
-            key = shape.canonical_key(key)
-            if key not in latest or parse_timestamp(at) > parse_timestamp(latest[key]):
-                latest[key] = at
-        return latest
+    def weigh(self, shape: CollectionShape, changed_at: dict[str, str | None]) -> Weighing:
+        """The origins of the source's and the remote's values of ``changed_at``'s keys (reads only, so
+        worker threads may call it). ``changed_at`` holds each key's latest source change not made by the
+        sync, when extraction saw one."""
+        keys = list(changed_at)
+        source = self._source_origins(shape, changed_at, keys)
+        if not keys or shape.collection in self.quiet:
+            return Weighing(source, {})
+        # Remote changes older than every source origin cannot be newer than any of them.
+        since = min(source.values()).at if len(source) == len(keys) else None
+        remote = self._origins_on(self.remote, shape, keys, since)
+        # Keys without a change time (full copies, retried dead letters) need the source's own log.
+        untimed = [k for k in remote if changed_at[k] is None]
+        if untimed:
+            for key, origin in self._origins_on(self.source, shape, untimed, None).items():
+                source[key] = newer(source.get(key), origin)
+        return Weighing(source, remote)
 
-    def settle(self, collection: str, changed_at: dict[str, str | None], remote_times: dict[str, str]) -> set[str]:
-        """Record the conflicts among ``changed_at`` and return the keys whose source change loses."""
+    def _source_origins(self, shape: CollectionShape, changed_at: dict[str, str | None], keys: list[str]
+                        ) -> dict[str, Origin]:
+        found = origins.recorded(self.engine, self.source.name, shape.collection, keys)
+        for key, at in changed_at.items():
+            if at is not None:
+                found[key] = newer(found.get(key), Origin.of_change(at, self.source.name))
+        return found
+
+    def _origins_on(self, side: Instance, shape: CollectionShape, keys: list[str], since: datetime | None
+                    ) -> dict[str, Origin]:
+        """The origin of each key's value on ``side``: its latest change there by others than the sync,
+        or the origin the sync recorded with its last write, whichever is later."""
+        found = origins.recorded(self.engine, side.name, shape.collection, keys)
+        # The instance's log holds keys as they were sent to it, in whatever case.
+        forms = [form for key in keys for form in shape.key_forms(key)]
+        stamp = iso_timestamp(since) if since else None
+        for key, at in side.hook.latest_changes(shape.collection, forms, side.sync_user, stamp).items():
+            key = shape.canonical_key(key)
+            found[key] = newer(found.get(key), Origin.of_change(at, side.name))
+        return found
+
+    def settle(self, collection: str, weighing: Weighing) -> set[str]:
+        """Record the conflicts of a weighed batch and return the keys whose source value loses."""
         losing = set()
-        for key, source_at in changed_at.items():
-            if source_at is None:
-                continue
-            remote_at = remote_times.get(key)
-            if remote_at is None or parse_timestamp(remote_at) < parse_timestamp(source_at):
-                continue
-            remote_wins = self.policy is ConflictPolicy.LAST_WRITER_WINS and (
-                parse_timestamp(remote_at) > parse_timestamp(source_at) or not self.source_wins_ties)
-            self.conflicts.append(Conflict(collection, key, source_at, remote_at,
-                                           "remote" if remote_wins else "source"))
+        for key, remote_at in weighing.remote.items():
+            source_at = weighing.source.get(key)
+            if source_at is not None and source_at >= remote_at:
+                continue  # the source's value is newer, or is the remote's
+            remote_wins = self.policy is ConflictPolicy.LAST_WRITER_WINS
+            self.conflicts.append(Conflict(collection, key, source_at.at.isoformat() if source_at else None,
+                                           remote_at.at.isoformat(), "remote" if remote_wins else "source"))
             if remote_wins:
                 losing.add(key)
         return losing
+
+    def written(self, collection: str, keys: Iterable[str], weighing: Weighing) -> None:
+        """Record the origins of the source values staged for ``keys`` (those whose origin is known)."""
+        origins.record(self.engine, self.remote.name, collection,
+                       {k: o for k in keys if (o := weighing.source.get(k)) is not None})
 
 
 def plan(
@@ -243,7 +302,7 @@ class _UpsertBatch:
 
     differing: dict[str, tuple[dict[str, Any], str | None]]  # key -> (pruned item, source change time)
     current: dict[str, dict[str, Any]]  # the remote's items of the batch, by key
-    remote_times: dict[str, str]  # the remote's latest own change of the differing keys
+    weighing: Weighing  # the origins of the differing keys' values on both sides
     unchanged: int
 
 
@@ -258,18 +317,20 @@ def _read_upserts(
     current = {shape.canonical_key(i[shape.pk]): i for i in found}
     differing = {key: (item, record["changed_at"]) for item, record in zip(items, batch, strict=True)
                  if current.get(key := shape.canonical_key(item[shape.pk])) != item}
-    remote_times = guard.remote_times(shape, {k: at for k, (_, at) in differing.items()})
-    return _UpsertBatch(differing, current, remote_times, len(items) - len(differing))
+    weighing = guard.weigh(shape, {k: at for k, (_, at) in differing.items()})
+    return _UpsertBatch(differing, current, weighing, len(items) - len(differing))
 
 
 def _stage_upserts(batch: _UpsertBatch, shape: CollectionShape, guard: ConflictGuard, writes: _Writes) -> None:
     """Stage creates and updates (changed fields plus the whole item) for one batch."""
     writes.unchanged += batch.unchanged
-    losing = guard.settle(shape.collection, {k: at for k, (_, at) in batch.differing.items()}, batch.remote_times)
+    losing = guard.settle(shape.collection, batch.weighing)
     writes.kept_remote.extend(sorted(losing))
-    for key, (item, _) in batch.differing.items():
-        if key in losing:
-            continue
+    staged = [key for key in batch.differing if key not in losing]
+    # Recorded as staged: a write that then fails fails the run, and the run that retries it writes it.
+    guard.written(shape.collection, staged, batch.weighing)
+    for key in staged:
+        item = batch.differing[key][0]
         writes.staged(key)
         existing = batch.current.get(key)
         if existing is None:
@@ -281,27 +342,28 @@ def _stage_upserts(batch: _UpsertBatch, shape: CollectionShape, guard: ConflictG
 
 def _read_deletes(
     remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """The batch's delete records whose keys the remote still has, and its latest own change of them."""
+) -> tuple[dict[str, dict[str, Any]], Weighing]:
+    """The batch's delete records whose keys the remote still has, and the origins of both sides' values."""
     keys = [record["key"] for record in batch]
     found = remote.read_items(shape.collection, shape.pk, keys, [shape.pk])
     # The read asked for exactly these keys, in pages the instance answers in full: absent is gone.
     present = {shape.canonical_key(i[shape.pk]) for i in found}
     on_remote = {key: r for r in batch if (key := shape.canonical_key(r["key"])) in present}
-    return on_remote, guard.remote_times(shape, {k: r["changed_at"] for k, r in on_remote.items()})
+    return on_remote, guard.weigh(shape, {k: r["changed_at"] for k, r in on_remote.items()})
 
 
 def _stage_deletes(
-    batch: tuple[dict[str, dict[str, Any]], dict[str, str]], shape: CollectionShape, guard: ConflictGuard,
+    batch: tuple[dict[str, dict[str, Any]], Weighing], shape: CollectionShape, guard: ConflictGuard,
     writes: _Writes,
 ) -> None:
-    on_remote, remote_times = batch
-    losing = guard.settle(shape.collection, {k: r["changed_at"] for k, r in on_remote.items()}, remote_times)
+    on_remote, weighing = batch
+    losing = guard.settle(shape.collection, weighing)
     writes.kept_remote.extend(sorted(losing))
-    for key, record in on_remote.items():
-        if key not in losing:
-            writes.staged(key)
-            writes.deletes.write(record["key"])
+    staged = [key for key in on_remote if key not in losing]
+    guard.written(shape.collection, staged, weighing)
+    for key in staged:
+        writes.staged(key)
+        writes.deletes.write(on_remote[key]["key"])
 
 
 def _plan_prune(

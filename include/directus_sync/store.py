@@ -94,6 +94,22 @@ conflicts = sa.Table(
 )
 
 
+# Per instance and item, where the value the sync last wrote there was first made (see origins.py).
+origins = sa.Table(
+    "directus_sync_origins",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("instance", sa.String(250), nullable=False),
+    sa.Column("collection", sa.String(64), nullable=False),
+    sa.Column("item_key", sa.String(255), nullable=False),
+    sa.Column("origin_instance", sa.String(250), nullable=False),
+    sa.Column("origin_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("instance", "collection", "item_key", name="uq_directus_sync_origin"),
+    sa.Index("ix_directus_sync_origins_time", "instance", "collection", "origin_at"),
+)
+
+
 runs = sa.Table(
     "directus_sync_runs",
     metadata,

@@ -16,13 +16,14 @@ from typing import Any
 
 from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from sqlalchemy.engine import Engine
 
 from directus_sync import alerts, events, ledger, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, compute_window, extract
 from directus_sync.hook import DirectusError, DirectusHook
-from directus_sync.plan import ConflictGuard, SyncPlan, plan
+from directus_sync.plan import ConflictGuard, Instance, SyncPlan, plan
 from directus_sync.schema import SchemaMismatch, check_schema
 from directus_sync.staging import read_jsonl, remove_folder, run_folder
 
@@ -125,11 +126,9 @@ def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mappi
     changes = ChangeManifest.model_validate(manifest)
     shapes = check_schema(remote.sync_schema, source, target, full=changes.full,
                           reconcile=bool(remote.reconcile_schedule))
-    guard = ConflictGuard(target, target.current_user_id(),
-                          source_wins_ties=remote.source_conn_id > remote.remote_conn_id,
-                          policy=remote.conflict_policy)
-    sync_plan = plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune)
     engine = store.engine_for()
+    guard = conflict_guard(remote, source, target, engine)
+    sync_plan = plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune)
     store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
     for c in sync_plan.collections:
         store.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
@@ -137,6 +136,13 @@ def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mappi
     # Under a key of its own too: the ledger and the failure report find it whatever the DAG's shape.
     context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=planned)
     return planned
+
+
+def conflict_guard(remote: RemoteSource, source: DirectusHook, target: DirectusHook, engine: Engine) -> ConflictGuard:
+    """The conflict check of ``remote``'s runs: instances are named by their connection ids."""
+    return ConflictGuard(Instance(source, remote.source_conn_id, source.current_user_id()),
+                         Instance(target, remote.remote_conn_id, target.current_user_id()),
+                         engine, policy=remote.conflict_policy)
 
 
 def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action,

@@ -140,3 +140,26 @@ def test_a_cursor_kept_for_another_source_is_not_used(tmp_path: Path) -> None:
     manifest = extract(source, REMOTE, Window(T - FIVE, T, full=False),  # type: ignore[arg-type]
                        ObjectStoragePath(f"file://{tmp_path}"), previous=ActivityCursor(head=5_000, source="old"))
     assert manifest.cursor is not None and (manifest.cursor.head, manifest.cursor.source) == (1, "source")
+
+
+def test_changes_the_sync_made_are_staged_to_travel_on_without_a_change_time(tmp_path: Path) -> None:
+    source = FakeSource([1, 2], activity=[
+        {"id": 1, "collection": "a", "item": "1", "timestamp": "2026-11-26T11:57:00Z", "user": "editor"},
+        {"id": 2, "collection": "a", "item": "1", "timestamp": "2026-11-26T11:58:00Z", "user": "sync-user"},
+        {"id": 3, "collection": "a", "item": "2", "timestamp": "2026-11-26T11:59:00Z", "user": "sync-user"}])
+    manifest = extract(source, REMOTE, Window(T - FIVE, T, full=False),  # type: ignore[arg-type]
+                       ObjectStoragePath(f"file://{tmp_path}"))
+    [changes] = manifest.collections
+    # 1's change time is the editor's (the sync's write carries an origin of its own); 2 has none.
+    assert sorted((r["item"]["id"], r["changed_at"]) for r in staged(changes.upserts_path)) == [
+        (1, "2026-11-26T11:57:00Z"), (2, None)]
+    assert changes.oldest_change is None  # 2's origin is unknown here: it bounds nothing
+
+
+def test_the_oldest_change_bounds_a_window_of_editors_changes(tmp_path: Path) -> None:
+    source = FakeSource([1, 2], activity=[
+        {"id": 1, "collection": "a", "item": "1", "timestamp": "2026-11-26T11:57:00Z", "user": "editor"},
+        {"id": 2, "collection": "a", "item": "2", "timestamp": "2026-11-26T11:58:00Z", "user": None}])
+    manifest = extract(source, REMOTE, Window(T - FIVE, T, full=False),  # type: ignore[arg-type]
+                       ObjectStoragePath(f"file://{tmp_path}"))
+    assert manifest.collections[0].oldest_change == "2026-11-26T11:57:00Z"

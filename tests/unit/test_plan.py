@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from airflow.sdk import ObjectStoragePath
 
+from directus_sync import origins, store
 from directus_sync.config import ConflictPolicy
-from directus_sync.extract import CollectionChanges, oldest, parse_timestamp
-from directus_sync.plan import ConflictGuard, plan_collection
+from directus_sync.cursor import parse_timestamp
+from directus_sync.extract import CollectionChanges
+from directus_sync.origins import Origin
+from directus_sync.plan import ConflictGuard, Instance, plan_collection
 from directus_sync.schema import CollectionShape
 from directus_sync.staging import StagedFileError, read_jsonl, write_jsonl
 
@@ -43,6 +47,20 @@ class FakeRemote:
         yield [{pk: item[pk]} for item in self.items.values()]
 
 
+def guard_for(tmp_path: Path, remote: FakeRemote, source: FakeRemote | None = None,
+              policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS, names: tuple[str, str] = ("a", "b"),
+              ) -> ConflictGuard:
+    """A guard between ``source`` (instance "a") and ``remote`` ("b"), origins kept in an SQLite file."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/origins.db")
+    store.migrate(engine)
+    return ConflictGuard(Instance(source or FakeRemote([]), names[0], "sync"),  # type: ignore[arg-type]
+                         Instance(remote, names[1], "sync"), engine, policy)  # type: ignore[arg-type]
+
+
+def oldest(times: Any) -> str | None:
+    return min(times, key=parse_timestamp, default=None)
+
+
 def stage(folder: ObjectStoragePath, upserts: list[tuple[dict[str, Any], str | None]],
           deletes: list[tuple[int, str | None]], retried: list[str] = ()) -> CollectionChanges:
     write_jsonl(folder / "a.upserts.jsonl", [{"item": item, "changed_at": at} for item, at in upserts])
@@ -63,7 +81,7 @@ def test_creates_updates_unchanged_and_deletes_are_told_apart(tmp_path: Path) ->
                              ({"id": 3, "title": "brand new", "secret": "x"}, None)],
                     [(4, None), (5, None)])
     remote = FakeRemote([{"id": 1, "title": "same"}, {"id": 2, "title": "old title"}, {"id": 4, "title": "gone"}])
-    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=2, guard=guard)  # type: ignore[arg-type]
 
     assert (result.creates, result.updates, result.deletes, result.unchanged) == (1, 1, 1, 1)
@@ -83,24 +101,25 @@ def test_a_newer_change_on_the_remote_wins(tmp_path: Path) -> None:
     remote = FakeRemote([{"id": 1, "title": "edited on remote"}, {"id": 2, "title": "x"}, {"id": 4, "title": "kept"}])
     remote.changed_at = {"1": "2026-11-26T12:05:00.000Z", "2": "2026-11-26T12:05:00.000Z",
                          "3": "2026-11-26T12:05:00.000Z", "4": "2026-11-26T12:05:00.000Z"}
-    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
 
     assert (result.creates, result.updates, result.deletes, result.conflicts) == (0, 1, 0, 3)
     assert [r["key"] for r in read_jsonl(ObjectStoragePath(result.updates_path))] == [2]
 
 
-def test_ties_go_to_the_same_side_in_both_directions(tmp_path: Path) -> None:
+def test_equal_times_go_to_the_instance_named_last_in_both_directions(tmp_path: Path) -> None:
     same_time = "2026-11-26T12:00:00.000Z"
     outcomes = []
-    for source_wins_ties in (True, False):
-        folder = ObjectStoragePath(f"file://{tmp_path}/{source_wins_ties}")
-        changes = stage(folder, [({"id": 1, "title": "mine"}, same_time)], [])
-        remote = FakeRemote([{"id": 1, "title": "theirs"}])
+    for names in (("a", "b"), ("b", "a")):
+        folder = ObjectStoragePath(f"file://{tmp_path}/{names[0]}")
+        changes = stage(folder, [({"id": 1, "title": f"made on {names[0]}"}, same_time)], [])
+        remote = FakeRemote([{"id": 1, "title": f"made on {names[1]}"}])
         remote.changed_at = {"1": same_time}
-        guard = ConflictGuard(remote, "sync", source_wins_ties)  # type: ignore[arg-type]
+        (tmp_path / names[0]).mkdir(exist_ok=True)
+        guard = guard_for(tmp_path / names[0], remote, names=names)
         outcomes.append(plan_collection(remote, changes, SHAPE, folder, 10, guard).updates)  # type: ignore[arg-type]
-    assert outcomes == [1, 0]
+    assert outcomes == [0, 1]  # b's value wins both ways
 
 
 def test_source_wins_overwrites_a_newer_remote_change_and_still_records_it(tmp_path: Path) -> None:
@@ -108,7 +127,7 @@ def test_source_wins_overwrites_a_newer_remote_change_and_still_records_it(tmp_p
     changes = stage(folder, [({"id": 1, "title": "older on source"}, "2026-11-26T12:00:00.000Z")], [])
     remote = FakeRemote([{"id": 1, "title": "edited on remote"}])
     remote.changed_at = {"1": "2026-11-26T12:05:00.000Z"}
-    guard = ConflictGuard(remote, "sync", source_wins_ties=False, policy=ConflictPolicy.SOURCE_WINS)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote, policy=ConflictPolicy.SOURCE_WINS)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
     assert (result.updates, result.conflicts) == (1, 1)
     assert [(c.key, c.winner) for c in guard.conflicts] == [("1", "source")]
@@ -120,7 +139,7 @@ def test_a_remote_nobody_else_changed_since_the_source_did_is_not_read_for_confl
                     [(4, "2026-11-26T12:01:00.000Z")])
     remote = FakeRemote([{"id": 1, "title": "old"}, {"id": 4, "title": "gone soon"}])
     remote.changed_at = {"1": "2026-11-26T11:00:00.000Z"}  # edited on the remote before the source's change
-    guard = ConflictGuard(remote, "sync", source_wins_ties=False)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=1, guard=guard)  # type: ignore[arg-type]
 
     assert (result.creates, result.updates, result.deletes, result.conflicts) == (2, 1, 1, 0)
@@ -133,7 +152,7 @@ def test_a_remote_change_at_the_source_changes_own_time_is_still_checked_key_by_
                              ({"id": 2, "title": "mine"}, "2026-11-26T12:00:00.000Z")], [])
     remote = FakeRemote([{"id": 1, "title": "theirs"}, {"id": 2, "title": "theirs"}])
     remote.changed_at = {"2": "2026-11-26T12:00:00.000Z"}
-    guard = ConflictGuard(remote, "sync", source_wins_ties=False)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
 
     assert (result.updates, result.conflicts) == (1, 1)
@@ -144,7 +163,7 @@ def test_a_first_copy_to_an_empty_collection_stages_creates_without_reading_each
     folder = ObjectStoragePath(f"file://{tmp_path}")
     changes = stage(folder, [({"id": k, "title": f"item {k}"}, None) for k in range(1, 6)], [])
     remote = FakeRemote([])
-    guard = ConflictGuard(remote, "sync", source_wins_ties=False)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=2, guard=guard)  # type: ignore[arg-type]
 
     assert (result.creates, result.updates, result.unchanged) == (5, 0, 0)
@@ -157,7 +176,7 @@ def test_a_dead_letter_is_resolved_only_when_its_key_was_staged_and_needs_no_wri
     changes = stage(folder, [({"id": 1, "title": "same"}, None), ({"id": 2, "title": "new"}, None)],
                     [(4, None), (5, None)], retried=["1", "2", "4", "5", "9"])
     remote = FakeRemote([{"id": 1, "title": "same"}, {"id": 2, "title": "old"}, {"id": 5, "title": "x"}])
-    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
 
     # 1 is already equal and 4 already gone: done. 2 and 5 are staged: the apply resolves them when written.
@@ -172,7 +191,7 @@ def test_a_missing_staged_file_fails_the_plan_instead_of_planning_nothing(tmp_pa
                     retried=["1"])
     (folder / "a.upserts.jsonl").unlink()  # as when extract_changes ran on another worker's local disk
     remote = FakeRemote([{"id": 1, "title": "old"}])
-    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     with pytest.raises(StagedFileError, match=r"a\.upserts\.jsonl does not exist, but extract_changes staged 2"):
         plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
 
@@ -182,7 +201,7 @@ def test_a_short_staged_file_fails_the_plan(tmp_path: Path) -> None:
     changes = stage(folder, [], [(4, None), (5, None)])
     write_jsonl(folder / "a.deletes.jsonl", [{"key": 4, "changed_at": None}])
     remote = FakeRemote([{"id": 4, "title": "x"}, {"id": 5, "title": "y"}])
-    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     with pytest.raises(StagedFileError, match="holds 1 records, but extract_changes staged 2"):
         plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
 
@@ -193,8 +212,84 @@ def test_pruning_stages_a_dead_lettered_delete_once(tmp_path: Path) -> None:
     write_jsonl(folder / "a.source_keys.jsonl", ["1"])
     changes.source_keys_path = str(folder / "a.source_keys.jsonl")
     remote = FakeRemote([{"id": 1, "title": "kept"}, {"id": 7, "title": "refused"}, {"id": 8, "title": "stray"}])
-    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard,  # type: ignore[arg-type]
                              prune_remote=True)
     assert sorted(read_jsonl(ObjectStoragePath(result.deletes_path))) == [7, 8]
     assert result.resolved_dead_letters == []
+
+
+def test_a_value_another_sync_brought_with_a_newer_origin_is_kept(tmp_path: Path) -> None:
+    # C's edit reached B through C->B; A's older edit must not overwrite it, though B's log shows only the sync.
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "older edit on a"}, "2026-11-26T12:00:00.000Z")], [])
+    remote = FakeRemote([{"id": 1, "title": "newer edit on c"}])
+    guard = guard_for(tmp_path, remote)
+    origins.record(guard.engine, "b", "a", {"1": Origin.of_change("2026-11-26T12:05:00.000Z", "c")})
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+    assert (result.updates, result.conflicts) == (0, 1)
+    assert [(c.key, c.winner) for c in guard.conflicts] == [("1", "remote")]
+
+
+def test_a_value_passed_on_keeps_its_origin_on_the_next_instance(tmp_path: Path) -> None:
+    # B forwards to C a value that came from A: B's log shows only the sync, its origin is A's edit.
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "edit from a"}, None)], [])
+    remote = FakeRemote([{"id": 1, "title": "edit on c"}])
+    remote.changed_at = {"1": "2026-11-26T12:03:00.000Z"}
+    guard = guard_for(tmp_path, remote)
+    origins.record(guard.engine, "a", "a", {"1": Origin.of_change("2026-11-26T12:05:00.000Z", "z")})
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+    assert (result.updates, result.conflicts) == (1, 0)
+    assert origins.recorded(guard.engine, "b", "a", ["1"]) == {"1": Origin.of_change("2026-11-26T12:05:00.000Z", "z")}
+
+
+def test_a_full_copy_keeps_a_newer_remote_edit_and_records_the_conflict(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "source"}, None), ({"id": 2, "title": "source"}, None)], [])
+    source = FakeRemote([])
+    source.changed_at = {"1": "2026-11-26T12:00:00.000Z", "2": "2026-11-26T12:10:00.000Z"}
+    remote = FakeRemote([{"id": 1, "title": "remote"}, {"id": 2, "title": "remote"}])
+    remote.changed_at = {"1": "2026-11-26T12:05:00.000Z", "2": "2026-11-26T12:05:00.000Z"}
+    guard = guard_for(tmp_path, remote, source)
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+    assert [r["key"] for r in read_jsonl(ObjectStoragePath(result.updates_path))] == [2]
+    assert [(c.key, c.source_at, c.winner) for c in guard.conflicts] == [("1", "2026-11-26T12:00:00+00:00", "remote")]
+
+
+def test_a_full_copy_keeps_a_remote_edit_the_source_shows_no_change_against(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "source, imported without activity"}, None)], [])
+    remote = FakeRemote([{"id": 1, "title": "remote edit"}])
+    remote.changed_at = {"1": "2026-11-26T12:05:00.000Z"}
+    guard = guard_for(tmp_path, remote)
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+    assert (result.updates, result.conflicts) == (0, 1)
+    assert guard.conflicts[0].source_at is None
+
+
+def test_a_remote_holding_a_newer_recorded_origin_is_not_quiet(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "mine"}, "2026-11-26T12:00:00.000Z")], [])
+    remote = FakeRemote([{"id": 1, "title": "theirs"}])
+    guard = guard_for(tmp_path, remote)
+    origins.record(guard.engine, "b", "a", {"1": Origin.of_change("2026-11-26T12:01:00.000Z", "c")})
+    plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+    assert "a" not in guard.quiet and len(guard.conflicts) == 1
+
+
+def test_the_origins_of_staged_writes_are_recorded_and_replace_older_ones(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "new"}, "2026-11-26T12:00:00.000Z")],
+                    [(4, "2026-11-26T12:01:00.000Z")])
+    remote = FakeRemote([{"id": 1, "title": "old"}, {"id": 4, "title": "gone soon"}])
+    guard = guard_for(tmp_path, remote)
+    origins.record(guard.engine, "b", "a", {"1": Origin.of_change("2026-11-25T12:00:00.000Z", "c")})
+    plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+
+    assert origins.recorded(guard.engine, "b", "a", ["1", "4"]) == {
+        "1": Origin.of_change("2026-11-26T12:00:00.000Z", "a"), "4": Origin.of_change("2026-11-26T12:01:00.000Z", "a")}
