@@ -269,7 +269,7 @@ def mesh(instances: dict[str, DirectusInstance], airflow: Airflow, uuid_collecti
 EDITS = st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from(["put", "put", "delete", "run"]),
                            st.integers(min_value=0, max_value=4), st.sampled_from("xyz"),
                            st.sampled_from(list(itertools.permutations("abc", 2)))),
-                 min_size=3, max_size=10)
+                 min_size=6, max_size=14)
 
 
 @pytest.mark.parametrize("seed_value", [14, 2026])
