@@ -152,3 +152,45 @@ def test_a_backfill_keeps_its_interval_and_airflows_previous_success() -> None:
                           airflow_prev=at(8, 30))
     window = run_window(remote_source(overlap_seconds=0), context, at(11, 10))
     assert (window.full, window.start, window.end) == (False, at(8, 30), at(10))
+
+
+class WindowSeen(Exception):
+    """Stops extract_changes once it has computed its window."""
+
+
+@pytest.fixture
+def window_of(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """extract_changes up to its window, with ``synced_until`` in the ledger and ``watermark`` in the asset."""
+    from directus_sync import tasks
+
+    def run(remote: RemoteSource, context: dict[str, Any], synced_until: datetime | None,
+            watermark: datetime | None = None) -> Any:
+        def seen(source: Any, remote: RemoteSource, window: Any, *args: Any, **kwargs: Any) -> None:
+            raise WindowSeen(window)
+
+        monkeypatch.setattr(tasks.store, "engine_for", lambda: None)
+        monkeypatch.setattr(tasks.store, "open_dead_letters", lambda engine, name: {})
+        monkeypatch.setattr(tasks.ledger, "last_window_end", lambda engine, name: synced_until)
+        monkeypatch.setattr(tasks.ledger, "last_cursor", lambda engine, name: None)
+        monkeypatch.setattr(tasks.events, "load_watermark", lambda remote: watermark)
+        monkeypatch.setattr(tasks, "run_folder", lambda dag_id, run_id: None)
+        monkeypatch.setattr(tasks, "_hook", lambda remote, conn_id: None)
+        monkeypatch.setattr(tasks, "extract", seen)
+        with pytest.raises(WindowSeen) as raised:
+            tasks.extract_changes(remote, {**context, "ti": FakeTI(), "run_id": "r"})
+        return raised.value.args[0]
+
+    return run
+
+
+def test_extract_changes_reads_a_manual_run_from_the_ledger(window_of: Any) -> None:
+    window = window_of(remote_source(), MANUAL_RUNS["no logical date"], at(11, 10))
+    assert (window.full, window.start, window.end) == (False, at(11, 9), at(11, 26, 2))
+
+
+def test_an_event_mode_run_reads_from_its_watermark_else_from_the_ledger(window_of: Any) -> None:
+    events_remote = remote_source(trigger="events")
+    context = run_context("asset_triggered", run_after=at(11, 26, 1), start=at(11, 26, 2))
+    assert window_of(events_remote, context, at(11, 10), watermark=at(11, 20)).start == at(11, 19)
+    assert window_of(events_remote, context, at(11, 10)).start == at(11, 9)  # e.g. it ran on a schedule before
+    assert window_of(events_remote, context, None).reason == "first run"
