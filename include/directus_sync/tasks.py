@@ -301,15 +301,16 @@ def run_window(remote: RemoteSource, context: Mapping[str, Any], synced_until: d
     ``prev_data_interval_end_success``, which a run without a logical date lacks and which follows
     logical dates, not the order runs synced in). A manual run reads from there to now, not from its
     data interval: that is the last complete interval, which may lie anywhere relative to what was
-    synced. Scheduled runs are widened back to their interval's start; a backfill replays its interval
-    and, as before, widens back only as far as Airflow's previous success.
+    synced. Scheduled runs are widened back to their interval's start. A backfill replays its interval,
+    widened back only as far as Airflow's previous success (by logical date); the ledger only keeps the
+    first interval of a backfill of a remote synced before from becoming a full copy.
     """
     airflow_prev = _resolved(context.get("prev_data_interval_end_success"))
     backfill = _run_type(context) == "backfill"
     return compute_window(
         interval_start=None if _run_type(context) == "manual" else context.get("data_interval_start"),
         interval_end=_window_end(context),
-        prev_success_end=airflow_prev if backfill else synced_until or airflow_prev,
+        prev_success_end=(airflow_prev or synced_until) if backfill else (synced_until or airflow_prev),
         overlap=remote.overlap,
         full_resync=bool(context["params"].get("full_resync")),
     )

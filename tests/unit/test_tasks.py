@@ -152,6 +152,10 @@ def test_a_backfill_keeps_its_interval_and_airflows_previous_success() -> None:
                           airflow_prev=at(8, 30))
     window = run_window(remote_source(overlap_seconds=0), context, at(11, 10))
     assert (window.full, window.start, window.end) == (False, at(8, 30), at(10))
+    first = run_context("backfill", run_after=at(10), start=at(11, 30), logical=at(9), interval=(at(9), at(10)))
+    window = run_window(remote_source(overlap_seconds=0), first, at(11, 10))  # no earlier run in Airflow
+    assert (window.full, window.start, window.end) == (False, at(9), at(10))
+    assert run_window(remote_source(), first, None).reason == "first run"
 
 
 class WindowSeen(Exception):
