@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from directus_sync import alerts, events, ledger, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
-from directus_sync.extract import ChangeManifest, compute_window, extract
+from directus_sync.extract import ChangeManifest, Window, compute_window, extract
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.plan import ConflictGuard, Instance, SyncPlan, plan
 from directus_sync.schema import SchemaMismatch, check_schema
@@ -90,27 +90,22 @@ class PoisonItemsError(AirflowFailException):
 
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
-    params = context["params"]
+    engine = store.engine_for()
+    # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
+    synced_until = ledger.last_window_end(engine, remote.name)
     if events.uses_event_window(remote, context):
-        window = events.event_window(remote, context, events.load_watermark(remote),
-                                     full_resync=bool(params.get("full_resync")))
+        window = events.event_window(remote, context, events.load_watermark(remote) or synced_until,
+                                     full_resync=bool(context["params"].get("full_resync")))
         context["ti"].xcom_push(key=events.WINDOW_END_XCOM_KEY, value=window.end.isoformat())
     else:
-        window = compute_window(
-            interval_start=context.get("data_interval_start"),
-            interval_end=_window_end(context),
-            prev_success_end=_resolved(context.get("prev_data_interval_end_success")),
-            overlap=remote.overlap,
-            full_resync=bool(params.get("full_resync")),
-        )
+        window = run_window(remote, context, synced_until)
     log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
     folder = run_folder(context["dag"].dag_id, context["run_id"])
-    engine = store.engine_for()
     retry_keys = store.open_dead_letters(engine, remote.name)
     # A backfill reads its own interval only; every other run also reads on from the last cursor.
     backfill = _run_type(context) == "backfill"
     manifest = extract(_hook(remote, remote.source_conn_id), remote, window, folder, retry_keys,
-                       list_source_keys=bool(params.get("prune")),
+                       list_source_keys=bool(context["params"].get("prune")),
                        previous=None if backfill else ledger.last_cursor(engine, remote.name),
                        keep_cursor=not backfill)
     # For the run ledger, whichever task (or DAG shape) ran the extraction.
@@ -305,15 +300,41 @@ def _resolved(value: Any) -> datetime | None:
     return resolved
 
 
+def run_window(remote: RemoteSource, context: Mapping[str, Any], synced_until: datetime | None) -> Window:
+    """The window of a sync DAG's run (event-mode runs have theirs in :mod:`events`).
+
+    It starts at the end of the last successful window (``synced_until``, from the ledger; else Airflow's
+    ``prev_data_interval_end_success``, which a run without a logical date lacks and which follows
+    logical dates, not the order runs synced in). A manual run reads from there to now, not from its
+    data interval: that is the last complete interval, which may lie anywhere relative to what was
+    synced. Scheduled runs are widened back to their interval's start. A backfill replays its interval,
+    widened back only as far as Airflow's previous success (by logical date); the ledger only keeps the
+    first interval of a backfill of a remote synced before from becoming a full copy.
+    """
+    airflow_prev = _resolved(context.get("prev_data_interval_end_success"))
+    backfill = _run_type(context) == "backfill"
+    return compute_window(
+        interval_start=None if _run_type(context) == "manual" else context.get("data_interval_start"),
+        interval_end=_window_end(context),
+        prev_success_end=(airflow_prev or synced_until) if backfill else (synced_until or airflow_prev),
+        overlap=remote.overlap,
+        full_resync=bool(context["params"].get("full_resync")),
+    )
+
+
 def _window_end(context: Mapping[str, Any]) -> datetime:
-    """The data interval's end; a manual run reaches up to its own logical date (or start) as well.
+    """The data interval's end; a manual run's window reaches to now: the latest of its data interval's end,
+    its logical date, when it was triggered (``run_after``) and when it started.
 
     Interval timetables give a manual run the last *complete* interval, which would leave out the edits
-    a user triggered the run for. Reading further is safe: the next run starts from the interval's end.
+    a user triggered the run for; a run without a logical date has no interval at all; ``airflow dags
+    test`` with a past date starts "at" that date but is triggered now. Reading further is safe: the next
+    run starts from this window's end.
     """
     dag_run = context["dag_run"]
     end: datetime | None = context.get("data_interval_end")
-    if str(dag_run.run_type) in ("manual", "DagRunType.MANUAL") or end is None:
-        moment: datetime = context.get("logical_date") or dag_run.run_after
-        end = moment if end is None else max(end, moment)
+    if _run_type(context) == "manual" or end is None:
+        moments = [end, context.get("logical_date"), getattr(dag_run, "run_after", None),
+                   getattr(dag_run, "start_date", None)]
+        end = max(m for m in moments if m is not None)
     return end
