@@ -36,7 +36,7 @@ POLL_SECONDS = 3.0
 WAIT_LOG_SECONDS = 60.0
 
 
-class LeaseLost(RuntimeError):  # noqa: N818  (reads as what happened: "the lease was lost")
+class LeaseLost(RuntimeError):
     """Another run holds the lease this run needs to write: writing now could undo that run's work."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from directus_sync import alerts, events, ledger, notify, store
+from directus_sync import alerts, events, lease, ledger, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, compute_window, extract
@@ -72,7 +72,7 @@ def is_permanent(exc: BaseException) -> bool:
     "Invalid query"). A 400 about an item's data is not among them: the apply step isolates those items
     as dead letters.
     """
-    if isinstance(exc, SchemaMismatch):
+    if isinstance(exc, SchemaMismatch | lease.LeaseLost):
         return True
     if not isinstance(exc, DirectusError):
         return False
@@ -86,6 +86,17 @@ class PoisonItemsError(AirflowFailException):
     Fails without Airflow's task retries: writing the same data again cannot help; every later run
     retries the dead letters first, with their source's current state.
     """
+
+
+def lease_held(remote: RemoteSource, context: Mapping[str, Any], first: bool
+               ) -> contextlib.AbstractContextManager[None]:
+    """The lease on the remote while a writing task runs: the run's ``first`` task waits for it, later
+    tasks renew it and fail when another run has taken it (see lease.py); ``record_run`` releases it."""
+    return lease.hold(store.engine_for(), remote.remote_conn_id, _holder(context), wait=first)
+
+
+def _holder(context: Mapping[str, Any]) -> lease.Holder:
+    return lease.Holder(context["dag"].dag_id, context["run_id"])
 
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,7 +188,15 @@ def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, An
     """Write the run's ledger rows; on success, emit one Asset event per collection with its counts.
 
     A failed run is recorded too, then this task skips: Asset events only ever announce synced data.
+    Either way the run gives back its lease on the remote.
     """
+    try:
+        return _record_run(remote, context)
+    finally:
+        lease.release(store.engine_for(), remote.remote_conn_id, _holder(context))
+
+
+def _record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
     ti = context["ti"]
     sync_tasks = [t for t in SYNC_TASKS if t in context["dag"].task_ids]
     window = _pull_first(ti, sync_tasks, WINDOW_XCOM_KEY) or {}
