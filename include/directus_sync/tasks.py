@@ -158,13 +158,15 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     written; dead letters written successfully now leave the table.
     """
     target = _hook(remote, remote.remote_conn_id)
+    # Deletes include the prunes of a reconcile, checked against the source right before deleting.
+    source = _hook(remote, remote.source_conn_id) if action == "delete" else None
     engine = store.engine_for()
     open_letters = store.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
     for c in SyncPlan.model_validate(sync_plan).collections:
-        outcome = Applier(target, c, open_letters.get(c.collection)).run(action, remote.batch_size,
-                                                                         concurrency=remote.write_concurrency)
+        outcome = Applier(target, c, open_letters.get(c.collection), source).run(
+            action, remote.batch_size, concurrency=remote.write_concurrency)
         store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
@@ -293,11 +295,12 @@ def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, 
     keys: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     for c in sync_plan.collections:
-        counts[c.collection] = c.creates + c.updates + c.deletes
+        counts[c.collection] = c.creates + c.updates + c.deletes + c.prunes
         records = itertools.chain(
             (r[c.pk] for r in read_jsonl(ObjectStoragePath(c.creates_path))),
             (r["key"] for r in read_jsonl(ObjectStoragePath(c.updates_path))),
             read_jsonl(ObjectStoragePath(c.deletes_path)),
+            read_jsonl(ObjectStoragePath(c.prunes_path)) if c.prunes_path else (),
         )
         keys[c.collection] = [str(k) for k in itertools.islice(records, notify.MAX_KEYS_LISTED)]
     return keys, counts

@@ -196,5 +196,18 @@ def test_pruning_stages_a_dead_lettered_delete_once(tmp_path: Path) -> None:
     guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard,  # type: ignore[arg-type]
                              prune_remote=True)
-    assert sorted(read_jsonl(ObjectStoragePath(result.deletes_path))) == [7, 8]
+    # The dead letter is a delete; the stray key a prune, which the apply checks on the source again.
+    assert list(read_jsonl(ObjectStoragePath(result.deletes_path))) == [7]
+    assert result.prunes_path is not None
+    assert list(read_jsonl(ObjectStoragePath(result.prunes_path))) == [8]
+    assert (result.deletes, result.prunes) == (1, 1)
     assert result.resolved_dead_letters == []
+
+
+def test_without_pruning_no_prunes_are_staged(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "kept"}, None)], [])
+    remote = FakeRemote([{"id": 1, "title": "kept"}, {"id": 8, "title": "stray"}])
+    guard = ConflictGuard(remote, "sync", source_wins_ties=True)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+    assert (result.deletes, result.prunes, result.prunes_path) == (0, 0, None)
