@@ -172,6 +172,7 @@ def hold(engine: Engine, target: str, holder: Holder, ttl: timedelta | None = No
     renewal that finds the lease taken over fails the block when the body ends.
     """
     ttl = ttl or default_ttl()
+    _check_table(engine)
     if wait:
         wait_for(engine, target, holder, ttl, poll)
     else:
@@ -212,6 +213,13 @@ class _Renewer(threading.Thread):
     def stop(self) -> None:
         self._stopped.set()
         self.join()
+
+
+def _check_table(engine: Engine) -> None:
+    """A database upgraded from a version without leases fails here, saying how to fix it."""
+    if not sa.inspect(engine).has_table(leases.name):
+        raise LeaseLost(f"the table {leases.name} is missing in the database of the remote-sources table: run "
+                        "`directus-sync db upgrade` (safe to repeat) so that runs can take leases")
 
 
 def _held_by(holder: Holder) -> sa.ColumnElement[bool]:

@@ -130,3 +130,9 @@ def test_hold_renews_in_the_background_and_fails_the_block_when_taken_over(engin
             conn.execute(store.leases.update().values(holder_dag_id=RECONCILE.dag_id,
                                                       holder_run_id=RECONCILE.run_id))
         time.sleep(0.35)
+
+
+def test_a_database_without_the_lease_table_says_how_to_add_it(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with pytest.raises(LeaseLost, match="directus-sync db upgrade"), lease.hold(engine, TARGET, SYNC, TTL):
+        pytest.fail("the body must not run")
