@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from directus_sync import ledger
 from directus_sync.devserver import DirectusInstance
 
 from .faultproxy import FaultProxy
@@ -146,16 +147,21 @@ def test_a_pruning_reconcile_and_the_sync_of_its_remote_do_not_overlap_nor_prune
             reconcile = started.append(Run(airflow, f"{dag_id}__reconcile", tmp_path / "reconcile.log"))
             wait_until(listing.arrived.is_set, "the reconcile lists the remote's keys")
             with creating_items(a, collection) as made:
-                made += seed(a, collection, 3)
+                fresh = seed(a, collection, 3)
                 sync = started.append(Run(airflow, dag_id, tmp_path / "sync.log"))
                 # Without the lease the sync copies the new items now, and the reconcile then prunes them.
                 wait_until(lambda: sync.waits() or sync.process.poll() is not None,
                            "the sync waits for the lease or ends")
                 listing.opened.set()
                 reconcile_output, sync_output = reconcile.finish(), sync.finish()
+        # Checked now: the next sync would bring pruned items back when the reconcile's cursor is the newer.
+        assert set(fresh) <= set(items(b, collection, fields="id")), "the reconcile pruned items the sync copied"
+        pruned = [r["deleted"] for r in ledger.recent_runs(airflow.engine(), f"lease_{collection}")
+                  if r["dag_id"].endswith("__reconcile")]
+        assert pruned == [0], "the remote had no item the source lacks"
         run_ok(airflow, dag_id)  # one more sync: everything created meanwhile arrives
 
-    assert set(made) <= set(items(b, collection, fields="id")), "an item the source has is missing on the remote"
+    assert set(fresh + made) <= set(items(b, collection, fields="id")), "an item the source has is missing"
     assert synced_view(b, collection) == synced_view(a, collection)
     assert f"waiting; run '{reconcile_run_id(reconcile_output)}' of DAG '{dag_id}__reconcile' holds it" in sync_output
     assert_apart(held(reconcile_output, remote), held(sync_output, remote))
@@ -196,3 +202,38 @@ def test_the_dags_of_two_rows_writing_one_remote_take_turns(
     assert_apart(held(outputs[0], remote), held(outputs[1], remote))
     on_b = synced_view(b, collection)
     assert on_b == {**synced_view(a, collection), **synced_view(c, collection)}
+
+
+def test_a_prune_spares_items_the_source_created_after_it_was_listed(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str, tmp_path: Path) -> None:
+    a, b = instances["a"], instances["b"]
+    create_collection(a, collection)
+    create_collection(b, collection)
+    seed(a, collection, 5)
+    listing = Gate(lambda method, path: method == "GET" and path.startswith(f"/items/{collection}?")
+                   and "sort=id" in path)
+    with FaultProxy(b.url, every=NO_FAULTS, before_forward=listing) as proxy:
+        remote = f"directus_gated_{collection}"
+        airflow.connections[remote] = {"conn_type": "http", "host": proxy.url, "password": sync_token(b)}
+        mirror = airflow.add_remote(name=f"mirror_{collection}", source_conn_id=conn_id(a), remote_conn_id=remote,
+                                    schema=[{"name": collection, "fields": SYNCED}],
+                                    reconcile_schedule="@daily", reconcile_prune=True)
+        # The same instance through another connection id: another lease, so nothing keeps this row's
+        # runs apart from the mirror's. Only the prune's second look at the source protects its items.
+        other = airflow.add_remote(name=f"other_{collection}", source_conn_id=conn_id(a),
+                                   remote_conn_id=conn_id(b), schema=[{"name": collection, "fields": SYNCED}])
+        run_ok(airflow, mirror)
+        with stopped_at_exit(listing) as started:
+            reconcile = started.append(Run(airflow, f"{mirror}__reconcile", tmp_path / "reconcile.log"))
+            wait_until(listing.arrived.is_set, "the reconcile lists the remote's keys")
+            fresh = seed(a, collection, 3)
+            run_ok(airflow, other)  # copies the fresh items while the reconcile waits to list the remote
+            listing.opened.set()
+            output = reconcile.finish()
+
+    assert set(fresh) <= set(items(b, collection, fields="id"))
+    assert "3 remote items are not on the source and will be pruned" in output
+    assert "3 of 3 pruned keys were spared: the source has them now" in output
+    deleted = [r["deleted"] for r in ledger.recent_runs(airflow.engine(), f"mirror_{collection}")
+               if r["dag_id"].endswith("__reconcile")]
+    assert deleted == [0]
