@@ -18,7 +18,7 @@ from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from sqlalchemy.engine import Engine
 
-from directus_sync import alerts, events, ledger, notify, store
+from directus_sync import alerts, events, lease, ledger, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, Window, compute_window, extract
@@ -73,7 +73,7 @@ def is_permanent(exc: BaseException) -> bool:
     "Invalid query"). A 400 about an item's data is not among them: the apply step isolates those items
     as dead letters.
     """
-    if isinstance(exc, SchemaMismatch):
+    if isinstance(exc, SchemaMismatch | lease.LeaseLost):
         return True
     if not isinstance(exc, DirectusError):
         return False
@@ -87,6 +87,17 @@ class PoisonItemsError(AirflowFailException):
     Fails without Airflow's task retries: writing the same data again cannot help; every later run
     retries the dead letters first, with their source's current state.
     """
+
+
+def lease_held(remote: RemoteSource, context: Mapping[str, Any], first: bool
+               ) -> contextlib.AbstractContextManager[None]:
+    """The lease on the remote while a writing task runs: the run's ``first`` task waits for it, later
+    tasks renew it and fail when another run has taken it (see lease.py); ``record_run`` releases it."""
+    return lease.hold(store.engine_for(), remote.remote_conn_id, _holder(context), wait=first)
+
+
+def _holder(context: Mapping[str, Any]) -> lease.Holder:
+    return lease.Holder(context["dag"].dag_id, context["run_id"])
 
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,13 +159,15 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     written; dead letters written successfully now leave the table.
     """
     target = _hook(remote, remote.remote_conn_id)
+    # Deletes include the prunes of a reconcile, checked against the source right before deleting.
+    source = _hook(remote, remote.source_conn_id) if action == "delete" else None
     engine = store.engine_for()
     open_letters = store.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
     for c in SyncPlan.model_validate(sync_plan).collections:
-        outcome = Applier(target, c, open_letters.get(c.collection)).run(action, remote.batch_size,
-                                                                         concurrency=remote.write_concurrency)
+        outcome = Applier(target, c, open_letters.get(c.collection), source).run(
+            action, remote.batch_size, concurrency=remote.write_concurrency)
         store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
@@ -178,7 +191,15 @@ def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, An
     """Write the run's ledger rows; on success, emit one Asset event per collection with its counts.
 
     A failed run is recorded too, then this task skips: Asset events only ever announce synced data.
+    Either way the run gives back its lease on the remote.
     """
+    try:
+        return _record_run(remote, context)
+    finally:
+        lease.release(store.engine_for(), remote.remote_conn_id, _holder(context))
+
+
+def _record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
     ti = context["ti"]
     sync_tasks = [t for t in SYNC_TASKS if t in context["dag"].task_ids]
     window = _pull_first(ti, sync_tasks, WINDOW_XCOM_KEY) or {}
@@ -275,11 +296,12 @@ def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, 
     keys: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     for c in sync_plan.collections:
-        counts[c.collection] = c.creates + c.updates + c.deletes
+        counts[c.collection] = c.creates + c.updates + c.deletes + c.prunes
         records = itertools.chain(
             (r[c.pk] for r in read_jsonl(ObjectStoragePath(c.creates_path))),
             (r["key"] for r in read_jsonl(ObjectStoragePath(c.updates_path))),
             read_jsonl(ObjectStoragePath(c.deletes_path)),
+            read_jsonl(ObjectStoragePath(c.prunes_path)) if c.prunes_path else (),
         )
         keys[c.collection] = [str(k) for k in itertools.islice(records, notify.MAX_KEYS_LISTED)]
     return keys, counts

@@ -14,6 +14,7 @@ from lazy_object_proxy import Proxy
 
 from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusError
+from directus_sync.lease import LeaseLost
 from directus_sync.schema import SchemaMismatch
 from directus_sync.staging import StagedFileError
 from directus_sync.tasks import ERROR_XCOM_KEY, PoisonItemsError, errors_recorded, run_window
@@ -28,6 +29,7 @@ class FakeTI:
 
 
 PERMANENT = [
+    LeaseLost("run 'a' no longer holds the lease on directus_b: run 'b' holds it since 12:00"),
     SchemaMismatch("the sync schema does not match the instances:\n- field a.x is missing on 'b'"),
     DirectusError("b", "GET", "/fields/a", 401, "Invalid user credentials."),
     DirectusError("b", "POST", "/items/a", 403, "You don't have permission to access this."),
