@@ -64,6 +64,8 @@ class Outcome:
     written: int = 0
     written_keys: set[str] = field(default_factory=set)
     failures: list[Failure] = field(default_factory=list)
+    # Pruned keys not deleted because the source had them when asked again.
+    spared: int = 0
 
 
 def request_batches(
@@ -91,10 +93,15 @@ def request_batches(
 
 
 class Applier:
-    """Writes the staged creates, updates or deletes of one collection plan."""
+    """Writes the staged creates, updates or deletes (and prunes) of one collection plan.
 
-    def __init__(self, remote: DirectusHook, plan: CollectionPlan, watch_keys: set[str] | None = None) -> None:
+    ``source`` is needed for prunes only: each batch of them is checked against it right before deleting.
+    """
+
+    def __init__(self, remote: DirectusHook, plan: CollectionPlan, watch_keys: set[str] | None = None,
+                 source: DirectusHook | None = None) -> None:
         self.remote = remote
+        self.source = source
         self.plan = plan
         self.watch_keys = watch_keys or set()
         self.outcome = Outcome()
@@ -107,6 +114,7 @@ class Applier:
 
         Batches hold distinct keys, so their order does not matter; at most twice ``concurrency``
         batches are read ahead, which keeps memory bounded by the batch, not by the change set.
+        Deletes are followed by the plan's prunes.
         """
         path, count = {"create": (self.plan.creates_path, self.plan.creates),
                        "update": (self.plan.updates_path, self.plan.updates),
@@ -117,20 +125,36 @@ class Applier:
         # Updates are staged with the whole item but send only the changed fields: measure what is sent.
         body = self._update_body if action == "update" else None
         batches = request_batches(records, max_count, lambda: self.max_bytes, body)
-        in_flight: deque[Future[None]] = deque()
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="directus-write") as pool:
-            try:
-                for number, batch in enumerate(batches, 1):
-                    if len(in_flight) >= 2 * concurrency:
-                        in_flight.popleft().result()
-                    in_flight.append(pool.submit(self._write_logged, action, batch, number))
-                while in_flight:
-                    in_flight.popleft().result()
-            except BaseException:
-                for future in in_flight:
-                    future.cancel()
-                raise
+        _in_pool(batches, lambda batch, number: self._write_logged(action, batch, number), concurrency)
+        if action == "delete" and self.plan.prunes:
+            self._prune(max_count, concurrency)
         return self.outcome
+
+    def _prune(self, max_count: int, concurrency: int) -> None:
+        if self.source is None:
+            raise ValueError(f"{self.plan.collection}: pruning needs the source, to read its keys again")
+        assert self.plan.prunes_path is not None, "a plan with prunes names their file"
+        records = read_staged(ObjectStoragePath(self.plan.prunes_path), self.plan.prunes, "filter_schema")
+        batches = request_batches(records, max_count, lambda: self.max_bytes)
+        _in_pool(batches, self._prune_batch, concurrency)
+        if self.outcome.spared:
+            log.info("%s: %d of %d pruned keys were spared: the source has them now (created after it was "
+                     "listed)", self.plan.collection, self.outcome.spared, self.plan.prunes)
+
+    def _prune_batch(self, keys: list[Any], number: int) -> None:
+        """Delete the keys of one batch of prunes that the source still does not have.
+
+        The source listed its keys at extraction; an item created there since (and copied by another
+        run) must not be deleted from the remote, so the source is asked again right before deleting.
+        """
+        assert self.source is not None
+        present = {str(i[self.plan.pk]) for i in self.source.read_items(self.plan.collection, self.plan.pk, keys,
+                                                                        [self.plan.pk])}
+        missing = [k for k in keys if str(k) not in present]
+        with self._lock:
+            self.outcome.spared += len(keys) - len(missing)
+        if missing:
+            self._write_logged("delete", missing, number)
 
     def _write_logged(self, action: Action, batch: list[Any], number: int) -> None:
         self._write(action, batch, reroute=True)
@@ -229,6 +253,23 @@ class Applier:
         if action == "create":
             return str(record[self.plan.pk])
         return str(record["key"]) if action == "update" else str(record)
+
+
+def _in_pool(batches: Iterable[list[Any]], write: Callable[[list[Any], int], None], concurrency: int) -> None:
+    """``write(batch, number)`` for every batch, ``concurrency`` at a time; the first error stops the rest."""
+    in_flight: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="directus-write") as pool:
+        try:
+            for number, batch in enumerate(batches, 1):
+                if len(in_flight) >= 2 * concurrency:
+                    in_flight.popleft().result()
+                in_flight.append(pool.submit(write, batch, number))
+            while in_flight:
+                in_flight.popleft().result()
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            raise
 
 
 def _too_large(exc: DirectusError) -> bool:

@@ -19,8 +19,14 @@ def run_sync(remote: RemoteSource, context: Any) -> dict[str, dict[str, int]]:
     """Extract, plan and apply one run's changes; advance the watermark when everything was written.
 
     Refused (poison) items do not stop the other actions, as in the scheduled DAG: deletes, updates and
-    creates all run, then the refusals fail the task together.
+    creates all run, then the refusals fail the task together. The remote's lease is held throughout
+    (waiting for it first), as by the scheduled DAG's tasks; ``record_run`` gives it back.
     """
+    with tasks.lease_held(remote, context, first=True):
+        return _sync(remote, context)
+
+
+def _sync(remote: RemoteSource, context: Any) -> dict[str, dict[str, int]]:
     manifest = tasks.extract_changes(remote, context)
     sync_plan = tasks.filter_schema(remote, manifest, context)
     written: dict[str, dict[str, int]] = {}

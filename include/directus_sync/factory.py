@@ -109,30 +109,32 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
 
         # Tasks returning dicts would push each key as an XCom of its own; one value each is enough.
 
+        # From extraction to the last write the run holds the remote's lease, so that no other run writing
+        # the remote (its reconcile DAG, another row's DAG) interleaves with it; record_run gives it back.
         @task(multiple_outputs=False)
         def extract_changes(**context: Any) -> dict[str, Any]:
-            with tasks.errors_recorded(context):
+            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=True):
                 return tasks.extract_changes(remote, context)
 
         @task(multiple_outputs=False)
         def filter_schema(manifest: dict[str, Any], **context: Any) -> dict[str, Any]:
-            with tasks.errors_recorded(context):
+            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.filter_schema(remote, manifest, context)
 
         @task(multiple_outputs=False)
         def apply_deletes(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
-            with tasks.errors_recorded(context):
+            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "delete", context)
 
         # Refused items fail an apply task only after it wrote everything else; the next apply runs anyway.
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_updates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
-            with tasks.errors_recorded(context):
+            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "update", context)
 
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_creates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
-            with tasks.errors_recorded(context):
+            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "create", context)
 
         @task

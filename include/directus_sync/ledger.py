@@ -110,6 +110,21 @@ def last_synced(engine: Engine) -> dict[str, datetime]:
         return {remote: _utc(end) for remote, end in conn.execute(query) if end is not None}
 
 
+def last_window_end(engine: Engine, remote: str) -> datetime | None:
+    """The end of ``remote``'s latest successful window: every change before it has reached the remote.
+
+    Runs of the sync DAG (scheduled, manual, event-triggered) and of the reconcile DAG count, whatever
+    their DAG: a reconcile's full comparison as of T covers everything before T. Backfills do not: they
+    replay a stated period, not everything up to its end.
+    """
+    query = (sa.select(sa.func.max(runs.c.window_end))
+             .where(runs.c.remote == remote, runs.c.status == RunStatus.SUCCESS.value,
+                    sa.or_(runs.c.run_type.is_(None), runs.c.run_type != "backfill")))
+    with engine.connect() as conn:
+        end = conn.execute(query).scalar()
+    return _utc(end) if end is not None else None
+
+
 def last_cursor(engine: Engine, remote: str) -> ActivityCursor | None:
     """The activity cursor of ``remote``'s latest successful run that kept one."""
     query = (sa.select(runs.c.activity_cursor)

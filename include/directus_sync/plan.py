@@ -45,12 +45,15 @@ class CollectionPlan(BaseModel):
     creates: int = 0
     updates: int = 0
     deletes: int = 0
+    # Remote items the source did not list when extracted: apply_deletes asks the source again first.
+    prunes: int = 0
     unchanged: int = 0
     conflicts: int = 0
     resolved_dead_letters: list[str] = []
     creates_path: str
     updates_path: str
     deletes_path: str
+    prunes_path: str | None = None
 
 
 class SyncPlan(BaseModel):
@@ -204,12 +207,13 @@ def plan(
 
 
 class _Writes:
-    """The three staged files of one collection, and what planning learnt on the way."""
+    """The staged files of one collection, and what planning learnt on the way."""
 
     def __init__(self, plan: CollectionPlan, retried: list[str]) -> None:
         self.creates = JsonlWriter(ObjectStoragePath(plan.creates_path))
         self.updates = JsonlWriter(ObjectStoragePath(plan.updates_path))
         self.deletes = JsonlWriter(ObjectStoragePath(plan.deletes_path))
+        self.prunes = JsonlWriter(ObjectStoragePath(plan.prunes_path)) if plan.prunes_path else None
         self.retried = set(retried)
         self.retried_seen: set[str] = set()
         self.retried_staged: set[str] = set()
@@ -217,13 +221,16 @@ class _Writes:
         self.unchanged = 0
 
     def __enter__(self) -> _Writes:
-        for writer in (self.creates, self.updates, self.deletes):
+        for writer in self._writers():
             writer.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for writer in (self.creates, self.updates, self.deletes):
+        for writer in self._writers():
             writer.__exit__(*exc_info)
+
+    def _writers(self) -> list[JsonlWriter]:
+        return [self.creates, self.updates, self.deletes, *([self.prunes] if self.prunes else [])]
 
     def seen(self, keys: Iterable[str]) -> None:
         """Note the dead-lettered keys among ``keys``, records of the source's current state."""
@@ -261,6 +268,7 @@ def plan_collection(
         creates_path=str(folder / f"{name}.creates.jsonl"),
         updates_path=str(folder / f"{name}.updates.jsonl"),
         deletes_path=str(folder / f"{name}.deletes.remote.jsonl"),
+        prunes_path=str(folder / f"{name}.prunes.jsonl") if prune_remote and changes.source_keys_path else None,
     )
     guard.check_quiet(name, changes.oldest_change)
     with _Writes(result, changes.retried) as writes:
@@ -281,6 +289,7 @@ def plan_collection(
             _plan_prune(remote, shape, _staged(changes.source_keys_path, changes.upserts), batch_size, writes)
     result.creates, result.updates = writes.creates.count, writes.updates.count
     result.deletes, result.unchanged = writes.deletes.count, writes.unchanged
+    result.prunes = writes.prunes.count if writes.prunes else 0
     result.conflicts = sum(1 for c in guard.conflicts if c.collection == name)
     result.resolved_dead_letters = writes.resolved()
     log.info("%s: %d to create, %d to update, %d to delete, %d already equal, %d conflicts", name,
@@ -369,13 +378,16 @@ def _stage_deletes(
 def _plan_prune(
     remote: DirectusHook, shape: CollectionShape, source_keys: Iterable[Any], page_size: int, writes: _Writes,
 ) -> None:
-    """Stage deletes for every remote key the source does not have (once: dead letters may have staged some)."""
+    """Stage every remote key the source did not list (once: dead letters may have staged some as deletes).
+
+    They go to a file of their own: the source may create one of them after it was listed, so the apply
+    step asks the source again right before deleting them (see ``Applier``).
+    """
+    assert writes.prunes is not None, "plan_collection opens the prunes file whenever it prunes"
     keep = {shape.canonical_key(key) for key in source_keys}
-    pruned = 0
     for page in remote.iter_items(shape.collection, shape.pk, [shape.pk], page_size, shape.keyset):
         for item in page:
             key = shape.canonical_key(item[shape.pk])
             if key not in keep and key not in writes.retried_staged:
-                writes.deletes.write(item[shape.pk])
-                pruned += 1
-    log.info("%s: %d remote items are not on the source and will be pruned", shape.collection, pruned)
+                writes.prunes.write(item[shape.pk])
+    log.info("%s: %d remote items are not on the source and will be pruned", shape.collection, writes.prunes.count)

@@ -139,6 +139,19 @@ runs = sa.Table(
 )
 
 
+# Which run may write each remote now (see lease.py): one row per remote connection ever written.
+leases = sa.Table(
+    "directus_sync_leases",
+    metadata,
+    sa.Column("target", sa.String(250), primary_key=True),
+    sa.Column("holder_dag_id", sa.String(250), nullable=False),
+    sa.Column("holder_run_id", sa.String(250), nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("renewed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 class ConfigStoreError(RuntimeError):
     """The remote-sources table could not be read or written."""
 

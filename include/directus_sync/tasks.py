@@ -18,10 +18,10 @@ from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from sqlalchemy.engine import Engine
 
-from directus_sync import alerts, events, ledger, notify, store
+from directus_sync import alerts, events, lease, ledger, notify, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
-from directus_sync.extract import ChangeManifest, compute_window, extract
+from directus_sync.extract import ChangeManifest, Window, compute_window, extract
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.plan import ConflictGuard, Instance, SyncPlan, plan
 from directus_sync.schema import SchemaMismatch, check_schema
@@ -73,7 +73,7 @@ def is_permanent(exc: BaseException) -> bool:
     "Invalid query"). A 400 about an item's data is not among them: the apply step isolates those items
     as dead letters.
     """
-    if isinstance(exc, SchemaMismatch):
+    if isinstance(exc, SchemaMismatch | lease.LeaseLost):
         return True
     if not isinstance(exc, DirectusError):
         return False
@@ -89,28 +89,34 @@ class PoisonItemsError(AirflowFailException):
     """
 
 
+def lease_held(remote: RemoteSource, context: Mapping[str, Any], first: bool
+               ) -> contextlib.AbstractContextManager[None]:
+    """The lease on the remote while a writing task runs: the run's ``first`` task waits for it, later
+    tasks renew it and fail when another run has taken it (see lease.py); ``record_run`` releases it."""
+    return lease.hold(store.engine_for(), remote.remote_conn_id, _holder(context), wait=first)
+
+
+def _holder(context: Mapping[str, Any]) -> lease.Holder:
+    return lease.Holder(context["dag"].dag_id, context["run_id"])
+
+
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
-    params = context["params"]
+    engine = store.engine_for()
+    # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
+    synced_until = ledger.last_window_end(engine, remote.name)
     if events.uses_event_window(remote, context):
-        window = events.event_window(remote, context, events.load_watermark(remote),
-                                     full_resync=bool(params.get("full_resync")))
+        window = events.event_window(remote, context, events.load_watermark(remote) or synced_until,
+                                     full_resync=bool(context["params"].get("full_resync")))
         context["ti"].xcom_push(key=events.WINDOW_END_XCOM_KEY, value=window.end.isoformat())
     else:
-        window = compute_window(
-            interval_start=context.get("data_interval_start"),
-            interval_end=_window_end(context),
-            prev_success_end=_resolved(context.get("prev_data_interval_end_success")),
-            overlap=remote.overlap,
-            full_resync=bool(params.get("full_resync")),
-        )
+        window = run_window(remote, context, synced_until)
     log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
     folder = run_folder(context["dag"].dag_id, context["run_id"])
-    engine = store.engine_for()
     retry_keys = store.open_dead_letters(engine, remote.name)
     # A backfill reads its own interval only; every other run also reads on from the last cursor.
     backfill = _run_type(context) == "backfill"
     manifest = extract(_hook(remote, remote.source_conn_id), remote, window, folder, retry_keys,
-                       list_source_keys=bool(params.get("prune")),
+                       list_source_keys=bool(context["params"].get("prune")),
                        previous=None if backfill else ledger.last_cursor(engine, remote.name),
                        keep_cursor=not backfill)
     # For the run ledger, whichever task (or DAG shape) ran the extraction.
@@ -153,13 +159,15 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     written; dead letters written successfully now leave the table.
     """
     target = _hook(remote, remote.remote_conn_id)
+    # Deletes include the prunes of a reconcile, checked against the source right before deleting.
+    source = _hook(remote, remote.source_conn_id) if action == "delete" else None
     engine = store.engine_for()
     open_letters = store.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
     for c in SyncPlan.model_validate(sync_plan).collections:
-        outcome = Applier(target, c, open_letters.get(c.collection)).run(action, remote.batch_size,
-                                                                         concurrency=remote.write_concurrency)
+        outcome = Applier(target, c, open_letters.get(c.collection), source).run(
+            action, remote.batch_size, concurrency=remote.write_concurrency)
         store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
@@ -183,7 +191,15 @@ def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, An
     """Write the run's ledger rows; on success, emit one Asset event per collection with its counts.
 
     A failed run is recorded too, then this task skips: Asset events only ever announce synced data.
+    Either way the run gives back its lease on the remote.
     """
+    try:
+        return _record_run(remote, context)
+    finally:
+        lease.release(store.engine_for(), remote.remote_conn_id, _holder(context))
+
+
+def _record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
     ti = context["ti"]
     sync_tasks = [t for t in SYNC_TASKS if t in context["dag"].task_ids]
     window = _pull_first(ti, sync_tasks, WINDOW_XCOM_KEY) or {}
@@ -280,11 +296,12 @@ def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, 
     keys: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     for c in sync_plan.collections:
-        counts[c.collection] = c.creates + c.updates + c.deletes
+        counts[c.collection] = c.creates + c.updates + c.deletes + c.prunes
         records = itertools.chain(
             (r[c.pk] for r in read_jsonl(ObjectStoragePath(c.creates_path))),
             (r["key"] for r in read_jsonl(ObjectStoragePath(c.updates_path))),
             read_jsonl(ObjectStoragePath(c.deletes_path)),
+            read_jsonl(ObjectStoragePath(c.prunes_path)) if c.prunes_path else (),
         )
         keys[c.collection] = [str(k) for k in itertools.islice(records, notify.MAX_KEYS_LISTED)]
     return keys, counts
@@ -305,15 +322,41 @@ def _resolved(value: Any) -> datetime | None:
     return resolved
 
 
+def run_window(remote: RemoteSource, context: Mapping[str, Any], synced_until: datetime | None) -> Window:
+    """The window of a sync DAG's run (event-mode runs have theirs in :mod:`events`).
+
+    It starts at the end of the last successful window (``synced_until``, from the ledger; else Airflow's
+    ``prev_data_interval_end_success``, which a run without a logical date lacks and which follows
+    logical dates, not the order runs synced in). A manual run reads from there to now, not from its
+    data interval: that is the last complete interval, which may lie anywhere relative to what was
+    synced. Scheduled runs are widened back to their interval's start. A backfill replays its interval,
+    widened back only as far as Airflow's previous success (by logical date); the ledger only keeps the
+    first interval of a backfill of a remote synced before from becoming a full copy.
+    """
+    airflow_prev = _resolved(context.get("prev_data_interval_end_success"))
+    backfill = _run_type(context) == "backfill"
+    return compute_window(
+        interval_start=None if _run_type(context) == "manual" else context.get("data_interval_start"),
+        interval_end=_window_end(context),
+        prev_success_end=(airflow_prev or synced_until) if backfill else (synced_until or airflow_prev),
+        overlap=remote.overlap,
+        full_resync=bool(context["params"].get("full_resync")),
+    )
+
+
 def _window_end(context: Mapping[str, Any]) -> datetime:
-    """The data interval's end; a manual run reaches up to its own logical date (or start) as well.
+    """The data interval's end; a manual run's window reaches to now: the latest of its data interval's end,
+    its logical date, when it was triggered (``run_after``) and when it started.
 
     Interval timetables give a manual run the last *complete* interval, which would leave out the edits
-    a user triggered the run for. Reading further is safe: the next run starts from the interval's end.
+    a user triggered the run for; a run without a logical date has no interval at all; ``airflow dags
+    test`` with a past date starts "at" that date but is triggered now. Reading further is safe: the next
+    run starts from this window's end.
     """
     dag_run = context["dag_run"]
     end: datetime | None = context.get("data_interval_end")
-    if str(dag_run.run_type) in ("manual", "DagRunType.MANUAL") or end is None:
-        moment: datetime = context.get("logical_date") or dag_run.run_after
-        end = moment if end is None else max(end, moment)
+    if _run_type(context) == "manual" or end is None:
+        moments = [end, context.get("logical_date"), getattr(dag_run, "run_after", None),
+                   getattr(dag_run, "start_date", None)]
+        end = max(m for m in moments if m is not None)
     return end

@@ -2,7 +2,8 @@
 
 Every ``every``-th request gets the next fault of the cycle: a 503, a 429 with ``Retry-After: 1``, a slow
 answer, a connection dropped before forwarding, and one dropped after forwarding (the write happened,
-the answer is lost). Everything else is forwarded as is.
+the answer is lost). Everything else is forwarded as is. ``before_forward(method, path)``, when given, is
+called first for every request (a test may hold one back there).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,8 +22,10 @@ HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "content-length"
 
 
 class FaultProxy:
-    def __init__(self, target: str, every: int = 3, slow_seconds: float = 1.5) -> None:
+    def __init__(self, target: str, every: int = 3, slow_seconds: float = 1.5,
+                 before_forward: Callable[[str, str], None] | None = None) -> None:
         self.target = target.rstrip("/")
+        self.before_forward = before_forward
         self.every = every
         self.slow_seconds = slow_seconds
         self.requests = 0
@@ -63,6 +67,8 @@ class FaultProxy:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if proxy.before_forward:
+                    proxy.before_forward(self.command, self.path)
                 fault = proxy.next_fault()
                 if fault in ("503", "429"):
                     payload = b'{"errors":[{"message":"injected fault"}]}'

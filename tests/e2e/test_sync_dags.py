@@ -191,7 +191,9 @@ def test_replaying_an_old_interval_keeps_the_newest_state(
     run_ok(airflow, dag_id)
     assert items(b, collection)[1]["title"] == "v2"
 
-    replay = airflow.dags_test(dag_id, between)  # an interval that saw "v1", run after "v2" arrived
+    # A manual run dated in the interval that saw "v1". Manual runs read from the last window's end to now
+    # (see the README), so it no longer re-reads that interval: this only checks that it keeps "v2".
+    replay = airflow.dags_test(dag_id, between)
     assert replay.returncode == 0, (replay.stdout + replay.stderr)[-4000:]
     assert items(b, collection)[1]["title"] == "v2"
 

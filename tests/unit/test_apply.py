@@ -210,3 +210,26 @@ def test_a_short_staged_file_fails_after_writing_what_it_holds(tmp_path: Path) -
     remote = FakeRemote({1: {"id": 1}, 2: {"id": 2}})
     with pytest.raises(StagedFileError, match="holds 1 records, but filter_schema staged 2"):
         Applier(remote, plan).run("delete", max_count=10)  # type: ignore[arg-type]
+
+
+def test_pruned_keys_the_source_has_again_are_spared_and_not_counted(tmp_path: Path) -> None:
+    # Planned from the source's keys at extraction: 5 and 6 were not there, 7 was never on the source.
+    # Since then the source created 5 and 6, and another run copied them to the remote.
+    remote = FakeRemote({n: {"id": n, "title": "x"} for n in (1, 5, 6, 7)})
+    source = FakeRemote({n: {"id": n, "title": "x"} for n in (1, 5, 6)})
+    plan = plan_with(tmp_path, deletes=[1])
+    write_jsonl(ObjectStoragePath(f"file://{tmp_path}/p.jsonl"), [5, 6, 7])
+    plan.prunes_path, plan.prunes = f"file://{tmp_path}/p.jsonl", 3
+    outcome = Applier(remote, plan, source=source).run("delete", max_count=2)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [5, 6]
+    assert (outcome.written, outcome.spared, outcome.failures) == (2, 2, [])  # the delete of 1, the prune of 7
+
+
+def test_prunes_without_the_source_fail_before_deleting_them(tmp_path: Path) -> None:
+    remote = FakeRemote({7: {"id": 7, "title": "x"}})
+    plan = plan_with(tmp_path)
+    write_jsonl(ObjectStoragePath(f"file://{tmp_path}/p.jsonl"), [7])
+    plan.prunes_path, plan.prunes = f"file://{tmp_path}/p.jsonl", 1
+    with pytest.raises(ValueError, match="pruning needs the source"):
+        Applier(remote, plan).run("delete", max_count=2)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [7]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -352,6 +353,14 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> Steps:
     monkeypatch.setattr(tasks, "filter_schema", lambda remote, m, context: record.done.append("plan") or {"p": 1})
     monkeypatch.setattr(tasks, "apply_writes", apply_writes)
     monkeypatch.setattr(tasks, "cleanup_staging", lambda context: record.done.append("cleanup"))
+
+    @contextlib.contextmanager
+    def lease_held(remote: RemoteSource, context: Any, first: bool) -> Iterator[None]:
+        record.done.append(f"lease (first={first})")
+        yield
+        record.done.append("lease kept")
+
+    monkeypatch.setattr(tasks, "lease_held", lease_held)
     monkeypatch.setattr(event_dag.events, "mark_synced", lambda remote, context: record.done.append("mark_synced"))
     return record
 
@@ -360,7 +369,8 @@ def test_one_task_runs_every_step_in_order_and_then_advances_the_watermark(steps
     from directus_sync.event_dag import run_sync
 
     written = run_sync(remote(trigger="events"), {"ti": FakeTI()})
-    assert steps.done == ["extract", "plan", "delete", "update", "create", "cleanup", "mark_synced"]
+    assert steps.done == ["lease (first=True)", "extract", "plan", "delete", "update", "create", "cleanup",
+                          "mark_synced", "lease kept"]
     assert written == {a: {"articles": 1} for a in ("delete", "update", "create")}
 
 
@@ -371,4 +381,5 @@ def test_refused_items_let_the_other_actions_run_and_keep_the_watermark(steps: S
     steps.refuse.add("update")
     with pytest.raises(tasks.PoisonItemsError, match="refused update"):
         run_sync(remote(trigger="events"), {"ti": FakeTI()})
-    assert steps.done == ["extract", "plan", "delete", "update", "create"]  # no cleanup, no watermark
+    assert steps.done == ["lease (first=True)", "extract", "plan", "delete", "update", "create"
+                          ]  # no cleanup, no watermark

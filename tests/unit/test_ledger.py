@@ -77,3 +77,18 @@ def test_the_next_run_reads_on_from_the_latest_successful_run_that_kept_a_cursor
     cursor = ledger.last_cursor(engine, "eu_to_us")
     assert cursor is not None and cursor.head == 120 and [(g.low, g.high) for g in cursor.gaps] == [(100, 101)]
     assert ledger.last_cursor(engine, "another_remote") is None
+
+
+def test_the_last_window_end_is_the_latest_successful_one_of_the_remote_from_any_of_its_dags_but_backfills(
+        engine: sa.engine.Engine) -> None:
+    assert ledger.last_window_end(engine, "eu_to_us") is None
+    ledger.record(engine, run("scheduled", T0))
+    ledger.record(engine, run("failed", T0 + timedelta(minutes=5), RunStatus.FAILED))
+    ledger.record(engine, dataclasses.replace(run("backfill", T0 + timedelta(minutes=10)), run_type="backfill"))
+    ledger.record(engine, run("other remote", T0 + timedelta(minutes=10), remote="eu_to_asia"))
+    assert ledger.last_window_end(engine, "eu_to_us") == T0 - timedelta(minutes=1)
+    # A reconcile's full comparison as of its window's end covers everything before it.
+    reconcile = dataclasses.replace(run("reconcile", T0 + timedelta(minutes=3)), run_type="scheduled",
+                                    dag_id="directus_sync__eu_to_us__reconcile", full_copy=True, window_start=None)
+    ledger.record(engine, reconcile)
+    assert ledger.last_window_end(engine, "eu_to_us") == T0 + timedelta(minutes=2)

@@ -215,7 +215,11 @@ def test_pruning_stages_a_dead_lettered_delete_once(tmp_path: Path) -> None:
     guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard,  # type: ignore[arg-type]
                              prune_remote=True)
-    assert sorted(read_jsonl(ObjectStoragePath(result.deletes_path))) == [7, 8]
+    # The dead letter is a delete; the stray key a prune, which the apply checks on the source again.
+    assert list(read_jsonl(ObjectStoragePath(result.deletes_path))) == [7]
+    assert result.prunes_path is not None
+    assert list(read_jsonl(ObjectStoragePath(result.prunes_path))) == [8]
+    assert (result.deletes, result.prunes) == (1, 1)
     assert result.resolved_dead_letters == []
 
 
@@ -293,3 +297,12 @@ def test_the_origins_of_staged_writes_are_recorded_and_replace_older_ones(tmp_pa
 
     assert origins.recorded(guard.engine, "b", "a", ["1", "4"]) == {
         "1": Origin.of_change("2026-11-26T12:00:00.000Z", "a"), "4": Origin.of_change("2026-11-26T12:01:00.000Z", "a")}
+
+
+def test_without_pruning_no_prunes_are_staged(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "kept"}, None)], [])
+    remote = FakeRemote([{"id": 1, "title": "kept"}, {"id": 8, "title": "stray"}])
+    guard = guard_for(tmp_path, remote)
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+    assert (result.deletes, result.prunes, result.prunes_path) == (0, 0, None)
