@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from airflow.sdk import ObjectStoragePath
 
+from directus_sync import lease, origins
 from directus_sync.hook import DirectusError, DirectusHook, encode_json
 from directus_sync.plan import CollectionPlan
 from directus_sync.staging import read_staged
@@ -99,9 +100,10 @@ class Applier:
     """
 
     def __init__(self, remote: DirectusHook, plan: CollectionPlan, watch_keys: set[str] | None = None,
-                 source: DirectusHook | None = None) -> None:
+                 source: DirectusHook | None = None, recorder: origins.Recorder | None = None) -> None:
         self.remote = remote
         self.source = source
+        self.recorder = recorder
         self.plan = plan
         self.watch_keys = watch_keys or set()
         self.outcome = Outcome()
@@ -157,6 +159,7 @@ class Applier:
             self._write_logged("delete", missing, number)
 
     def _write_logged(self, action: Action, batch: list[Any], number: int) -> None:
+        lease.check_held()  # a run whose lease lapsed must not write over the run that took it
         self._write(action, batch, reroute=True)
         log.info("%s: %s batch %d (%d items; %d written, %d refused so far)", self.plan.collection, action,
                  number, len(batch), self.outcome.written, len(self.outcome.failures))
@@ -184,10 +187,12 @@ class Applier:
 
     def _done(self, action: Action, records: list[Any]) -> None:
         """Count ``records`` as applied; the dead letters among them are resolved."""
-        watched = {k for r in records if (k := self._key(action, r)) in self.watch_keys}
+        keys = [self._key(action, r) for r in records]
+        if self.recorder is not None:
+            self.recorder.written(keys)
         with self._lock:
             self.outcome.written += len(records)
-            self.outcome.written_keys |= watched
+            self.outcome.written_keys |= self.watch_keys.intersection(keys)
 
     def _send(self, action: Action, records: list[Any]) -> None:
         collection, pk = self.plan.collection, self.plan.pk

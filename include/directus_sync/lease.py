@@ -29,6 +29,9 @@ from directus_sync.store import leases
 
 log = logging.getLogger(__name__)
 
+# The renewer of the lease this process holds now (one writing task at a time per process).
+_active: _Renewer | None = None
+
 TTL_ENV = "DIRECTUS_SYNC_LEASE_TTL_SECONDS"
 DEFAULT_TTL = timedelta(minutes=10)
 POLL_SECONDS = 3.0
@@ -182,12 +185,32 @@ def hold(engine: Engine, target: str, holder: Holder, ttl: timedelta | None = No
              current.now.isoformat() if current else "?")
     renewer = _Renewer(engine, target, holder, ttl)
     renewer.start()
+    global _active
+    _active = renewer
     try:
         yield
     finally:
+        _active = None
         renewer.stop()
     if renewer.lost is not None:
         raise renewer.lost
+
+
+def check_held() -> None:
+    """Raise :class:`LeaseLost` when the lease this process holds (see :func:`hold`) was taken over, or
+    has not been renewed for half its time to live (the database is out of reach: another run may take
+    it soon). Writers call it before each request; outside :func:`hold` it does nothing."""
+    renewer = _active
+    if renewer is None:
+        return
+    if renewer.lost is not None:
+        raise renewer.lost
+    stale = time.monotonic() - renewer.renewed >= renewer.ttl.total_seconds() / 2
+    if stale:
+        raise LeaseLost(f"{renewer.holder} could not renew its lease on {renewer.target} for "
+                        f"{renewer.ttl.total_seconds() / 2:.0f} s (the database of the remote-sources table is "
+                        "out of reach); it stops writing before another run may take the lease. Clear the run "
+                        "(from extract_changes) to sync again.")
 
 
 class _Renewer(threading.Thread):
@@ -197,12 +220,14 @@ class _Renewer(threading.Thread):
         super().__init__(name=f"lease-{target}", daemon=True)
         self.engine, self.target, self.holder, self.ttl = engine, target, holder, ttl
         self.lost: LeaseLost | None = None
+        self.renewed = time.monotonic()  # the lease was just taken or renewed
         self._stopped = threading.Event()
 
     def run(self) -> None:
         while not self._stopped.wait(self.ttl.total_seconds() / 3):
             try:
                 renew(self.engine, self.target, self.holder, self.ttl)
+                self.renewed = time.monotonic()
             except LeaseLost as exc:
                 log.error("%s", exc)
                 self.lost = exc

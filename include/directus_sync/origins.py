@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -28,6 +29,8 @@ from directus_sync.store import origins
 
 # Keys asked for in one query: well under every database's bound-parameter limit.
 LOOKUP_CHUNK = 500
+# The origin time of a value its instance shows no change for: older than any change.
+UNKNOWN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, order=True)
@@ -69,6 +72,30 @@ def recorded_since(engine: Engine, instance: str, collection: str, since: dateti
                                           origins.c.origin_at >= since).limit(1)
     with engine.connect() as conn:
         return conn.execute(query).first() is not None
+
+
+def staged_record(sent: Any, key: str, origin: Origin) -> dict[str, Any]:
+    """One line of a plan's origins file: a key as the apply step sends it (``sent``) and in canonical
+    form (``key``), and the origin of the value written."""
+    return {"sent": str(sent), "key": key, "at": origin.at.isoformat(), "instance": origin.instance}
+
+
+class Recorder:
+    """Records the origins of a plan's writes as the remote accepts them (thread-safe: one short
+    transaction per written batch), so that a recorded origin always describes a value the remote has.
+
+    The plan's origins file is read once into memory: one entry per staged write of the collection.
+    """
+
+    def __init__(self, engine: Engine, instance: str, collection: str, staged: Iterable[dict[str, Any]]) -> None:
+        self.engine, self.instance, self.collection = engine, instance, collection
+        self.carried = {r["sent"]: (r["key"], Origin(datetime.fromisoformat(r["at"]), r["instance"]))
+                        for r in staged}
+
+    def written(self, sent_keys: Iterable[str]) -> None:
+        """Record the origins of the writes of ``sent_keys`` (keys as sent), which the remote accepted."""
+        record(self.engine, self.instance, self.collection,
+               dict(c for k in sent_keys if (c := self.carried.get(k)) is not None))
 
 
 def record(engine: Engine, instance: str, collection: str, written: Mapping[str, Origin]) -> None:

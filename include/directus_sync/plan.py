@@ -26,7 +26,7 @@ from directus_sync.config import ConflictPolicy
 from directus_sync.cursor import iso_timestamp, parse_timestamp
 from directus_sync.extract import ChangeManifest, CollectionChanges
 from directus_sync.hook import DirectusHook
-from directus_sync.origins import Origin, newer
+from directus_sync.origins import UNKNOWN_TIME, Origin, newer
 from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, prune
 from directus_sync.staging import JsonlWriter, batched, read_staged
@@ -54,6 +54,9 @@ class CollectionPlan(BaseModel):
     updates_path: str
     deletes_path: str
     prunes_path: str | None = None
+    # Per staged write, the origin it carries: recorded by the apply step once the remote has it.
+    origins_path: str | None = None
+    origins: int = 0
 
 
 class SyncPlan(BaseModel):
@@ -135,19 +138,27 @@ class ConflictGuard:
     def weigh(self, shape: CollectionShape, changed_at: dict[str, str | None]) -> Weighing:
         """The origins of the source's and the remote's values of ``changed_at``'s keys (reads only, so
         worker threads may call it). ``changed_at`` holds each key's latest source change not made by the
-        sync, when extraction saw one."""
+        sync, when extraction saw one.
+
+        Every source value gets an origin: one its instance shows no change for (older than its log,
+        or written to the database directly) counts as made at the beginning of time, there. So two
+        such values still settle the same way in both directions.
+        """
         keys = list(changed_at)
         source = self._source_origins(shape, changed_at, keys)
-        if not keys or shape.collection in self.quiet:
-            return Weighing(source, {})
-        # Remote changes older than every source origin cannot be newer than any of them.
-        since = min(source.values()).at if len(source) == len(keys) else None
-        remote = self._origins_on(self.remote, shape, keys, since)
-        # Keys without a change time (full copies, retried dead letters) need the source's own log.
-        untimed = [k for k in remote if changed_at[k] is None]
+        # Keys without a change time (full copies, retried dead letters, values the sync brought) need
+        # the source's own log: a recorded origin alone may be older than an edit made since.
+        untimed = [k for k in keys if changed_at[k] is None]
         if untimed:
             for key, origin in self._origins_on(self.source, shape, untimed, None).items():
                 source[key] = newer(source.get(key), origin)
+        for key in keys:
+            source.setdefault(key, Origin(UNKNOWN_TIME, self.source.name))
+        if not keys or shape.collection in self.quiet:
+            return Weighing(source, {})
+        # Remote changes older than every source origin cannot be newer than any of them.
+        oldest = min(source.values()).at
+        remote = self._origins_on(self.remote, shape, keys, None if oldest == UNKNOWN_TIME else oldest)
         return Weighing(source, remote)
 
     def _source_origins(self, shape: CollectionShape, changed_at: dict[str, str | None], keys: list[str]
@@ -172,23 +183,31 @@ class ConflictGuard:
         return found
 
     def settle(self, collection: str, weighing: Weighing) -> set[str]:
-        """Record the conflicts of a weighed batch and return the keys whose source value loses."""
-        losing = set()
+        """Record the conflicts of a weighed batch and return the keys whose source value is not written.
+
+        A value whose origin the remote's equals is the same change: it is written again only from the
+        instance where it was made (that repairs drift written past Directus there), never back to it,
+        so fields an instance rewrites on every write (``date_updated``) cannot make two syncs echo.
+        """
+        kept = set()
         for key, remote_at in weighing.remote.items():
-            source_at = weighing.source.get(key)
-            if source_at is not None and source_at >= remote_at:
-                continue  # the source's value is newer, or is the remote's
+            source_at = weighing.source[key]
+            if source_at > remote_at or (source_at == remote_at and source_at.instance == self.source.name):
+                continue
+            if source_at == remote_at:
+                kept.add(key)
+                continue
             remote_wins = self.policy is ConflictPolicy.LAST_WRITER_WINS
-            self.conflicts.append(Conflict(collection, key, source_at.at.isoformat() if source_at else None,
+            known = source_at.at != UNKNOWN_TIME
+            self.conflicts.append(Conflict(collection, key, source_at.at.isoformat() if known else None,
                                            remote_at.at.isoformat(), "remote" if remote_wins else "source"))
             if remote_wins:
-                losing.add(key)
-        return losing
+                kept.add(key)
+        return kept
 
-    def written(self, collection: str, keys: Iterable[str], weighing: Weighing) -> None:
-        """Record the origins of the source values staged for ``keys`` (those whose origin is known)."""
-        origins.record(self.engine, self.remote.name, collection,
-                       {k: o for k in keys if (o := weighing.source.get(k)) is not None})
+    def origin(self, weighing: Weighing, key: str) -> Origin:
+        """The origin a write of ``key`` carries to the remote."""
+        return weighing.source[key]
 
 
 def plan(
@@ -214,6 +233,7 @@ class _Writes:
         self.updates = JsonlWriter(ObjectStoragePath(plan.updates_path))
         self.deletes = JsonlWriter(ObjectStoragePath(plan.deletes_path))
         self.prunes = JsonlWriter(ObjectStoragePath(plan.prunes_path)) if plan.prunes_path else None
+        self.origins = JsonlWriter(ObjectStoragePath(plan.origins_path)) if plan.origins_path else None
         self.retried = set(retried)
         self.retried_seen: set[str] = set()
         self.retried_staged: set[str] = set()
@@ -230,7 +250,14 @@ class _Writes:
             writer.__exit__(*exc_info)
 
     def _writers(self) -> list[JsonlWriter]:
-        return [self.creates, self.updates, self.deletes, *([self.prunes] if self.prunes else [])]
+        optional = [w for w in (self.origins, self.prunes) if w is not None]
+        return [self.creates, self.updates, self.deletes, *optional]
+
+    def carries(self, sent: Any, key: str, origin: Origin) -> None:
+        """Note the origin the write of ``key`` (sent as ``sent``) carries, for the apply step to record
+        once the remote has it."""
+        if self.origins is not None:
+            self.origins.write(origins.staged_record(sent, key, origin))
 
     def seen(self, keys: Iterable[str]) -> None:
         """Note the dead-lettered keys among ``keys``, records of the source's current state."""
@@ -269,6 +296,7 @@ def plan_collection(
         updates_path=str(folder / f"{name}.updates.jsonl"),
         deletes_path=str(folder / f"{name}.deletes.remote.jsonl"),
         prunes_path=str(folder / f"{name}.prunes.jsonl") if prune_remote and changes.source_keys_path else None,
+        origins_path=str(folder / f"{name}.origins.jsonl"),
     )
     guard.check_quiet(name, changes.oldest_change)
     with _Writes(result, changes.retried) as writes:
@@ -290,12 +318,13 @@ def plan_collection(
     result.creates, result.updates = writes.creates.count, writes.updates.count
     result.deletes, result.unchanged = writes.deletes.count, writes.unchanged
     result.prunes = writes.prunes.count if writes.prunes else 0
+    result.origins = writes.origins.count if writes.origins else 0
     result.conflicts = sum(1 for c in guard.conflicts if c.collection == name)
     result.resolved_dead_letters = writes.resolved()
     log.info("%s: %d to create, %d to update, %d to delete, %d already equal, %d conflicts", name,
              result.creates, result.updates, result.deletes, result.unchanged, result.conflicts)
     if writes.kept_remote:
-        log.warning("%s: the remote's newer change was kept for these keys (first %d): %s", name,
+        log.warning("%s: the remote's value was kept (newer, or the same change) for these keys (first %d): %s", name,
                     MAX_CONFLICT_KEYS_LOGGED, ", ".join(writes.kept_remote[:MAX_CONFLICT_KEYS_LOGGED]))
     return result
 
@@ -336,11 +365,10 @@ def _stage_upserts(batch: _UpsertBatch, shape: CollectionShape, guard: ConflictG
     losing = guard.settle(shape.collection, batch.weighing)
     writes.kept_remote.extend(sorted(losing))
     staged = [key for key in batch.differing if key not in losing]
-    # Recorded as staged: a write that then fails fails the run, and the run that retries it writes it.
-    guard.written(shape.collection, staged, batch.weighing)
     for key in staged:
         item = batch.differing[key][0]
         writes.staged(key)
+        writes.carries(item[shape.pk], key, guard.origin(batch.weighing, key))
         existing = batch.current.get(key)
         if existing is None:
             writes.creates.write(item)
@@ -369,10 +397,10 @@ def _stage_deletes(
     losing = guard.settle(shape.collection, weighing)
     writes.kept_remote.extend(sorted(losing))
     staged = [key for key in on_remote if key not in losing]
-    guard.written(shape.collection, staged, weighing)
     for key in staged:
         writes.staged(key)
         writes.deletes.write(on_remote[key]["key"])
+        writes.carries(on_remote[key]["key"], key, guard.origin(weighing, key))
 
 
 def _plan_prune(

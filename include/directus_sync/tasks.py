@@ -18,14 +18,14 @@ from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from sqlalchemy.engine import Engine
 
-from directus_sync import alerts, events, lease, ledger, notify, store
+from directus_sync import alerts, events, lease, ledger, notify, origins, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, Window, compute_window, extract
 from directus_sync.hook import DirectusError, DirectusHook
-from directus_sync.plan import ConflictGuard, Instance, SyncPlan, plan
+from directus_sync.plan import CollectionPlan, ConflictGuard, Instance, SyncPlan, plan
 from directus_sync.schema import SchemaMismatch, check_schema
-from directus_sync.staging import read_jsonl, remove_folder, run_folder
+from directus_sync.staging import read_jsonl, read_staged, remove_folder, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     written: dict[str, int] = {}
     failures: list[Failure] = []
     for c in SyncPlan.model_validate(sync_plan).collections:
-        outcome = Applier(target, c, open_letters.get(c.collection), source).run(
+        outcome = Applier(target, c, open_letters.get(c.collection), source, origin_recorder(engine, remote, c)).run(
             action, remote.batch_size, concurrency=remote.write_concurrency)
         store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
@@ -179,6 +179,14 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
         raise PoisonItemsError(f"the remote refused {len(failures)} items (now in the dead-letter table), "
                                f"all others were written: {shown}")
     return written
+
+
+def origin_recorder(engine: Engine, remote: RemoteSource, planned: CollectionPlan) -> origins.Recorder | None:
+    """What records, as the remote accepts them, the origins of ``planned``'s writes (see origins.py)."""
+    if not planned.origins_path:
+        return None
+    staged = read_staged(ObjectStoragePath(planned.origins_path), planned.origins, "filter_schema")
+    return origins.Recorder(engine, remote.remote_conn_id, planned.collection, staged)
 
 
 def asset_for(remote: RemoteSource, collection: str) -> Asset:

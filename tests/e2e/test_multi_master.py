@@ -203,7 +203,8 @@ class Pair:
         written = 0
         for action in ("delete", "update", "create"):
             for planned in sync_plan.collections:
-                outcome = Applier(target, planned).run(action, remote.batch_size)  # type: ignore[arg-type]
+                recorder = tasks.origin_recorder(engine, remote, planned)
+                outcome = Applier(target, planned, recorder=recorder).run(action, remote.batch_size)  # type: ignore[arg-type]
                 assert not outcome.failures, outcome.failures
                 written += outcome.written
         ledger.record(engine, ledger.RunRecord(

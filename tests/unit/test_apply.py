@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from airflow.sdk import ObjectStoragePath
 
+from directus_sync import origins, store
 from directus_sync.apply import Applier, request_batches
 from directus_sync.hook import DirectusError, encode_json
+from directus_sync.origins import Origin
 from directus_sync.plan import CollectionPlan
 from directus_sync.staging import StagedFileError, write_jsonl
 
@@ -233,3 +236,15 @@ def test_prunes_without_the_source_fail_before_deleting_them(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="pruning needs the source"):
         Applier(remote, plan).run("delete", max_count=2)  # type: ignore[arg-type]
     assert sorted(remote.items) == [7]
+
+
+def test_only_writes_the_remote_accepted_have_their_origins_recorded(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/origins.db")
+    store.migrate(engine)
+    items = [{"id": 1, "title": "ok"}, {"id": 2, "title": "far too long"}, {"id": 3, "title": "ok"}]
+    carried = [origins.staged_record(i["id"], str(i["id"]), Origin.of_change("2026-11-26T12:00:00Z", "a"))
+               for i in items]
+    recorder = origins.Recorder(engine, "b", "a", carried)
+    Applier(FakeRemote(), plan_with(tmp_path, creates=items), recorder=recorder).run(  # type: ignore[arg-type]
+        "create", max_count=10)
+    assert sorted(origins.recorded(engine, "b", "a", ["1", "2", "3"])) == ["1", "3"]

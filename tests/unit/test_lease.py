@@ -136,3 +136,32 @@ def test_a_database_without_the_lease_table_says_how_to_add_it(tmp_path: Path) -
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     with pytest.raises(LeaseLost, match="directus-sync db upgrade"), lease.hold(engine, TARGET, SYNC, TTL):
         pytest.fail("the body must not run")
+
+
+def test_a_writer_stops_as_soon_as_its_lease_is_taken_over(engine: sa.engine.Engine) -> None:
+    short = timedelta(seconds=0.3)
+    with pytest.raises(LeaseLost), lease.hold(engine, TARGET, SYNC, short):
+        lease.check_held()  # held: writing may go on
+        with engine.begin() as conn:
+            conn.execute(store.leases.update().values(holder_dag_id=RECONCILE.dag_id,
+                                                      holder_run_id=RECONCILE.run_id))
+        time.sleep(0.25)  # the renewer notices
+        with pytest.raises(LeaseLost, match="no longer holds"):
+            lease.check_held()
+        raise LeaseLost("the writer stopped")
+
+
+def test_a_writer_stops_when_the_lease_could_not_be_renewed_for_half_its_time(engine: sa.engine.Engine,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    with lease.hold(engine, TARGET, SYNC, timedelta(seconds=0.4)):
+        def unreachable(*args: object) -> None:
+            raise sa.exc.OperationalError("renew", {}, Exception("database down"))
+        monkeypatch.setattr(lease, "renew", unreachable)
+        time.sleep(0.3)
+        with pytest.raises(LeaseLost, match="could not renew"):
+            lease.check_held()
+        monkeypatch.undo()
+
+
+def test_outside_a_held_lease_writers_are_not_checked() -> None:
+    lease.check_held()

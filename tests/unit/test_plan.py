@@ -57,6 +57,11 @@ def guard_for(tmp_path: Path, remote: FakeRemote, source: FakeRemote | None = No
                          Instance(remote, names[1], "sync"), engine, policy)  # type: ignore[arg-type]
 
 
+def carried(result: Any) -> dict[str, tuple[str, str]]:
+    """The origins file of a plan: key -> (origin time, origin instance)."""
+    return {r["key"]: (r["at"], r["instance"]) for r in read_jsonl(ObjectStoragePath(result.origins_path))}
+
+
 def oldest(times: Any) -> str | None:
     return min(times, key=parse_timestamp, default=None)
 
@@ -247,7 +252,7 @@ def test_a_value_passed_on_keeps_its_origin_on_the_next_instance(tmp_path: Path)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
 
     assert (result.updates, result.conflicts) == (1, 0)
-    assert origins.recorded(guard.engine, "b", "a", ["1"]) == {"1": Origin.of_change("2026-11-26T12:05:00.000Z", "z")}
+    assert carried(result) == {"1": ("2026-11-26T12:05:00+00:00", "z")}
 
 
 def test_a_full_copy_keeps_a_newer_remote_edit_and_records_the_conflict(tmp_path: Path) -> None:
@@ -286,17 +291,59 @@ def test_a_remote_holding_a_newer_recorded_origin_is_not_quiet(tmp_path: Path) -
     assert "a" not in guard.quiet and len(guard.conflicts) == 1
 
 
-def test_the_origins_of_staged_writes_are_recorded_and_replace_older_ones(tmp_path: Path) -> None:
+def test_each_staged_write_carries_its_origin_and_nothing_is_recorded_before_the_apply(tmp_path: Path) -> None:
     folder = ObjectStoragePath(f"file://{tmp_path}")
     changes = stage(folder, [({"id": 1, "title": "new"}, "2026-11-26T12:00:00.000Z")],
                     [(4, "2026-11-26T12:01:00.000Z")])
     remote = FakeRemote([{"id": 1, "title": "old"}, {"id": 4, "title": "gone soon"}])
     guard = guard_for(tmp_path, remote)
     origins.record(guard.engine, "b", "a", {"1": Origin.of_change("2026-11-25T12:00:00.000Z", "c")})
-    plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
 
-    assert origins.recorded(guard.engine, "b", "a", ["1", "4"]) == {
-        "1": Origin.of_change("2026-11-26T12:00:00.000Z", "a"), "4": Origin.of_change("2026-11-26T12:01:00.000Z", "a")}
+    assert carried(result) == {"1": ("2026-11-26T12:00:00+00:00", "a"), "4": ("2026-11-26T12:01:00+00:00", "a")}
+    # The remote holds the old value until the apply step writes it: its recorded origin stays.
+    before = Origin.of_change("2026-11-25T12:00:00.000Z", "c")
+    assert origins.recorded(guard.engine, "b", "a", ["1", "4"]) == {"1": before}
+
+
+def test_the_same_change_is_not_written_back_to_where_it_came_from(tmp_path: Path) -> None:
+    # B got A's edit through A->B; B's copy differs (B rewrote a field on write). B->A must not write it back.
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "a's edit, as b stored it"}, None)], [])
+    remote = FakeRemote([{"id": 1, "title": "a's edit"}])
+    remote.changed_at = {"1": "2026-11-26T12:00:00.000Z"}
+    guard = guard_for(tmp_path, remote, names=("b", "a"))
+    origins.record(guard.engine, "b", "a", {"1": Origin.of_change("2026-11-26T12:00:00.000Z", "a")})
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+    assert (result.updates, result.conflicts) == (0, 0)
+
+
+def test_the_same_change_is_written_again_from_where_it_was_made(tmp_path: Path) -> None:
+    # Drift: B's copy of A's edit was changed past Directus (no activity). A's reconcile repairs it.
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "a's edit"}, None)], [])
+    source = FakeRemote([])
+    source.changed_at = {"1": "2026-11-26T12:00:00.000Z"}
+    remote = FakeRemote([{"id": 1, "title": "drifted"}])
+    guard = guard_for(tmp_path, remote, source)
+    origins.record(guard.engine, "b", "a", {"1": Origin.of_change("2026-11-26T12:00:00.000Z", "a")})
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+    assert (result.updates, result.conflicts) == (1, 0)
+
+
+def test_values_with_no_known_origin_on_either_side_settle_the_same_way_in_both_directions(tmp_path: Path) -> None:
+    outcomes = []
+    for names in (("a", "b"), ("b", "a")):
+        (tmp_path / names[0]).mkdir()
+        folder = ObjectStoragePath(f"file://{tmp_path}/{names[0]}")
+        changes = stage(folder, [({"id": 1, "title": f"loaded into {names[0]}"}, None)], [])
+        remote = FakeRemote([{"id": 1, "title": f"loaded into {names[1]}"}])
+        guard = guard_for(tmp_path / names[0], remote, names=names)
+        # Two runs swapped the values both instances were loaded with (no change either instance shows).
+        origins.record(guard.engine, names[1], "a", {"1": Origin(origins.UNKNOWN_TIME, names[0])})
+        origins.record(guard.engine, names[0], "a", {"1": Origin(origins.UNKNOWN_TIME, names[1])})
+        outcomes.append(plan_collection(remote, changes, SHAPE, folder, 10, guard).updates)  # type: ignore[arg-type]
+    assert sorted(outcomes) == [0, 1]
 
 
 def test_without_pruning_no_prunes_are_staged(tmp_path: Path) -> None:
