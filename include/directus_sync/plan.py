@@ -102,18 +102,20 @@ class ConflictGuard:
     Values are compared by their origin (see origins.py): when and where the change was made, however
     many instances it passed through since. ``last_writer_wins`` keeps the remote's newer value;
     ``source_wins`` overwrites it. Either way the conflict is kept in :attr:`conflicts` for the
-    conflicts table. The origins of the values the run writes are recorded for the next comparison.
+    conflicts table. The origins of the values the run writes are recorded for the next comparison,
+    unless ``record`` is off (a dry run: it writes nothing, so a later run must not find its origins).
 
     A collection with no remote value newer than the source's oldest change cannot conflict:
     :meth:`check_quiet` finds that out in two queries, and its batches then read nothing remote.
     """
 
     def __init__(self, source: Instance, remote: Instance, engine: Engine,
-                 policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS) -> None:
+                 policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS, record: bool = True) -> None:
         self.source = source
         self.remote = remote
         self.engine = engine
         self.policy = policy
+        self.record = record
         self.conflicts: list[Conflict] = []
         self.quiet: set[str] = set()
 
@@ -187,6 +189,8 @@ class ConflictGuard:
 
     def written(self, collection: str, keys: Iterable[str], weighing: Weighing) -> None:
         """Record the origins of the source values staged for ``keys`` (those whose origin is known)."""
+        if not self.record:
+            return
         origins.record(self.engine, self.remote.name, collection,
                        {k: o for k in keys if (o := weighing.source.get(k)) is not None})
 
