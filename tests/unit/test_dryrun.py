@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from directus_sync import dryrun, origins, store, tasks
+from directus_sync import dryrun, event_dag, origins, store, tasks
 from directus_sync.apply import Failure
 from directus_sync.config import ConflictPolicy, RemoteSource
 from directus_sync.plan import ConflictGuard, SyncPlan, plan_collection
@@ -141,3 +141,16 @@ def test_a_failed_dry_run_fails_red_without_notifying(monkeypatch: pytest.Monkey
     context = {**dry_context(), "ti": ti}
     with pytest.raises(AirflowFailException, match="dry run of remote 'eu_to_us'"):
         tasks.notify_on_failure(REMOTE, context)
+
+
+def test_an_event_mode_dry_run_plans_in_its_one_task_and_leaves_lease_and_watermark_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def untouchable(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an event-mode dry run wrote or took the lease")
+
+    monkeypatch.setattr(tasks.lease, "hold", untouchable)
+    monkeypatch.setattr(event_dag.events, "mark_synced", untouchable)
+    monkeypatch.setattr(tasks, "apply_writes", untouchable)
+    monkeypatch.setattr(tasks, "extract_changes", lambda remote, context: {"manifest": True})
+    monkeypatch.setattr(tasks, "filter_schema", lambda remote, manifest, context: {"summary": manifest})
+    assert event_dag.run_sync(REMOTE, dry_context()) == {"summary": {"manifest": True}}
