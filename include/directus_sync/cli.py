@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -16,12 +18,14 @@ from urllib.parse import quote, urlsplit
 
 import sqlalchemy as sa
 import typer
+from airflow.sdk import ObjectStoragePath
 from rich.console import Console
 from rich.table import Table
 
-from directus_sync import ledger, store
+from directus_sync import dryrun, ledger, store, tasks
 from directus_sync.check import check_remote, instance_facts
 from directus_sync.config import BrokenRemote, RemoteSource, parse_row
+from directus_sync.extract import compute_window, extract
 from directus_sync.provision import ProvisionError, provision
 
 app = typer.Typer(help="Set up and check directus-sync.", no_args_is_help=True, add_completion=False)
@@ -249,6 +253,50 @@ def check(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
         table.add_row(problem.where, problem.problem, problem.fix)
     console.print(table)
     raise typer.Exit(code=1)
+
+
+@app.command("plan")
+def plan_command(
+    name: Annotated[str, typer.Argument(help="The remote (its row in the remote-sources table).")],
+    full: Annotated[bool, typer.Option("--full", help="Compare every item, as a run with full_resync does.")] = False,
+    prune: Annotated[bool, typer.Option("--prune", help="With --full: also list remote items the source does "
+                                                        "not have, which a pruning run would delete.")] = False,
+    db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
+) -> None:
+    """Show what the next sync of a remote would write, without writing anything.
+
+    It extracts and plans as a run does (from the end of the last successful window in the run ledger, or
+    every item with --full), in a temporary folder it deletes afterwards.
+    """
+    if prune and not full:
+        raise fail("--prune needs --full: only a comparison of every item can tell which remote items the "
+                   "source does not have")
+    parsed = parse_row(_find(name, db_conn_id))
+    if isinstance(parsed, BrokenRemote):
+        raise fail(parsed.error)
+    folder = Path(tempfile.mkdtemp(prefix="directus-sync-plan-"))
+    try:
+        summary = _dry_run(parsed, _engine(db_conn_id), folder, full, prune)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a Directus answer, a schema mismatch, the ledger: each message says what to fix
+        raise fail(f"cannot plan remote {name!r}: {exc}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    for line in dryrun.render(summary):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _dry_run(remote: RemoteSource, engine: Any, folder: Path, full: bool, prune: bool) -> dict[str, Any]:
+    """Extract and plan like the remote's next run (the same steps), staging under ``folder``; record nothing."""
+    window = compute_window(interval_start=None, interval_end=datetime.now(UTC),
+                            prev_success_end=ledger.last_window_end(engine, remote.name),
+                            overlap=remote.overlap, full_resync=full)
+    manifest = extract(tasks.hook_for(remote, remote.source_conn_id), remote, window,
+                       ObjectStoragePath(f"file://{folder}"), store.open_dead_letters(engine, remote.name),
+                       list_source_keys=prune, previous=ledger.last_cursor(engine, remote.name))
+    sync_plan, guard = tasks.plan_changes(remote, manifest, engine)
+    return dryrun.summarize(sync_plan, guard.conflicts, remote.conflict_policy)
 
 
 @app.command("runs")

@@ -15,13 +15,18 @@ from directus_sync import events, tasks
 from directus_sync.config import RemoteSource
 
 
-def run_sync(remote: RemoteSource, context: Any) -> dict[str, dict[str, int]]:
+def run_sync(remote: RemoteSource, context: Any) -> dict[str, Any]:
     """Extract, plan and apply one run's changes; advance the watermark when everything was written.
 
     Refused (poison) items do not stop the other actions, as in the scheduled DAG: deletes, updates and
     creates all run, then the refusals fail the task together. The remote's lease is held throughout
     (waiting for it first), as by the scheduled DAG's tasks; ``record_run`` gives it back.
+
+    A dry run extracts and plans only, as the scheduled DAG's does: it returns the plan's summary, takes
+    no lease and leaves the watermark where it was, so the next run still reads this window.
     """
+    if tasks.is_dry_run(context):
+        return tasks.filter_schema(remote, tasks.extract_changes(remote, context), context)
     with tasks.lease_held(remote, context, first=True):
         return _sync(remote, context)
 

@@ -98,6 +98,11 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
             "prune": Param(reconcile and remote.reconcile_prune, type="boolean",
                            description="With full_resync: also delete remote items the source does not have "
                                        "(one-way mirrors only)."),
+            "dry_run": Param(False, type="boolean",
+                             description="Extract and plan only: log (and return as filter_schema's result) what "
+                                         "the run would create, update, delete and prune and which conflicts it "
+                                         "would settle, and write nothing: no remote write, no ledger row, no "
+                                         "lease, no Asset events; the next run still reads this window."),
         },
         default_args={"retries": remote.retries, "retry_delay": timedelta(minutes=1)},
         deadline=_deadline(remote, reconcile),
@@ -123,17 +128,20 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
 
         @task(multiple_outputs=False)
         def apply_deletes(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
+            tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "delete", context)
 
         # Refused items fail an apply task only after it wrote everything else; the next apply runs anyway.
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_updates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
+            tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "update", context)
 
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_creates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
+            tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "create", context)
 
@@ -159,7 +167,7 @@ def _add_event_tasks(remote: RemoteSource) -> None:
     """The event-mode DAG: the whole sync in one task, since each task start costs seconds of latency."""
 
     @task(multiple_outputs=False)
-    def sync_changes(**context: Any) -> dict[str, dict[str, int]]:
+    def sync_changes(**context: Any) -> dict[str, Any]:
         with tasks.errors_recorded(context):
             return event_dag.run_sync(remote, context)
 
@@ -259,5 +267,6 @@ def _doc(remote: RemoteSource) -> str:
              f"runs: {_when(remote, reconcile=False)}.", "",
              "| collection | fields |", "| --- | --- |"]
     lines += [f"| `{c.name}` | {', '.join(f'`{f}`' for f in c.fields)} |" for c in remote.sync_schema]
-    lines += ["", "Trigger with `full_resync: true` to copy every item instead of the window's changes."]
+    lines += ["", "Trigger with `full_resync: true` to copy every item instead of the window's changes, or with "
+              "`dry_run: true` to see what a run would write without writing it."]
     return "\n".join(lines)

@@ -105,7 +105,8 @@ class ConflictGuard:
     Values are compared by their origin (see origins.py): when and where the change was made, however
     many instances it passed through since. ``last_writer_wins`` keeps the remote's newer value;
     ``source_wins`` overwrites it. Either way the conflict is kept in :attr:`conflicts` for the
-    conflicts table. The origins of the values the run writes are recorded for the next comparison.
+    conflicts table. Each staged write carries its value's origin, which the apply step records once
+    the remote has it (planning records nothing: a dry run plans too).
 
     A collection with no remote value newer than the source's oldest change cannot conflict:
     :meth:`check_quiet` finds that out in two queries, and its batches then read nothing remote.

@@ -18,7 +18,7 @@ from airflow.sdk import Asset, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from sqlalchemy.engine import Engine
 
-from directus_sync import alerts, events, lease, ledger, notify, origins, store
+from directus_sync import alerts, dryrun, events, lease, ledger, notify, origins, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.extract import ChangeManifest, Window, compute_window, extract
@@ -89,10 +89,26 @@ class PoisonItemsError(AirflowFailException):
     """
 
 
+def is_dry_run(context: Mapping[str, Any]) -> bool:
+    """Whether the run was triggered with ``dry_run``: extract and plan, log the plan, write nothing."""
+    return bool((context.get("params") or {}).get("dry_run"))
+
+
+def skip_in_dry_run(context: Mapping[str, Any]) -> None:
+    """Skip a writing task of a dry run (and, through the trigger rules, the cleanup after it)."""
+    if is_dry_run(context):
+        raise AirflowSkipException("dry run: nothing is written")
+
+
 def lease_held(remote: RemoteSource, context: Mapping[str, Any], first: bool
                ) -> contextlib.AbstractContextManager[None]:
     """The lease on the remote while a writing task runs: the run's ``first`` task waits for it, later
-    tasks renew it and fail when another run has taken it (see lease.py); ``record_run`` releases it."""
+    tasks renew it and fail when another run has taken it (see lease.py); ``record_run`` releases it.
+
+    A dry run writes nothing, so it takes no lease: it neither waits for nor blocks the runs that write.
+    """
+    if is_dry_run(context):
+        return contextlib.nullcontext()
     return lease.hold(store.engine_for(), remote.remote_conn_id, _holder(context), wait=first)
 
 
@@ -115,7 +131,7 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
     retry_keys = store.open_dead_letters(engine, remote.name)
     # A backfill reads its own interval only; every other run also reads on from the last cursor.
     backfill = _run_type(context) == "backfill"
-    manifest = extract(_hook(remote, remote.source_conn_id), remote, window, folder, retry_keys,
+    manifest = extract(hook_for(remote, remote.source_conn_id), remote, window, folder, retry_keys,
                        list_source_keys=bool(context["params"].get("prune")),
                        previous=None if backfill else ledger.last_cursor(engine, remote.name),
                        keep_cursor=not backfill)
@@ -128,13 +144,12 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
 
 
 def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
-    source, target = _hook(remote, remote.source_conn_id), _hook(remote, remote.remote_conn_id)
-    changes = ChangeManifest.model_validate(manifest)
-    shapes = check_schema(remote.sync_schema, source, target, full=changes.full,
-                          reconcile=bool(remote.reconcile_schedule))
+    """Plan the run's writes; in a dry run, return (and log) the plan's summary instead, recording nothing."""
     engine = store.engine_for()
-    guard = conflict_guard(remote, source, target, engine)
-    sync_plan = plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune)
+    dry_run = is_dry_run(context)
+    sync_plan, guard = plan_changes(remote, ChangeManifest.model_validate(manifest), engine)
+    if dry_run:
+        return _dry_run_summary(remote, sync_plan, guard, context)
     store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
     for c in sync_plan.collections:
         store.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
@@ -142,6 +157,29 @@ def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mappi
     # Under a key of its own too: the ledger and the failure report find it whatever the DAG's shape.
     context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=planned)
     return planned
+
+
+def plan_changes(remote: RemoteSource, changes: ChangeManifest, engine: Engine) -> tuple[SyncPlan, ConflictGuard]:
+    """Check the schema on both instances and stage the writes ``changes`` need on the remote.
+
+    Planning writes nothing but staged files: the caller records conflicts and clears dead letters (or,
+    in a dry run, does not), and the apply step records the origins of what it writes.
+    """
+    source, target = hook_for(remote, remote.source_conn_id), hook_for(remote, remote.remote_conn_id)
+    shapes = check_schema(remote.sync_schema, source, target, full=changes.full,
+                          reconcile=bool(remote.reconcile_schedule))
+    guard = conflict_guard(remote, source, target, engine)
+    return plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune), guard
+
+
+def _dry_run_summary(remote: RemoteSource, sync_plan: SyncPlan, guard: ConflictGuard,
+                     context: Mapping[str, Any]) -> dict[str, Any]:
+    """Log the plan's summary and drop the staged files: the writing tasks (and the cleanup) are skipped."""
+    summary = dryrun.summarize(sync_plan, guard.conflicts, remote.conflict_policy)
+    for line in dryrun.render(summary):
+        log.info("%s", line)
+    cleanup_staging(context)
+    return summary
 
 
 def conflict_guard(remote: RemoteSource, source: DirectusHook, target: DirectusHook, engine: Engine) -> ConflictGuard:
@@ -158,9 +196,9 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     Items the remote refuses go to the dead-letter table and fail the task once every other item is
     written; dead letters written successfully now leave the table.
     """
-    target = _hook(remote, remote.remote_conn_id)
+    target = hook_for(remote, remote.remote_conn_id)
     # Deletes include the prunes of a reconcile, checked against the source right before deleting.
-    source = _hook(remote, remote.source_conn_id) if action == "delete" else None
+    source = hook_for(remote, remote.source_conn_id) if action == "delete" else None
     engine = store.engine_for()
     open_letters = store.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
@@ -199,8 +237,12 @@ def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, An
     """Write the run's ledger rows; on success, emit one Asset event per collection with its counts.
 
     A failed run is recorded too, then this task skips: Asset events only ever announce synced data.
-    Either way the run gives back its lease on the remote.
+    Either way the run gives back its lease on the remote. A dry run is neither recorded (its window was
+    not synced, so the next run must read it) nor announced, and held no lease.
     """
+    if is_dry_run(context):
+        log.info("dry run: nothing recorded")
+        raise AirflowSkipException("dry run: no ledger row and no Asset events")
     try:
         return _record_run(remote, context)
     finally:
@@ -285,10 +327,12 @@ def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str,
     if sync_plan:
         report.keys, report.counts = _pending_keys(SyncPlan.model_validate(sync_plan))
     summary = "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see the task logs"
+    if is_dry_run(context):  # it writes nothing anywhere, notifications included; the run still shows red
+        raise AirflowFailException(f"The dry run of remote {remote.name!r} failed: {summary}")
     if remote.source_conn_id is None:
         log.warning("The source connection of %s is unknown; nobody can be notified", remote.name)
     else:
-        notify.send(_hook(remote, remote.source_conn_id), remote.notify_users, report)
+        notify.send(hook_for(remote, remote.source_conn_id), remote.notify_users, report)
     channels = remote.alerts or alerts.global_channels()
     alerts.send(alerts.Alert("run_failed", remote.name, report.dag_id, report.run_id, report.subject, report.message),
                 channels, context)
@@ -315,7 +359,7 @@ def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, 
     return keys, counts
 
 
-def _hook(remote: RemoteSource | BrokenRemote, conn_id: str) -> DirectusHook:
+def hook_for(remote: RemoteSource | BrokenRemote, conn_id: str) -> DirectusHook:
     if isinstance(remote, BrokenRemote):
         return DirectusHook(directus_conn_id=conn_id)
     return DirectusHook(directus_conn_id=conn_id, timeout=remote.http_timeout_seconds, retries=remote.http_retries,

@@ -180,7 +180,7 @@ def window_of(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setattr(tasks.ledger, "last_cursor", lambda engine, name: None)
         monkeypatch.setattr(tasks.events, "load_watermark", lambda remote: watermark)
         monkeypatch.setattr(tasks, "run_folder", lambda dag_id, run_id: None)
-        monkeypatch.setattr(tasks, "_hook", lambda remote, conn_id: None)
+        monkeypatch.setattr(tasks, "hook_for", lambda remote, conn_id: None)
         monkeypatch.setattr(tasks, "extract", seen)
         with pytest.raises(WindowSeen) as raised:
             tasks.extract_changes(remote, {**context, "ti": FakeTI(), "run_id": "r"})
