@@ -70,7 +70,7 @@ def declared_node_engines(cache_dir: Path) -> str:
 
 def node_problem(version_text: str | None, npm_found: bool, engines: str) -> tuple[str | None, str | None]:
     """(problem that stops, warning that does not) for the Node.js that ``node --version`` printed."""
-    how = "install Node.js 22 with npm (nodejs.org, or Debian/NodeSource: apt-get install nodejs npm)"
+    how = "install Node.js 22 with npm from nodejs.org or NodeSource (Debian 12's own nodejs is 18, too old)"
     if version_text is None:
         return f"Node.js is needed to run Directus {DIRECTUS_VERSION} locally and `node` is not on PATH: {how}", None
     version = parse_node_version(version_text)
@@ -81,8 +81,8 @@ def node_problem(version_text: str | None, npm_found: bool, engines: str) -> tup
         return (f"Node.js {shown} is too old to run Directus {DIRECTUS_VERSION} (needs {NODE_MIN_MAJOR}+, "
                 f"declares node {engines}): {how}"), None
     if not npm_found:
-        return (f"npm is needed to install Directus {DIRECTUS_VERSION} and `npm` is not on PATH: install it "
-                "(Debian: apt-get install npm; it comes with Node.js from nodejs.org)"), None
+        return (f"npm is needed to install Directus {DIRECTUS_VERSION} and `npm` is not on PATH: it comes with "
+                "Node.js from nodejs.org or NodeSource; beside Debian's nodejs, apt-get install npm"), None
     wanted = engines_min_major(engines)
     if wanted is not None and version[0] < wanted:
         return None, (f"warning: Node.js {shown} is below Directus {DIRECTUS_VERSION}'s declared engines "
