@@ -121,9 +121,10 @@ class RateColumn(ProgressColumn):
 
 # Live progress on stderr while a step runs (done of N, rate, elapsed, ETA); it draws only on a terminal and
 # leaves nothing behind, so that stdout keeps the figures alone, also when piped.
+_STDERR = Console(stderr=True)
 PROGRESS = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True)
+                    console=_STDERR, transient=True, disable=not _STDERR.is_terminal)
 
 
 @contextmanager
