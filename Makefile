@@ -2,21 +2,51 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Output line by line as it happens, also when piped to a file.
+RUN := PYTHONUNBUFFERED=1 $(BIN)/python -u
+# What the machine must have, checked with the machine's Python before anything is installed.
+PREREQS := $(PYTHON) include/directus_sync/prereqs.py
 
-.PHONY: install directus demo test lint unit e2e bench clean
+.PHONY: install directus demo test lint unit e2e bench clean check-demo check-test check-bench
+
+# -- the virtualenv: one install per extra, again only when pyproject.toml changed ------------------
+# .installed-runtime: the package and its runtime dependencies (all the demo imports);
+# .installed-test: plus [test,dev] (pytest, playwright, hypothesis, ruff, mypy...); .installed-bench: plus [bench].
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[test]"
+$(VENV)/.installed-runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
 
-directus: install
-	$(BIN)/python -m directus_sync.devserver install
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test,dev]"
+	touch $@ $(VENV)/.installed-runtime
 
-demo: directus
-	$(BIN)/python -m directus_sync.demo $(ARGS)
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[bench]"
+	touch $@ $(VENV)/.installed-runtime
+
+install: $(VENV)/.installed-test
+
+check-demo:
+	@$(PREREQS) demo
+
+check-test:
+	@$(PREREQS) test
+
+check-bench:
+	@$(PREREQS) bench
+
+# The pinned Directus from npm into .cache/directus (once; devserver keeps its own marker).
+directus: $(VENV)/.installed-runtime
+	$(RUN) -m directus_sync.devserver install
+
+demo: check-demo
+	@$(MAKE) --no-print-directory directus
+	$(RUN) -m directus_sync.demo $(ARGS)
 
 lint: install
 	$(BIN)/ruff check include dags plugins tests bench
@@ -25,15 +55,16 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit -q
 
-e2e: directus
+e2e: install directus
 	$(BIN)/pytest tests/e2e -q
 
-test: directus lint
+test: check-test
+	@$(MAKE) --no-print-directory install directus lint
 	$(BIN)/pytest tests -q -ra
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
 
-bench: directus
-	$(BIN)/pip install --quiet -e ".[bench]"
-	$(BIN)/python bench/sync_bench.py $(BENCH_ARGS)
+bench: check-bench
+	@$(MAKE) --no-print-directory $(VENV)/.installed-bench directus
+	$(RUN) bench/sync_bench.py $(BENCH_ARGS)

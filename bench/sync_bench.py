@@ -46,14 +46,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 import sqlalchemy as sa
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from directus_sync import store
 from directus_sync.apply import DEFAULT_MAX_REQUEST_BYTES, request_batches
@@ -94,6 +108,33 @@ SCHEDULE, OVERLAP_SECONDS = "* * * * *", 5
 PROBE_SIZES = (100, 250, 500, 1000)  # batch sizes the ceiling tries
 WRITE_CONCURRENCY: int = RemoteSource.model_fields["write_concurrency"].default
 BATCH_SIZE: int = RemoteSource.model_fields["batch_size"].default
+PHASES = ("create", "update", "delete")
+
+
+class RateColumn(ProgressColumn):
+    """Items per second of a step that counts items (nothing for a wait or a run of unknown length)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} items/s" if speed and task.fields.get("rate") else "", style="progress.data.speed")
+
+
+# Live progress on stderr while a step runs (done of N, rate, elapsed, ETA); it draws only on a terminal and
+# leaves nothing behind, so that stdout keeps the figures alone, also when piped.
+_STDERR = Console(stderr=True)
+PROGRESS = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    console=_STDERR, transient=True, disable=not _STDERR.is_terminal)
+
+
+@contextmanager
+def step(description: str, total: float | None, rate: bool = True) -> Iterator[Callable[[float], None]]:
+    """A progress line for one step while it runs; yields ``advance(done)``. ``total=None``: a spinner."""
+    task = PROGRESS.add_task(description, total=total, rate=rate)
+    try:
+        yield lambda done: PROGRESS.advance(task, done)
+    finally:
+        PROGRESS.remove_task(task)
 
 
 def send(session: requests.Session, url: str, token: str, method: str, payload: Any) -> None:
@@ -104,10 +145,15 @@ def send(session: requests.Session, url: str, token: str, method: str, payload: 
 
 
 def send_batches(session: requests.Session, url: str, token: str, method: str, name: str,
-                 batches: Iterable[list[Any]], in_flight: int) -> None:
-    """One raw bulk call per batch on ``/items/{name}``, ``in_flight`` at a time."""
+                 batches: Iterable[list[Any]], in_flight: int,
+                 done: Callable[[float], None] = lambda items: None) -> None:
+    """One raw bulk call per batch on ``/items/{name}``, ``in_flight`` at a time; ``done(items)`` after each."""
+    def one(batch: list[Any]) -> None:
+        send(session, f"{url}/items/{name}", token, method, batch)
+        done(len(batch))
+
     with ThreadPoolExecutor(max_workers=in_flight) as pool:
-        list(pool.map(lambda batch: send(session, f"{url}/items/{name}", token, method, batch), batches))
+        list(pool.map(one, batches))
 
 
 def make_item(n: int, rng: random.Random, version: int = 0) -> dict[str, Any]:
@@ -132,6 +178,7 @@ class Bench:
         # extension: a non-admin user's writes cost Directus permission checks that an admin's skip.
         self.remote_token = remote.admin_token
         self.last_source_change = time.time()
+        self.phase_done: Callable[[], None] = lambda: None  # the overall progress: one phase of one N more
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -140,7 +187,9 @@ class Bench:
 
     def bulk(self, instance: DirectusInstance, method: str, name: str, payload: list[Any], size: int) -> None:
         """Bulk calls of ``size`` items (fewer where Directus's 1 MB body limit demands it), two in flight."""
-        self.send_all(instance, method, name, request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES), 2)
+        with step(f"{method} {len(payload):,} items on {instance.name}/{name}", len(payload)) as advance:
+            self.send_all(instance, method, name, request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES), 2,
+                          advance)
         if instance is self.source:
             self.last_source_change = time.time()
 
@@ -150,12 +199,16 @@ class Bench:
         ready = (math.floor((self.last_source_change + 1 + lookback) / 60) + 1) * 60
         if (pause := ready - time.time()) > 0:
             print(f"  waiting {pause:.0f} s for the source's changes to leave the sync window", flush=True)
-            time.sleep(pause)
+            with step("waiting for a quiet sync window (s)", round(pause), rate=False) as advance:
+                end = time.monotonic() + pause
+                while (left := end - time.monotonic()) > 0:
+                    time.sleep(min(1.0, left))
+                    advance(min(1.0, left))
 
     def send_all(self, instance: DirectusInstance, method: str, name: str, batches: Iterable[list[Any]],
-                 in_flight: int) -> None:
-        """One bulk call per batch on ``/items/{name}``, ``in_flight`` at a time."""
-        send_batches(self.session, instance.url, self.token(instance), method, name, batches, in_flight)
+                 in_flight: int, done: Callable[[float], None] = lambda items: None) -> None:
+        """One bulk call per batch on ``/items/{name}``, ``in_flight`` at a time; ``done(items)`` after each."""
+        send_batches(self.session, instance.url, self.token(instance), method, name, batches, in_flight, done)
 
     def call(self, instance: DirectusInstance, method: str, path: str, payload: Any) -> None:
         send(self.session, instance.url + path, self.token(instance), method, payload)
@@ -176,8 +229,9 @@ class Bench:
                        "--output", str(self.profile / f"{label}.txt"), "--", *command]
         with tempfile.TemporaryFile("w+") as output, tempfile.TemporaryDirectory() as scratch:
             peak_file = Path(scratch) / "peak_rss_kb"
-            returncode = subprocess.call([sys.executable, str(PEAK_RSS), str(peak_file), *command], env=env,
-                                         stdout=output, stderr=subprocess.STDOUT)
+            with step(f"directus-sync run {label} (airflow dags test)", None, rate=False):
+                returncode = subprocess.call([sys.executable, str(PEAK_RSS), str(peak_file), *command], env=env,
+                                             stdout=output, stderr=subprocess.STDOUT)
             output.seek(0)
             log = output.read()
             peak_kb = int(peak_file.read_text()) if peak_file.exists() else 0
@@ -197,17 +251,20 @@ class Bench:
                 "task_seconds": task_time, "peak_rss_mb": peak_kb / 1024, "activity_rows": activity}
 
     def per_item(self, method: str, name: str, payloads: list[tuple[str, Any]]) -> float:
-        started = time.perf_counter()
-        for path, payload in payloads:
-            self.call(self.remote, method, f"/items/{name}{path}", payload)
-        return time.perf_counter() - started
+        with step(f"per-item {method} on {name}", len(payloads)) as advance:
+            started = time.perf_counter()
+            for path, payload in payloads:
+                self.call(self.remote, method, f"/items/{name}{path}", payload)
+                advance(1)
+            return time.perf_counter() - started
 
     def ceiling(self, method: str, name: str, payload: list[Any], size: int, in_flight: int = 1) -> float:
         """Seconds to write ``payload`` with raw bulk requests of ``size``, ``in_flight`` at a time."""
         batches = list(request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES))  # cut before the clock starts
-        started = time.perf_counter()
-        self.send_all(self.remote, method, name, batches, in_flight)
-        return time.perf_counter() - started
+        with step(f"ceiling {method} on {name}, {in_flight} in flight", len(payload)) as advance:
+            started = time.perf_counter()
+            self.send_all(self.remote, method, name, batches, in_flight, advance)
+            return time.perf_counter() - started
 
     def best_batch_size(self, n: int, rng: random.Random) -> int:
         """The create batch size that writes fastest on this remote, tried on a sample."""
@@ -272,6 +329,7 @@ def run_size(bench: Bench, n: int, engine: sa.engine.Engine) -> dict[str, Any]:
         change_source()
         figures = run_phase(bench, n, f"{name}_{phase}", (method, singles, bulk_payload), size)
         result["phases"][phase] = figures
+        bench.phase_done()
         if phase == "create" and "sync" in bench.methods:
             result["no_change_run"] = no_change_run(bench, n)
         if phase == bench.last_phase:
@@ -438,7 +496,7 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, help="keep each directus-sync run's `dags test` output in this folder")
     parser.add_argument("--write-concurrency", type=int, default=WRITE_CONCURRENCY,
                         help="the sync row's write_concurrency (the parallel ceiling uses at least 2)")
-    parser.add_argument("--stop-after", choices=("create", "update", "delete"), default="delete",
+    parser.add_argument("--stop-after", choices=PHASES, default="delete",
                         help="the last phase to run (memory and the no-change run at a large N: create)")
     args = parser.parse_args()
     exit_on_sigterm()
@@ -456,8 +514,12 @@ def main() -> int:
         store.migrate(engine)
         bench = Bench(source, remote, airflow, tuple(args.methods), args.profile, args.logs)
         bench.last_phase, bench.write_concurrency = args.stop_after, args.write_concurrency
+        phases = len(args.n) * (PHASES.index(args.stop_after) + 1)
         try:
-            report["sizes"] = [run_size(bench, n, engine) for n in args.n]
+            with PROGRESS, step(f"benchmark: phases of N={', '.join(map(str, args.n))}", phases,
+                                rate=False) as advance:
+                bench.phase_done = lambda: advance(1)
+                report["sizes"] = [run_size(bench, n, engine) for n in args.n]
         finally:
             for _, database in databases:
                 source.stop()

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -38,6 +39,32 @@ errors = Console(stderr=True)
 
 DbConn = Annotated[str, typer.Option("--db-conn-id", envvar="DIRECTUS_SYNC_DB_CONN_ID",
                                      help="Airflow connection of the remote-sources table's database.")]
+RemoteName = Annotated[str, typer.Argument(help="The remote's name (its row in the remote-sources table).",
+                                           show_default=False)]
+
+
+def package_version() -> str:
+    """The installed distribution's version (from its metadata), else the source tree's."""
+    try:
+        return metadata.version("directus-sync")
+    except metadata.PackageNotFoundError:
+        from directus_sync import __version__
+
+        return __version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"directus-sync {package_version()}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version of directus-sync and exit.")] = False,
+) -> None:
+    """Set up and check directus-sync."""
 
 
 def fail(message: str) -> typer.Exit:
@@ -75,7 +102,8 @@ def provision_command(
 ) -> None:
     """Create or update the "Data Sync" policy, its permissions and API user; print the connection."""
     try:
-        user = provision(url, admin_token, collection, token=token)
+        with errors.status(f"provisioning the sync user on {url}"):
+            user = provision(url, admin_token, collection, token=token)
     except ProvisionError as exc:
         raise fail(str(exc)) from None
     connection = user.connection()
@@ -201,7 +229,7 @@ def remote_list(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
 
 
 @remote_app.command("show")
-def remote_show(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_show(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
     """Show one remote as JSON, with its validation result."""
     row = _find(name, db_conn_id)
     parsed = parse_row(row)
@@ -213,19 +241,19 @@ def remote_show(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> Non
 
 
 @remote_app.command("enable")
-def remote_enable(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_enable(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
     """Publish a remote: its DAG appears."""
     _set_status(name, "published", db_conn_id)
 
 
 @remote_app.command("disable")
-def remote_disable(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_disable(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
     """Set a remote to draft: its DAG disappears (its run history stays in Airflow)."""
     _set_status(name, "draft", db_conn_id)
 
 
 @remote_app.command("remove")
-def remote_remove(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_remove(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
     """Delete a remote's row."""
     _find(name, db_conn_id)
     store.delete_row(_engine(db_conn_id), name)
@@ -233,16 +261,18 @@ def remote_remove(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> N
 
 
 @app.command("check")
-def check(name: str, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def check(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
     """Check both instances of a remote: connections, tokens, permissions, fields and their types."""
     parsed = parse_row(_find(name, db_conn_id))
     if isinstance(parsed, BrokenRemote):
         raise fail(parsed.error)
-    found = check_remote(parsed)
+    with errors.status(f"checking remote {name!r}: both instances, tokens, permissions and fields"):
+        found = check_remote(parsed)
+        facts = instance_facts(parsed)
     for note in (p for p in found if p.note):
         console.print(f"note ({note.where}): {note.problem}; {note.fix}", markup=False)
     problems = [p for p in found if not p.note]
-    for fact in instance_facts(parsed):
+    for fact in facts:
         console.print(fact)
     if not problems:
         console.print(f"[green]remote {name!r} is ready:[/green] both instances answer, the tokens work, "

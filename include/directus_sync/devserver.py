@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,17 +53,50 @@ def ensure_directus(cache_dir: Path) -> Path:
             package_json.write_text('{"name": "directus-runtime", "private": true}\n')
         log.info("Installing directus@%s from npm into %s (once; takes a few minutes)",
                  DIRECTUS_VERSION, cache_dir)
-        result = subprocess.run(
-            ["npm", "install", "--save-exact", "--no-audit", "--no-fund", "--loglevel=error",
-             f"directus@{DIRECTUS_VERSION}"],
-            cwd=cache_dir,
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0 or not cli.exists():
-            raise DevServerError(f"npm install directus@{DIRECTUS_VERSION} failed:\n{result.stderr[-4000:]}")
+        command = ["npm", "install", "--save-exact", "--no-audit", "--no-fund", "--loglevel=error",
+                   f"directus@{DIRECTUS_VERSION}"]
+        with tempfile.TemporaryFile("w+") as errors:
+            process = subprocess.Popen(command, cwd=cache_dir, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+            try:
+                returncode = wait_showing_progress(process, f"installing directus@{DIRECTUS_VERSION} from npm")
+            finally:
+                if process.poll() is None:  # interrupted: do not leave npm running
+                    process.kill()
+                    process.wait()
+            errors.seek(0)
+            stderr = errors.read()
+        if returncode != 0 or not cli.exists():
+            raise DevServerError(f"npm install directus@{DIRECTUS_VERSION} failed:\n{stderr[-4000:]}")
         marker.touch()
     return cli
+
+
+def wait_showing_progress(process: subprocess.Popen[str], what: str, every: float = 30) -> int:
+    """Wait for ``process``, showing the time spent: a spinner on a terminal, else a line every ``every`` s."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    started = time.monotonic()
+    if console.is_terminal:
+        with console.status(what) as status:
+            while process.poll() is None:
+                status.update(f"{what} ({elapsed_text(time.monotonic() - started)})")
+                time.sleep(0.5)
+    else:
+        while True:
+            try:
+                process.wait(timeout=every)
+                break
+            except subprocess.TimeoutExpired:
+                log.info("  still %s (%s)", what, elapsed_text(time.monotonic() - started))
+    log.info("  done %s in %s", what, elapsed_text(time.monotonic() - started))
+    return process.returncode
+
+
+def elapsed_text(seconds: float) -> str:
+    """``75.4`` as ``1m 15s``; below a minute, ``42s``."""
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m {rest:02d}s" if minutes else f"{rest}s"
 
 
 def exit_on_sigterm() -> None:
