@@ -14,7 +14,6 @@ import contextlib
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +96,7 @@ def demo(workdir: Path, ui: bool = False, port: int = 8080, ui_timeout: float = 
     say("installing directus@12.4.0 from npm (cached after the first time)")
     cli = ensure_directus(default_cache_dir())
     databases = [(name, SqliteDatabase(workdir / name / "data.db")) for name in INSTANCES]
-    with ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         say("starting three Directus instances on SQLite")
         started = stack.enter_context(running_instances(cli, databases, workdir / "directus"))
         airflow = sync_twice({i.name: i for i in started}, workdir)
