@@ -97,13 +97,32 @@ class LocalAirflow:
             server.wait_until_ready(timeout)
             yield server
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = 60) -> None:
+    """SIGTERM the group ``process`` leads and wait for every member, SIGKILL what is left after ``grace``.
+
+    Waiting for the leader alone is not enough: standalone's scheduler, dag-processor and triggerer are
+    still shutting down for seconds after it exits, and would outlive a caller that stops there.
+    """
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        deadline = time.monotonic() + wait
+        while _group_alive(process) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not _group_alive(process):
+            return
+
+
+def _group_alive(process: subprocess.Popen[bytes]) -> bool:
+    process.poll()  # reap the leader, else its zombie keeps the group "alive"
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @dataclass

@@ -51,3 +51,9 @@ def test_the_page_lists_every_remote_with_a_chart_and_a_link_to_its_dag(engine: 
     assert page.count("<rect") == 2
     assert "never synced" in page
     assert "token" not in page.lower()
+
+
+def test_the_demo_prints_the_status_page_where_the_plugin_mounts_it() -> None:
+    from directus_sync import demo
+
+    assert f"{statuspage.URL_PREFIX}/" == demo.STATUS_PAGE_PATH
