@@ -35,7 +35,7 @@ from directus_sync.plan import plan
 from directus_sync.provision import provision
 from directus_sync.schema import check_schema
 
-from .harness import Airflow, activity_count, conn_id, sync_token
+from .harness import ARTIFACTS, Airflow, activity_count, conn_id, sync_token
 from .test_sync_dags import add_remote, run_ok
 
 FIELDS = ["title", "views"]
@@ -304,5 +304,8 @@ def test_a_mesh_of_three_instances_converges_on_the_last_edit_under_random_concu
 
     converges()
     runs = sum(p.runs for p in mesh.pairs.values())
-    print(f"seed {seed_value}: {len(examples)} examples, {mesh.operations} edits, {runs} runs")
+    figures = f"seed {seed_value}: {len(examples)} examples, {mesh.operations} edits, {runs} runs\n"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / "mesh-figures.txt").open("a") as out:  # the figures the closing note quotes
+        out.write(figures)
     assert len(examples) >= 10
