@@ -45,6 +45,17 @@ def create_collection(instance: DirectusInstance, name: str, extra_fields: tuple
     provision(instance.url, instance.admin_token, [name], token=sync_token(instance))
 
 
+def create_uuid_collection(instance: DirectusInstance, name: str) -> None:
+    """A collection keyed by UUIDs (title and views), as several instances creating items should use."""
+    instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": [
+        {"field": "id", "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},
+         "schema": {"is_primary_key": True}},
+        {"field": "title", "type": "string", "meta": {}, "schema": {}},
+        {"field": "views", "type": "integer", "meta": {}, "schema": {}},
+    ]})
+    provision(instance.url, instance.admin_token, [name], token=sync_token(instance))
+
+
 def items(instance: DirectusInstance, collection: str, fields: str = "*") -> dict[int, dict[str, Any]]:
     """Every item of ``collection`` by key, read as the admin."""
     data = instance.api("GET", f"/items/{collection}", params={"limit": -1, "fields": fields, "sort": "id"})

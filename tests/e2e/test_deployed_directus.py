@@ -19,10 +19,9 @@ import sqlalchemy as sa
 
 from directus_sync import store
 from directus_sync.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
-from directus_sync.provision import provision
 
 from .conftest import RUN_TAG
-from .harness import REPO, Airflow, create_collection, run_cli, sync_token
+from .harness import REPO, Airflow, create_collection, create_uuid_collection, run_cli
 from .test_sync_dags import SYNCED, add_remote, run_ok
 
 QUERY_LIMIT_MAX = 100
@@ -196,15 +195,6 @@ def test_a_full_resync_without_prune_still_carries_the_deletes_the_activity_log_
     run_ok(airflow, dag_id, full_resync=True)
     assert synced(b, collection) == synced(a, collection)
 
-
-def create_uuid_collection(instance: DirectusInstance, name: str) -> None:
-    instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": [
-        {"field": "id", "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},
-         "schema": {"is_primary_key": True}},
-        {"field": "title", "type": "string", "meta": {}, "schema": {}},
-        {"field": "views", "type": "integer", "meta": {}, "schema": {}},
-    ]})
-    provision(instance.url, instance.admin_token, [name], token=sync_token(instance))
 
 
 def test_items_created_with_upper_case_uuids_sync_update_and_delete(

@@ -32,23 +32,13 @@ from directus_sync.devserver import DirectusInstance
 from directus_sync.extract import compute_window, extract
 from directus_sync.hook import DirectusHook
 from directus_sync.plan import plan
-from directus_sync.provision import provision
 from directus_sync.schema import check_schema
 
-from .harness import ARTIFACTS, Airflow, activity_count, conn_id, sync_token
+from .harness import ARTIFACTS, Airflow, activity_count, conn_id, create_uuid_collection
 from .test_sync_dags import add_remote, run_ok
 
 FIELDS = ["title", "views"]
 
-
-def create_uuid_collection(instance: DirectusInstance, name: str) -> None:
-    instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": [
-        {"field": "id", "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},
-         "schema": {"is_primary_key": True}},
-        {"field": "title", "type": "string", "meta": {}, "schema": {}},
-        {"field": "views", "type": "integer", "meta": {}, "schema": {}},
-    ]})
-    provision(instance.url, instance.admin_token, [name], token=sync_token(instance))
 
 
 def view(instance: DirectusInstance, collection: str) -> dict[str, dict[str, Any]]:
