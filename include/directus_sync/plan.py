@@ -186,14 +186,18 @@ class ConflictGuard:
     def settle(self, collection: str, weighing: Weighing) -> set[str]:
         """Record the conflicts of a weighed batch and return the keys whose source value is not written.
 
-        A value whose origin the remote's equals is the same change: it is written again only from the
-        instance where it was made (that repairs drift written past Directus there), never back to it,
-        so fields an instance rewrites on every write (``date_updated``) cannot make two syncs echo.
+        When both values were made on the source, the remote's is replaced by what the source holds now:
+        that is the same change (written again: it repairs drift written past Directus) or a later one,
+        even when the source's log no longer shows it (older than its activity horizon) or its clock went
+        back. A
+        value made elsewhere with the same origin is the same change: it is never written back towards
+        where it came from, so fields an instance rewrites on every write (``date_updated``) cannot make
+        two syncs echo.
         """
         kept = set()
         for key, remote_at in weighing.remote.items():
             source_at = weighing.source[key]
-            if source_at > remote_at or (source_at == remote_at and source_at.instance == self.source.name):
+            if source_at > remote_at or remote_at.instance == source_at.instance == self.source.name:
                 continue
             if source_at == remote_at:
                 kept.add(key)

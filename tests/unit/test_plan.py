@@ -353,3 +353,18 @@ def test_without_pruning_no_prunes_are_staged(tmp_path: Path) -> None:
     guard = guard_for(tmp_path, remote)
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
     assert (result.deletes, result.prunes, result.prunes_path) == (0, 0, None)
+
+
+def test_a_remote_value_made_on_the_source_is_replaced_even_when_the_sources_log_no_longer_shows_why(
+        tmp_path: Path) -> None:
+    # The source changed the item after the sync copied it, but its log lost the change (horizon) or
+    # stamped it earlier (a clock that went back): what the source holds now is still its later value.
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "edited long ago"}, None),
+                             ({"id": 2, "title": "edited by a slow clock"}, "2026-11-26T11:30:00.000Z")], [])
+    remote = FakeRemote([{"id": 1, "title": "copied"}, {"id": 2, "title": "copied"}])
+    guard = guard_for(tmp_path, remote)
+    copied = Origin.of_change("2026-11-26T12:00:00.000Z", "a")
+    origins.record(guard.engine, "b", "a", {"1": copied, "2": copied})
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
+    assert (result.updates, result.conflicts) == (2, 0)
