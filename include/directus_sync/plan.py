@@ -146,42 +146,36 @@ class ConflictGuard:
         such values still settle the same way in both directions.
         """
         keys = list(changed_at)
-        source = self._source_origins(shape, changed_at, keys)
+        source = origins.recorded(self.engine, self.source.name, shape.collection, keys)
+        for key, at in changed_at.items():
+            if at is not None:
+                source[key] = newer(source.get(key), Origin.of_change(at, self.source.name))
         # Keys without a change time (full copies, retried dead letters, values the sync brought) need
         # the source's own log: a recorded origin alone may be older than an edit made since.
         untimed = [k for k in keys if changed_at[k] is None]
         if untimed:
-            for key, origin in self._origins_on(self.source, shape, untimed, None).items():
-                source[key] = newer(source.get(key), origin)
+            self._merge_logged(source, self.source, shape, untimed, None)
         for key in keys:
             source.setdefault(key, Origin(UNKNOWN_TIME, self.source.name))
         if not keys or shape.collection in self.quiet:
             return Weighing(source, {})
         # Remote changes older than every source origin cannot be newer than any of them.
         oldest = min(source.values()).at
-        remote = self._origins_on(self.remote, shape, keys, None if oldest == UNKNOWN_TIME else oldest)
+        remote = origins.recorded(self.engine, self.remote.name, shape.collection, keys)
+        self._merge_logged(remote, self.remote, shape, keys, None if oldest == UNKNOWN_TIME else oldest)
         return Weighing(source, remote)
 
-    def _source_origins(self, shape: CollectionShape, changed_at: dict[str, str | None], keys: list[str]
-                        ) -> dict[str, Origin]:
-        found = origins.recorded(self.engine, self.source.name, shape.collection, keys)
-        for key, at in changed_at.items():
-            if at is not None:
-                found[key] = newer(found.get(key), Origin.of_change(at, self.source.name))
-        return found
-
-    def _origins_on(self, side: Instance, shape: CollectionShape, keys: list[str], since: datetime | None
-                    ) -> dict[str, Origin]:
-        """The origin of each key's value on ``side``: its latest change there by others than the sync,
-        or the origin the sync recorded with its last write, whichever is later."""
-        found = origins.recorded(self.engine, side.name, shape.collection, keys)
+    @staticmethod
+    def _merge_logged(found: dict[str, Origin], side: Instance, shape: CollectionShape, keys: list[str],
+                      since: datetime | None) -> None:
+        """Raise each key's origin in ``found`` to its latest change on ``side`` by others than the sync: an
+        item's origin there is that change or the one the sync recorded with its last write, the later."""
         # The instance's log holds keys as they were sent to it, in whatever case.
         forms = [form for key in keys for form in shape.key_forms(key)]
         stamp = iso_timestamp(since) if since else None
         for key, at in side.hook.latest_changes(shape.collection, forms, side.sync_user, stamp).items():
             key = shape.canonical_key(key)
             found[key] = newer(found.get(key), Origin.of_change(at, side.name))
-        return found
 
     def settle(self, collection: str, weighing: Weighing) -> set[str]:
         """Record the conflicts of a weighed batch and return the keys whose source value is not written.
@@ -189,10 +183,9 @@ class ConflictGuard:
         When both values were made on the source, the remote's is replaced by what the source holds now:
         that is the same change (written again: it repairs drift written past Directus) or a later one,
         even when the source's log no longer shows it (older than its activity horizon) or its clock went
-        back. A
-        value made elsewhere with the same origin is the same change: it is never written back towards
-        where it came from, so fields an instance rewrites on every write (``date_updated``) cannot make
-        two syncs echo.
+        back. A value made elsewhere with the same origin is the same change: it is never written back
+        towards where it came from, so fields an instance rewrites on every write (``date_updated``) cannot
+        make two syncs echo.
         """
         kept = set()
         for key, remote_at in weighing.remote.items():
