@@ -12,6 +12,7 @@ from typing import Any
 from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.provision import ITEM_ACTIONS
+from directus_sync.staging import SHARED_ENV, STAGING_URL_ENV, sharing_problem
 from directus_sync.schema import (
     UNTRACKED_FIX,
     SchemaMismatch,
@@ -39,7 +40,7 @@ class Problem:
 
 def check_remote(remote: RemoteSource) -> list[Problem]:
     """Every problem found on the source and remote instances of ``remote``."""
-    problems: list[Problem] = []
+    problems = _staging_problems(remote)
     fields: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for role, conn_id in (("source", remote.source_conn_id), ("remote", remote.remote_conn_id)):
         hook = DirectusHook(conn_id, timeout=15, retries=1)
@@ -67,6 +68,16 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
     if len(fields) == 2:
         problems += _field_problems(remote, fields["source"], fields["remote"])
     return problems
+
+
+def _staging_problems(remote: RemoteSource) -> list[Problem]:
+    """Staging the run's tasks could not share (event mode's single task needs no sharing, its reconcile does)."""
+    hands_over = not remote.listens_to_events or bool(remote.reconcile_schedule)
+    problem = sharing_problem() if hands_over else None
+    if problem is None:
+        return []
+    return [Problem("staging", problem, f"set {STAGING_URL_ENV} (or {SHARED_ENV}=true for a shared mount) "
+                    "in every Airflow component's environment")]
 
 
 def _may(access: dict[str, Any], collection: str, action: str) -> bool:

@@ -34,6 +34,8 @@ from directus_sync.staging import JsonlWriter, batched, read_staged
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_KEYS_LOGGED = 20
+# Keys of the staged writes a plan names itself, for failure reports read on any worker.
+FIRST_KEYS_KEPT = 20
 
 
 class CollectionPlan(BaseModel):
@@ -50,6 +52,8 @@ class CollectionPlan(BaseModel):
     unchanged: int = 0
     conflicts: int = 0
     resolved_dead_letters: list[str] = []
+    # The first keys staged (deletes, updates, creates, prunes alike): what a failure report names.
+    first_keys: list[str] = []
     creates_path: str
     updates_path: str
     deletes_path: str
@@ -236,6 +240,7 @@ class _Writes:
         self.retried_seen: set[str] = set()
         self.retried_staged: set[str] = set()
         self.kept_remote: list[str] = []
+        self.first_keys: list[str] = []
         self.unchanged = 0
 
     def __enter__(self) -> _Writes:
@@ -263,6 +268,8 @@ class _Writes:
             self.retried_seen.update(k for k in keys if k in self.retried)
 
     def staged(self, key: str) -> None:
+        if len(self.first_keys) < FIRST_KEYS_KEPT:
+            self.first_keys.append(key)
         if key in self.retried:
             self.retried_staged.add(key)
 
@@ -319,6 +326,7 @@ def plan_collection(
     result.origins = writes.origins.count if writes.origins else 0
     result.conflicts = sum(1 for c in guard.conflicts if c.collection == name)
     result.resolved_dead_letters = writes.resolved()
+    result.first_keys = writes.first_keys
     log.info("%s: %d to create, %d to update, %d to delete, %d already equal, %d conflicts", name,
              result.creates, result.updates, result.deletes, result.unchanged, result.conflicts)
     if writes.kept_remote:
@@ -416,4 +424,5 @@ def _plan_prune(
             key = shape.canonical_key(item[shape.pk])
             if key not in keep and key not in writes.retried_staged:
                 writes.prunes.write(item[shape.pk])
+                writes.staged(key)
     log.info("%s: %d remote items are not on the source and will be pruned", shape.collection, writes.prunes.count)

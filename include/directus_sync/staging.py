@@ -3,8 +3,8 @@
 Change sets can hold hundreds of thousands of items, so they travel between tasks as files, and XCom
 only carries their paths and counts. The root is ``DIRECTUS_SYNC_STAGING_URL``: any URL
 ``ObjectStoragePath`` understands (``s3://aws_default@bucket/prefix``, ``gs://...``, ``file:///...``).
-With a Celery worker fleet it must be storage every worker reaches; the default, a folder under
-``AIRFLOW_HOME``, suits one machine.
+With a Celery or Kubernetes worker fleet it must be storage every worker reaches; the default, a folder
+under ``AIRFLOW_HOME``, suits one machine, and :func:`require_shared` refuses it under such executors.
 """
 
 from __future__ import annotations
@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
+from airflow.sdk.configuration import conf
 
 STAGING_URL_ENV = "DIRECTUS_SYNC_STAGING_URL"
+# Set to "true" when a file:// staging root is a folder every worker mounts (NFS and the like).
+SHARED_ENV = "DIRECTUS_SYNC_STAGING_SHARED"
+# Executors that run every task on one machine. Airflow 3 keeps only this one; any other (Celery,
+# Kubernetes, Edge, or a custom one) may start a run's tasks on different machines.
+LOCAL_EXECUTORS = frozenset({"LocalExecutor"})
+LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
 
 
 def staging_root() -> ObjectStoragePath:
@@ -27,6 +34,47 @@ def staging_root() -> ObjectStoragePath:
         home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
         url = f"file://{home / 'directus_sync' / 'staging'}"
     return ObjectStoragePath(url)
+
+
+class StagingNotShared(ValueError):
+    """Staging is on one machine's disk while the executor may run a run's tasks on several machines."""
+
+
+def sharing_problem(root: ObjectStoragePath | None = None, executors: Iterable[str] | None = None) -> str | None:
+    """Why the tasks of one run might not find each other's staged files, or ``None`` when they will.
+
+    Files on a local disk are only seen by the task that wrote them if the next task runs on the same
+    machine, which only a local executor promises.
+    """
+    root = staging_root() if root is None else root
+    spread = [e for e in (configured_executors() if executors is None else executors) if e not in LOCAL_EXECUTORS]
+    if not spread or root.protocol not in LOCAL_PROTOCOLS or _declared_shared():
+        return None
+    return (f"staging is on this machine's disk ({root}), but the executor ({', '.join(spread)}) may run a run's "
+            f"tasks on different machines, where they would not find each other's files. Set {STAGING_URL_ENV} "
+            f"to storage every worker reaches (s3://<connection>@<bucket>/<prefix>, gs://..., ...), or, if the "
+            f"folder is a mount every worker shares (NFS), set {SHARED_ENV}=true.")
+
+
+def require_shared() -> None:
+    """Refuse to stage anything where another task of the run could not read it (see :func:`sharing_problem`)."""
+    problem = sharing_problem()
+    if problem:
+        raise StagingNotShared(problem)
+
+
+def configured_executors() -> list[str]:
+    """The class names of the executors Airflow is configured with (``[core] executor``)."""
+    return executor_names(conf.get("core", "executor"))
+
+
+def executor_names(setting: str) -> list[str]:
+    """``CeleryExecutor``, a dotted path, ``alias:path.Class``, or a comma-separated list of them: class names."""
+    return [entry.strip().rsplit(":", 1)[-1].rsplit(".", 1)[-1] for entry in setting.split(",") if entry.strip()]
+
+
+def _declared_shared() -> bool:
+    return os.environ.get(SHARED_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def run_folder(dag_id: str, run_id: str) -> ObjectStoragePath:

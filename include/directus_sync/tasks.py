@@ -7,7 +7,6 @@ with ``@task`` and the tests can read them; XCom only ever carries counts and st
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -25,7 +24,7 @@ from directus_sync.extract import ChangeManifest, Window, compute_window, extrac
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.plan import CollectionPlan, ConflictGuard, Instance, SyncPlan, plan
 from directus_sync.schema import SchemaMismatch, check_schema
-from directus_sync.staging import read_jsonl, read_staged, remove_folder, run_folder
+from directus_sync.staging import StagingNotShared, read_staged, remove_folder, require_shared, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +67,12 @@ REFUSED_QUERY_REASON = "invalid query"
 def is_permanent(exc: BaseException) -> bool:
     """Whether running the task again cannot help until someone fixes the configuration.
 
-    That is a schema that does not match the instances, a token Directus does not accept (401) or whose
+    That is a schema that does not match the instances, staging other workers cannot read, a token Directus does not accept (401) or whose
     user lacks a permission (403), and a query the instance refuses (a 400 on a read, or Directus's
     "Invalid query"). A 400 about an item's data is not among them: the apply step isolates those items
     as dead letters.
     """
-    if isinstance(exc, SchemaMismatch | lease.LeaseLost):
+    if isinstance(exc, SchemaMismatch | lease.LeaseLost | StagingNotShared):
         return True
     if not isinstance(exc, DirectusError):
         return False
@@ -117,6 +116,8 @@ def _holder(context: Mapping[str, Any]) -> lease.Holder:
 
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
+    # The next tasks may run on other workers: staged files must be where they can read them.
+    require_shared()
     engine = store.engine_for()
     # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
     synced_until = ledger.last_window_end(engine, remote.name)
@@ -344,18 +345,13 @@ def validate_configuration(broken: BrokenRemote) -> None:
 
 
 def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """The first keys of each collection's pending writes, for the message, and their totals."""
-    keys: dict[str, list[str]] = {}
-    counts: dict[str, int] = {}
-    for c in sync_plan.collections:
-        counts[c.collection] = c.creates + c.updates + c.deletes + c.prunes
-        records = itertools.chain(
-            (r[c.pk] for r in read_jsonl(ObjectStoragePath(c.creates_path))),
-            (r["key"] for r in read_jsonl(ObjectStoragePath(c.updates_path))),
-            read_jsonl(ObjectStoragePath(c.deletes_path)),
-            read_jsonl(ObjectStoragePath(c.prunes_path)) if c.prunes_path else (),
-        )
-        keys[c.collection] = [str(k) for k in itertools.islice(records, notify.MAX_KEYS_LISTED)]
+    """The first keys of each collection's pending writes, for the message, and their totals.
+
+    Both come from the plan in XCom, not from the staged files: this task may run on another machine,
+    after the files are gone.
+    """
+    keys = {c.collection: c.first_keys for c in sync_plan.collections}
+    counts = {c.collection: c.creates + c.updates + c.deletes + c.prunes for c in sync_plan.collections}
     return keys, counts
 
 

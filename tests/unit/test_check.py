@@ -47,6 +47,7 @@ class FakeHook:
 def fake_instances(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(check, "DirectusHook", FakeHook)
     monkeypatch.setattr(FakeHook, "untracked", set())
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
 
 
 def remote(fields: tuple[str, ...] = ("title",), **row: Any) -> RemoteSource:
@@ -79,3 +80,15 @@ def test_with_a_reconcile_schedule_an_untracked_collection_is_only_a_note() -> N
     problems = check.check_remote(remote(reconcile_schedule="@hourly"))
     assert len(problems) == 1 and problems[0].note
     assert "the reconcile DAG (@hourly) syncs it" in problems[0].fix
+
+
+def test_local_staging_under_celery_is_a_problem_unless_the_whole_run_is_one_task(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    monkeypatch.setenv("DIRECTUS_SYNC_STAGING_URL", f"file://{tmp_path}")
+    monkeypatch.delenv("DIRECTUS_SYNC_STAGING_SHARED", raising=False)
+    problems = check.check_remote(remote())
+    assert [p.where for p in problems] == ["staging"]
+    assert "CeleryExecutor" in problems[0].problem and "DIRECTUS_SYNC_STAGING_URL" in problems[0].fix
+    assert check.check_remote(remote(trigger="events")) == []  # extraction to writes in one task
+    assert [p.where for p in check.check_remote(remote(trigger="events", reconcile_schedule="@daily"))] == ["staging"]

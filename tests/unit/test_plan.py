@@ -95,6 +95,7 @@ def test_creates_updates_unchanged_and_deletes_are_told_apart(tmp_path: Path) ->
         {"key": 2, "changes": {"title": "new title"}, "item": {"id": 2, "title": "new title"}}]
     assert list(read_jsonl(ObjectStoragePath(result.deletes_path))) == [4]
     assert remote.reads == 3  # two batches of upserts, one of deletes
+    assert result.first_keys == ["2", "3", "4"]  # what a failure report names, with no file to read
 
 
 def test_a_newer_change_on_the_remote_wins(tmp_path: Path) -> None:

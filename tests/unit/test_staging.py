@@ -1,4 +1,5 @@
-"""Staged files: JSON lines written in chunks and read back in order, whatever their size."""
+"""Staged files: JSON lines written in chunks and read back in order, whatever their size, and only where every
+task of a run can read them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,20 @@ from pathlib import Path
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from directus_sync.staging import JsonlWriter, StagedFileError, batched, read_jsonl, read_staged, write_jsonl
+from directus_sync.staging import (
+    SHARED_ENV,
+    STAGING_URL_ENV,
+    JsonlWriter,
+    StagedFileError,
+    StagingNotShared,
+    batched,
+    executor_names,
+    read_jsonl,
+    read_staged,
+    require_shared,
+    sharing_problem,
+    write_jsonl,
+)
 
 
 def test_records_come_back_in_order_across_many_flushes(tmp_path: Path) -> None:
@@ -69,3 +83,42 @@ def test_a_staged_file_holding_what_was_counted_reads_back_whole(tmp_path: Path)
     write_jsonl(path, [{"key": 1}, {"key": 2}])
     assert list(read_staged(path, 2, "filter_schema")) == [{"key": 1}, {"key": 2}]
     assert list(read_staged(ObjectStoragePath(f"file://{tmp_path}/none.jsonl"), 0, "filter_schema")) == []
+
+
+LOCAL_ROOTS = [ObjectStoragePath("file:///opt/airflow/staging"), ObjectStoragePath("/opt/airflow/staging")]
+
+
+@pytest.mark.parametrize("root", LOCAL_ROOTS, ids=str)
+@pytest.mark.parametrize("executor", ["CeleryExecutor", "airflow.providers.cncf.kubernetes.executors."
+                                      "kubernetes_executor.KubernetesExecutor", "LocalExecutor,CeleryExecutor",
+                                      "edge:airflow.providers.edge3.executors.EdgeExecutor"])
+def test_local_staging_is_refused_when_tasks_may_run_on_other_machines(
+        root: ObjectStoragePath, executor: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    problem = sharing_problem(root, executor_names(executor))
+    assert problem is not None
+    assert str(root) in problem and STAGING_URL_ENV in problem and SHARED_ENV in problem
+
+
+def test_local_staging_is_fine_with_the_local_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    assert sharing_problem(LOCAL_ROOTS[0], executor_names("LocalExecutor")) is None
+    assert sharing_problem(LOCAL_ROOTS[0], executor_names("airflow.executors.local_executor.LocalExecutor")) is None
+
+
+def test_object_storage_and_a_folder_declared_shared_are_fine_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    assert sharing_problem(ObjectStoragePath("s3://aws_default@bucket/staging"), ["CeleryExecutor"]) is None
+    monkeypatch.setenv(SHARED_ENV, "true")
+    assert sharing_problem(LOCAL_ROOTS[0], ["CeleryExecutor"]) is None
+
+
+def test_the_configured_executor_is_read_from_airflows_configuration(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    monkeypatch.setenv(STAGING_URL_ENV, f"file://{tmp_path}")
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    with pytest.raises(StagingNotShared, match="CeleryExecutor"):
+        require_shared()
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    require_shared()

@@ -16,7 +16,7 @@ from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusError
 from directus_sync.lease import LeaseLost
 from directus_sync.schema import SchemaMismatch
-from directus_sync.staging import StagedFileError
+from directus_sync.staging import StagedFileError, StagingNotShared
 from directus_sync.tasks import ERROR_XCOM_KEY, PoisonItemsError, errors_recorded, run_window
 
 
@@ -35,6 +35,7 @@ PERMANENT = [
     DirectusError("b", "POST", "/items/a", 403, "You don't have permission to access this."),
     DirectusError("a", "GET", "/activity", 400, 'Invalid query. "limit" must be less than or equal to 100.'),
     DirectusError("b", "PATCH", "/items/a", 400, "Invalid query. Unknown field."),
+    StagingNotShared("staging is on this machine's disk (file:///x), but the executor (CeleryExecutor) may..."),
 ]
 TRANSIENT_OR_DATA = [
     DirectusError("b", "GET", "/items/a", 503, "Service Unavailable"),
@@ -200,3 +201,15 @@ def test_an_event_mode_run_reads_from_its_watermark_else_from_the_ledger(window_
     assert window_of(events_remote, context, at(11, 10), watermark=at(11, 20)).start == at(11, 19)
     assert window_of(events_remote, context, at(11, 10)).start == at(11, 9)  # e.g. it ran on a schedule before
     assert window_of(events_remote, context, None).reason == "first run"
+
+
+def test_a_failure_report_names_the_plans_keys_without_reading_staged_files() -> None:
+    """notify_on_failure may run on another worker, after the run's folder is gone: the plan in XCom says it all."""
+    from directus_sync.plan import CollectionPlan, SyncPlan
+    from directus_sync.tasks import _pending_keys
+
+    gone = "s3://nowhere@bucket/never-written"
+    planned = CollectionPlan(collection="a", pk="id", fields=["id"], creates=30, deletes=2, first_keys=["1", "2"],
+                             creates_path=gone, updates_path=gone, deletes_path=gone)
+    keys, counts = _pending_keys(SyncPlan(run_folder=gone, window="w", collections=[planned]))
+    assert keys == {"a": ["1", "2"]} and counts == {"a": 32}
