@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from directus_sync.devserver import DIRECTUS_VERSION
+from tests.e2e.cluster import CONTROL_COMPONENTS, WORKERS, CeleryCluster
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker",
@@ -65,11 +67,55 @@ def test_connections_point_at_the_instances_with_the_tokens_setup_gives_them(com
         assert directus_env["ADMIN_TOKEN"] == setup[f"DIRECTUS_{side.upper()}_ADMIN_TOKEN"]
 
 
-def test_staging_is_a_volume_every_worker_shares(compose: dict[str, Any]) -> None:
+def test_initialisation_fails_when_migration_fails_and_nothing_starts_after_a_failed_init(
+        compose: dict[str, Any]) -> None:
+    init = compose["services"]["airflow-init"]
+    script = "\n".join(init["command"])
+    assert init["entrypoint"] == "/bin/bash"
+    assert "set -euo pipefail" in script and "|| true" not in script
+    # The official image's entrypoint migrates and creates the user, failing on any error.
+    assert script.rstrip().endswith("exec /entrypoint airflow version")
+    assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
+    assert init["environment"]["_AIRFLOW_WWW_USER_CREATE"] == "true"
+    for name in AIRFLOW_SERVICES - {"airflow-init"}:
+        assert compose["services"][name]["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
+
+
+def test_files_are_written_as_airflow_uid(compose: dict[str, Any]) -> None:
+    for name in AIRFLOW_SERVICES - {"airflow-init"}:
+        assert compose["services"][name]["user"] == "${AIRFLOW_UID:-50000}:0"
+    assert compose["services"]["airflow-init"]["user"] == "0:0"  # it chowns the folders to AIRFLOW_UID
+    assert 'chown -R "${AIRFLOW_UID:-50000}:0"' in "\n".join(compose["services"]["airflow-init"]["command"])
+
+
+def test_staging_is_a_bucket_every_worker_reaches_and_no_local_folder(compose: dict[str, Any]) -> None:
     env = compose["services"]["airflow-worker"]["environment"]
-    assert env["DIRECTUS_SYNC_STAGING_URL"] == "file:///opt/airflow/staging"
-    assert "sync-staging:/opt/airflow/staging" in compose["services"]["airflow-worker"]["volumes"]
-    assert "sync-staging" in compose["volumes"]
+    url = urlsplit(env["DIRECTUS_SYNC_STAGING_URL"])
+    assert url.scheme == "s3"
+    conn = json.loads(env[f"AIRFLOW_CONN_{url.username.upper()}"])
+    assert conn["conn_type"] == "aws" and conn["extra"]["endpoint_url"] == "http://minio:9000"
+    bucket = compose["services"]["minio-bucket"]["command"][-1]
+    assert f"mc mb --ignore-existing local/{url.hostname}" in bucket
+    assert not any("staging" in volume for volume in compose["services"]["airflow-worker"]["volumes"])
+    for name in AIRFLOW_SERVICES:
+        assert compose["services"][name]["depends_on"]["minio-bucket"] == {"condition": "service_completed_successfully"}
+
+
+def test_the_distributed_test_runs_what_the_compose_file_deploys(compose: dict[str, Any], tmp_path: Path) -> None:
+    """Same components, executor, broker, metadata database and staging settings as tests/e2e/cluster.py."""
+    cluster = CeleryCluster(root=tmp_path, tag="compose", connections={}, table_conn={})
+    tested = cluster.env(tmp_path)
+    deployed = compose["services"]["airflow-worker"]["environment"]
+    commands = {compose["services"][name]["command"] for name in AIRFLOW_SERVICES - {"airflow-init"}}
+    assert commands == {*CONTROL_COMPONENTS, "celery worker"}
+    for key in ("AIRFLOW__CORE__EXECUTOR", "DIRECTUS_SYNC_STAGING_URL"):
+        assert tested[key] == deployed[key], key
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert urlsplit(tested[key]).scheme == urlsplit(deployed[key]).scheme, key
+    assert tested["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
+    staging_conn = f"AIRFLOW_CONN_{urlsplit(deployed['DIRECTUS_SYNC_STAGING_URL']).username.upper()}"
+    assert json.loads(tested[staging_conn])["conn_type"] == json.loads(deployed[staging_conn])["conn_type"]
+    assert len(WORKERS) >= 2
 
 
 def test_the_setup_script_registers_remotes_with_the_cli() -> None:
