@@ -60,7 +60,7 @@ e2e: install directus
 
 test: check-test
 	@$(MAKE) --no-print-directory install directus lint
-	$(BIN)/pytest tests -q -ra
+	$(BIN)/pytest tests -q -ra --durations=25
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
