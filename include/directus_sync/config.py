@@ -269,13 +269,27 @@ def dag_id_for(name: str) -> str:
     return DAG_ID_PREFIX + re.sub(r"[^a-zA-Z0-9_]", "_", name)[:200]
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """The name a row's DAGs are called after, valid or not (an unnamed row goes by its id)."""
+    return str(row.get("name") or f"row_{row.get('id', 'unknown')}")
+
+
+def may_yield(row: dict[str, Any], dag_id: str) -> bool:
+    """Whether the (unvalidated) row could become DAG ``dag_id``: its sync DAG or its reconcile DAG.
+
+    Cheap enough to run on every row, so that a worker validates only the row it needs.
+    """
+    own = dag_id_for(row_label(row))
+    return dag_id in (own, own + RECONCILE_SUFFIX)
+
+
 def parse_row(row: dict[str, Any]) -> RemoteSource | BrokenRemote:
     """Validate one table row; an invalid row becomes a :class:`BrokenRemote` naming each wrong field."""
     try:
         return RemoteSource.model_validate(row)
     except ValidationError as exc:
         return BrokenRemote(
-            name=str(row.get("name") or f"row_{row.get('id', 'unknown')}"),
+            name=row_label(row),
             error=describe_validation_error(row, exc),
             source_conn_id=row.get("source_conn_id") or None,
             notify_users=_salvage_notify_users(row.get("notify_users")),

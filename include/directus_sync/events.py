@@ -26,15 +26,20 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, BaseHook, CronDataIntervalTimetable
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from directus_sync.config import RemoteSource, TriggerMode
-from directus_sync.extract import Window, compute_window
+
+if TYPE_CHECKING:
+    # Imported where they are used (the triggerer's polls, a run's window): parsing the DAG file, which
+    # imports this module, then never loads aiohttp or the HTTP provider (a quarter of a second).
+    import aiohttp
+
+    from directus_sync.extract import Window
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,12 @@ def activity_asset(remote: RemoteSource) -> Asset:
                  uri=f"{ASSET_SCHEME}://{remote.source_conn_id}/{remote.name}",
                  group="directus-sync",
                  watchers=[AssetWatcher(name=f"{remote.dag_id}__activity_watcher", trigger=trigger)])
+
+
+def asset_for(remote: RemoteSource, collection: str) -> Asset:
+    """The Asset a successful run updates: one collection on the remote, named by the remote's connection."""
+    uri = f"directus://{remote.remote_conn_id}/{collection}"
+    return Asset(uri=uri, name=uri, group="directus-sync")
 
 
 def asset_name(remote: RemoteSource) -> str:
@@ -102,6 +113,8 @@ def event_window(remote: RemoteSource, context: Mapping[str, Any], synced_until:
     Every run of an event-mode DAG, event or schedule, reads from the same watermark, so a safety-net
     schedule beside the events reads only what no event run has read, and no span is read twice.
     """
+    from directus_sync.extract import compute_window
+
     return compute_window(interval_start=None, interval_end=run_start(context), prev_success_end=synced_until,
                           overlap=remote.overlap, full_resync=full_resync)
 
@@ -221,6 +234,8 @@ class DirectusActivityTrigger(BaseEventTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll forever; yield one event per poll that finds new activity. Failures back off, never stop."""
+        import aiohttp
+
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
             client = await DirectusActivityClient.connect(self.source_conn_id, session)
             poller = ActivityPoller(self.collections, await self._retrying(client.current_user_id),
@@ -243,6 +258,8 @@ class DirectusActivityTrigger(BaseEventTrigger):
 
     async def _retrying(self, call: Callable[[], Awaitable[str]]) -> str:
         """The sync user's id, waiting for the source to answer; without it every echo would fire."""
+        import aiohttp
+
         failures = 0
         while True:
             try:
@@ -282,6 +299,8 @@ class DirectusActivityClient:
                    verify=bool(connection.extra_dejson.get("verify", True)))
 
     async def get(self, path: str, params: dict[str, Any]) -> Any:
+        import aiohttp
+
         async with self.session.get(self.base_url + path, params=params, headers=self.headers,
                                     ssl=self.ssl) as response:
             if response.status >= 400:

@@ -1,8 +1,11 @@
 """The DAG factory: rows of the remote-sources table in, one sync DAG per published remote out.
 
-Top-level code rules apply: the table is read with a short timeout at most once per refresh interval
-(a snapshot file serves the parses in between and keeps the DAGs while the database is down), and a
-worker that parses the file to run one task builds only that DAG, from the snapshot.
+Top-level code rules apply. The dag-processor's full parses read the table with a short timeout at most
+once per refresh interval (a snapshot file serves the parses in between and keeps the DAGs while the
+database is down). A worker that parses the file to run one task reads the table now, validates only the
+row of that task's DAG and builds only that DAG: never from a snapshot, which on a worker of its own may
+still hold a removed field or an old remote_conn_id. If the table cannot be read, the worker builds
+nothing (the task then fails as its DAG is not found) and logs why.
 """
 
 from __future__ import annotations
@@ -17,10 +20,20 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_parsing_conte
 from airflow.sdk.definitions.callback import AsyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
 
-from directus_sync import event_dag, events, tasks
+# The task bodies import directus_sync.tasks (and event_dag) when they run: through them come the HTTP
+# provider, requests and aiohttp, which no parse of the DAG file needs (a quarter of a second each parse).
+from directus_sync import events
 from directus_sync.alerts import on_deadline_missed
-from directus_sync.config import DAG_ID_PREFIX, BrokenRemote, RemoteSource, Status, TriggerMode, parse_row
-from directus_sync.store import Snapshot, load_rows
+from directus_sync.config import (
+    DAG_ID_PREFIX,
+    BrokenRemote,
+    RemoteSource,
+    Status,
+    TriggerMode,
+    dag_id_for,
+    parse_row,
+)
+from directus_sync.store import ConfigStoreError, Snapshot, default_conn_id, load_rows, read_rows_for_dag
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +43,17 @@ TAGS = ["directus-sync"]
 
 
 def generate_dags() -> dict[str, DAG]:
-    """Build the DAGs for every published (or broken) row of the remote-sources table."""
+    """Build the DAGs for every published (or broken) row of the remote-sources table.
+
+    When Airflow parses the file to run one task (its parsing context names the DAG), only that DAG.
+    """
     wanted = get_parsing_context().dag_id
-    if wanted is not None and not wanted.startswith(DAG_ID_PREFIX):
+    if wanted is None:
+        configs = _load_configs()
+    elif wanted.startswith(DAG_ID_PREFIX):
+        configs = _load_configs_for(wanted)
+    else:
         return {}
-    configs = _load_configs(offline=wanted is not None)
-    if wanted is not None and all(wanted not in _builders(c) for c in configs):
-        # A remote added since the snapshot was taken: the table has it.
-        configs = _load_configs(offline=False)
     dags: dict[str, DAG] = {}
     for config in configs:
         for dag_id, build in _builders(config).items():
@@ -62,17 +78,36 @@ def _builders(config: RemoteSource | BrokenRemote) -> dict[str, Callable[[], DAG
     return builders
 
 
-def _load_configs(offline: bool) -> list[RemoteSource | BrokenRemote]:
+def _load_configs() -> list[RemoteSource | BrokenRemote]:
+    """Every row, for the dag-processor: through the snapshot, and a DAG reporting an unreadable table."""
     rows, problem = load_rows(
         snapshot=Snapshot.default(),
         max_age=float(os.environ.get(REFRESH_ENV, "30")),
-        offline=offline,
     )
     configs: list[RemoteSource | BrokenRemote] = [parse_row(row) for row in rows]
     if problem:
         log.error("directus-sync: %s", problem)
         configs.append(BrokenRemote(name=TABLE_DAG_NAME, error=problem))
     return configs
+
+
+def _load_configs_for(dag_id: str) -> list[RemoteSource | BrokenRemote]:
+    """The row(s) of one DAG, read from the table now, for a worker about to run one of its tasks."""
+    conn_id = default_conn_id()
+    try:
+        rows = read_rows_for_dag(dag_id, conn_id)
+    except ConfigStoreError as exc:
+        log.error(
+            "directus-sync: the task of DAG %s cannot run: the remote-sources table is unreachable through "
+            "connection %r (%s). A worker builds its DAG from the table's current row, never from a snapshot "
+            "that may be out of date, so no DAG was built. Fix: make connection %r resolvable on this worker "
+            "(environment or secrets backend) and its database reachable from this machine, then clear the "
+            "task to run it again.", dag_id, conn_id, exc, conn_id)
+        if dag_id == dag_id_for(TABLE_DAG_NAME):
+            # The DAG that reports the unreadable table: its run reports this outage too.
+            return [BrokenRemote(name=TABLE_DAG_NAME, error=str(exc))]
+        return []
+    return [parse_row(row) for row in rows]
 
 
 def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
@@ -118,16 +153,22 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         # the remote (its reconcile DAG, another row's DAG) interleaves with it; record_run gives it back.
         @task(multiple_outputs=False)
         def extract_changes(**context: Any) -> dict[str, Any]:
+            from directus_sync import tasks
+
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=True):
                 return tasks.extract_changes(remote, context)
 
         @task(multiple_outputs=False)
         def filter_schema(manifest: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from directus_sync import tasks
+
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.filter_schema(remote, manifest, context)
 
         @task(multiple_outputs=False)
         def apply_deletes(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
+            from directus_sync import tasks
+
             tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "delete", context)
@@ -135,18 +176,24 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         # Refused items fail an apply task only after it wrote everything else; the next apply runs anyway.
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_updates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
+            from directus_sync import tasks
+
             tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "update", context)
 
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_creates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
+            from directus_sync import tasks
+
             tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
                 return tasks.apply_writes(remote, sync_plan, "create", context)
 
         @task
         def cleanup_staging(**context: Any) -> None:
+            from directus_sync import tasks
+
             tasks.cleanup_staging(context)
 
         manifest = extract_changes()
@@ -168,6 +215,8 @@ def _add_event_tasks(remote: RemoteSource) -> None:
 
     @task(multiple_outputs=False)
     def sync_changes(**context: Any) -> dict[str, Any]:
+        from directus_sync import event_dag, tasks
+
         with tasks.errors_recorded(context):
             return event_dag.run_sync(remote, context)
 
@@ -181,12 +230,16 @@ def _add_outcome_tasks(remote: RemoteSource) -> tuple[Any, Any]:
 
     # Every run is recorded, failed ones too; only successful ones emit Asset events.
     @task(multiple_outputs=False, trigger_rule="all_done",
-          outlets=[tasks.asset_for(remote, c) for c in remote.collections])
+          outlets=[events.asset_for(remote, c) for c in remote.collections])
     def record_run(**context: Any) -> dict[str, Any]:
+        from directus_sync import tasks
+
         return tasks.record_run(remote, context)
 
     @task(trigger_rule="one_failed", retries=0)
     def notify_on_failure(**context: Any) -> None:
+        from directus_sync import tasks
+
         tasks.notify_on_failure(remote, context)
 
     return record_run(), notify_on_failure()
@@ -235,11 +288,15 @@ def build_broken_dag(broken: BrokenRemote) -> DAG:
 
         @task(retries=0)
         def validate_configuration(**context: Any) -> None:
+            from directus_sync import tasks
+
             with tasks.errors_recorded(context):
                 tasks.validate_configuration(broken)
 
         @task(trigger_rule="one_failed", retries=0)
         def notify_on_failure(**context: Any) -> None:
+            from directus_sync import tasks
+
             tasks.notify_on_failure(broken, context)
 
         validate_configuration() >> notify_on_failure()

@@ -4,6 +4,9 @@ The table lives in any database an Airflow connection points at (``directus_sync
 PostgreSQL through ``apache-airflow-providers-postgres`` in production, or an SQLite file for local use
 (connection type ``sqlite``, host = the file's path). All access goes through SQLAlchemy Core so the same
 code runs on both.
+
+The dag-processor's full parses read the table through the snapshot (:func:`load_rows`); a worker
+building one DAG to run its task reads that DAG's row from the table itself (:func:`read_rows_for_dag`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from directus_sync.config import may_yield
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +301,8 @@ def rows_of(engine: Engine, table: sa.Table, remote: str | None = None) -> list[
 class Snapshot:
     """The last rows read from the table, kept as a JSON file.
 
-    It bounds parse-time database reads to one per ``max_age`` seconds, lets workers build their one DAG
-    without touching the database, and keeps the DAGs alive while the database is down.
+    It bounds the dag-processor's database reads to one per ``max_age`` seconds and keeps the DAGs alive
+    while the database is down. Workers never use it: they read their DAG's row from the table itself.
     """
 
     def __init__(self, path: Path) -> None:
@@ -337,31 +342,55 @@ def load_rows(
     conn_id: str | None = None,
     snapshot: Snapshot | None = None,
     max_age: float = 30.0,
-    offline: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows for the DAG factory, and a warning or error text when the table could not be read.
+    """Rows for the dag-processor's full parse, and an error text when the table could not be read.
 
-    Reads the snapshot when it is younger than ``max_age`` seconds or when ``offline`` (a worker building
-    one DAG); otherwise reads the table, refreshes the snapshot, and falls back to it on failure.
+    Reads the snapshot when it is younger than ``max_age`` seconds; otherwise reads the table, refreshes
+    the snapshot, and falls back to it on failure.
     """
     snapshot = snapshot or Snapshot.default()
-    conn_id = conn_id or default_conn_id()
     age = snapshot.age()
-    if age is not None and (offline or age < max_age):
+    if age is not None and age < max_age:
         rows = snapshot.load()
         if rows is not None:
             return rows, None
     try:
-        rows = [_plain(row) for row in read_rows(engine_for(conn_id))]
-    except Exception as exc:
-        problem = f"cannot read the remote-sources table through connection {conn_id!r}: {_first_line(exc)}"
+        rows = read_table_now(conn_id)
+    except ConfigStoreError as exc:
         cached = snapshot.load()
         if cached is not None:
-            log.warning("%s; using the snapshot from %s", problem, snapshot.path)
+            log.warning("%s; using the snapshot from %s", exc, snapshot.path)
             return cached, None
-        return [], problem
+        return [], str(exc)
     snapshot.save(rows)
     return rows, None
+
+
+def read_rows_for_dag(dag_id: str, conn_id: str | None = None) -> list[dict[str, Any]]:
+    """The rows of the table, read now, that may become DAG ``dag_id`` (usually one; none when removed).
+
+    For a worker about to run one of the DAG's tasks: no snapshot, so that a row changed or removed a
+    moment ago never runs with its old settings. The rows are not validated; raises
+    :class:`ConfigStoreError` when the table cannot be read.
+    """
+    return [row for row in read_table_now(conn_id) if may_yield(row, dag_id)]
+
+
+def read_table_now(conn_id: str | None = None) -> list[dict[str, Any]]:
+    """Every row of the table through connection ``conn_id`` (one SELECT, short connect timeout), JSON-ready.
+
+    Raises :class:`ConfigStoreError` saying which connection failed and why.
+    """
+    conn_id = conn_id or default_conn_id()
+    try:
+        engine = engine_for(conn_id)
+        try:
+            return [_plain(row) for row in read_rows(engine)]
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        raise ConfigStoreError(f"cannot read the remote-sources table through connection {conn_id!r}: "
+                               f"{_first_line(exc)}") from exc
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import Asset, ObjectStoragePath
+from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from sqlalchemy.engine import Engine
 
 from directus_sync import alerts, dryrun, events, lease, ledger, notify, origins, store
 from directus_sync.apply import Action, Applier, Failure
 from directus_sync.config import BrokenRemote, RemoteSource
+from directus_sync.events import asset_for
 from directus_sync.extract import ChangeManifest, Window, compute_window, extract
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.plan import CollectionPlan, ConflictGuard, Instance, SyncPlan, plan
@@ -226,12 +227,6 @@ def origin_recorder(engine: Engine, remote: RemoteSource, planned: CollectionPla
         return None
     staged = read_staged(ObjectStoragePath(planned.origins_path), planned.origins, "filter_schema")
     return origins.Recorder(engine, remote.remote_conn_id, planned.collection, staged)
-
-
-def asset_for(remote: RemoteSource, collection: str) -> Asset:
-    """The Asset a successful run updates: one collection on the remote, named by the remote's connection."""
-    uri = f"directus://{remote.remote_conn_id}/{collection}"
-    return Asset(uri=uri, name=uri, group="directus-sync")
 
 
 def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:

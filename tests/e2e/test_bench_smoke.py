@@ -34,3 +34,15 @@ def test_the_apply_benchmark_runs_at_a_small_size() -> None:
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     lines = {line.split()[0]: line for line in result.stdout.splitlines() if " | median apply/raw " in line}
     assert set(lines) == {"create", "update", "delete"}
+
+
+def test_the_parse_benchmark_runs_at_a_small_size(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "parse_bench.py"), "--rows", "5", "--repeat", "1",
+                             "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    figures = json.loads((tmp_path / "results.json").read_text())
+    assert figures["rows"] == 5 and figures["dags"] == 7  # two of the five rows have a reconcile DAG
+    assert set(figures["cases"]) == {"full cold", "full warm", "worker"}
+    assert all(c["dagbag"]["median"] > 0 for c in figures["cases"].values())
+    for case in ("full cold", "full warm", "worker"):
+        assert f"  {case:<9} DagBag median" in result.stdout

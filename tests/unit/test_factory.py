@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
+import sqlalchemy as sa
 from airflow.sdk import CronDataIntervalTimetable
 from airflow.sdk.definitions.deadline import DeadlineReference
 
+from directus_sync import factory, store
 from directus_sync.config import BrokenRemote, RemoteSource
-from directus_sync.factory import build_broken_dag, build_sync_dag
+from directus_sync.factory import build_broken_dag, build_sync_dag, generate_dags
 
 REMOTE = RemoteSource.model_validate({
     "name": "eu_to_us", "status": "published", "source_conn_id": "eu", "remote_conn_id": "us",
@@ -66,3 +73,109 @@ def test_a_deadline_alerts_when_a_run_is_not_done_in_time_after_being_queued() -
 
 def _alerts(deadline: Any) -> list[Any]:
     return deadline if isinstance(deadline, list) else [deadline]
+
+
+# A worker parses the DAG file for one task; the dag-processor parses it whole.
+
+ROW: dict[str, Any] = {
+    "name": "eu_to_us", "status": "published", "source_conn_id": "eu", "remote_conn_id": "us",
+    "schema": [{"name": "articles", "fields": ["title", "body"]}], "reconcile_schedule": "0 3 * * *"}
+CHANGED = {**ROW, "remote_conn_id": "us_new", "schema": [{"name": "articles", "fields": ["title"]}]}
+DAG_ID = "directus_sync__eu_to_us"
+
+
+@pytest.fixture
+def table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.engine.Engine:
+    """The table on SQLite through an Airflow connection, a snapshot path of the test's own, no parsing context."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'table.db'}")
+    store.migrate(engine)
+    monkeypatch.setenv("AIRFLOW_CONN_TABLE_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "table.db")}))
+    monkeypatch.setenv(store.DB_CONN_ENV, "table_db")
+    monkeypatch.setenv("DIRECTUS_SYNC_SNAPSHOT", str(tmp_path / "snap.json"))
+    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", raising=False)
+    monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", raising=False)
+    return engine
+
+
+def _as_worker(monkeypatch: pytest.MonkeyPatch, dag_id: str) -> None:
+    """What Airflow's task runner sets before parsing the file to run a task of ``dag_id``."""
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", dag_id)
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "extract_changes")
+
+
+def _fresh_snapshot_of(rows: list[dict[str, Any]]) -> store.Snapshot:
+    snapshot = store.Snapshot.default()
+    snapshot.save(rows)
+    return snapshot
+
+
+def test_a_worker_builds_its_dag_from_the_row_as_it_is_now_not_from_a_fresh_snapshot(
+        table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = _fresh_snapshot_of([ROW])
+    before = snapshot.path.read_text()
+    store.upsert_row(table, CHANGED)  # a field removed and the remote changed since the snapshot
+    for n in range(20):  # other rows, one of them invalid: the worker does not validate them
+        store.upsert_row(table, {**ROW, "name": f"other_{n}", "remote_conn_id": "" if n == 7 else "x"})
+    validated: list[str] = []
+    real_parse_row = factory.parse_row
+    monkeypatch.setattr(factory, "parse_row", lambda row: validated.append(row["name"]) or real_parse_row(row))
+    _as_worker(monkeypatch, DAG_ID)
+
+    [(dag_id, dag)] = generate_dags().items()
+
+    assert dag_id == DAG_ID
+    assert validated == ["eu_to_us"]
+    assert "remote:us_new" in dag.tags and "remote:us" not in dag.tags
+    assert [a.uri for a in dag.get_task("record_run").outlets] == ["directus://us_new/articles"]
+    assert "`body`" not in (dag.doc_md or "")
+    assert snapshot.path.read_text() == before  # neither used nor written
+
+
+def test_a_worker_builds_the_reconcile_dag_alone_and_nothing_for_a_removed_row(
+        table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.upsert_row(table, CHANGED)
+    _as_worker(monkeypatch, DAG_ID + "__reconcile")
+    [dag] = generate_dags().values()
+    assert dag.dag_id == DAG_ID + "__reconcile"
+    assert "remote:us_new" in dag.tags
+
+    _fresh_snapshot_of([ROW])
+    store.delete_row(table, "eu_to_us")
+    _as_worker(monkeypatch, DAG_ID)
+    assert generate_dags() == {}
+
+
+def test_a_worker_that_cannot_read_the_table_builds_nothing_and_says_why(
+        table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _fresh_snapshot_of([ROW])  # would serve a full parse, not a worker
+    monkeypatch.setenv(store.DB_CONN_ENV, "no_such_connection")
+    _as_worker(monkeypatch, DAG_ID)
+    with caplog.at_level(logging.ERROR, logger="directus_sync.factory"):
+        assert generate_dags() == {}
+    [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert f"the task of DAG {DAG_ID} cannot run" in message
+    assert "remote-sources table is unreachable through connection 'no_such_connection'" in message
+    assert "Fix: make connection 'no_such_connection'" in message
+
+
+def test_a_worker_of_the_dag_reporting_an_unreadable_table_still_gets_that_dag(
+        table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(store.DB_CONN_ENV, "no_such_connection")
+    _as_worker(monkeypatch, "directus_sync__remote_sources")
+    [dag] = generate_dags().values()
+    assert "configuration-error" in dag.tags
+    assert "no_such_connection" in (dag.description or "")
+
+
+def test_a_full_parse_builds_from_a_fresh_snapshot_and_reads_the_table_once_it_is_old(
+        table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = _fresh_snapshot_of([ROW])
+    store.upsert_row(table, CHANGED)
+    dags = generate_dags()
+    assert set(dags) == {DAG_ID, DAG_ID + "__reconcile"}
+    assert "remote:us" in dags[DAG_ID].tags  # the snapshot's row: within its max age, the table is not read
+
+    os.utime(snapshot.path, (0, 0))
+    dags = generate_dags()
+    assert "remote:us_new" in dags[DAG_ID].tags
+    assert [r["remote_conn_id"] for r in snapshot.load() or []] == ["us_new"]  # refreshed

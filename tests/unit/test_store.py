@@ -69,3 +69,22 @@ def test_without_a_snapshot_an_unreadable_table_is_reported(tmp_path: Path) -> N
     assert rows == []
     assert problem is not None
     assert "cannot read the remote-sources table through connection 'no_such_connection'" in problem
+
+
+def test_a_worker_reads_only_the_rows_of_its_dag_from_the_table_now(
+        engine: sa.engine.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.upsert_row(engine, ROW)
+    store.upsert_row(engine, {**ROW, "name": "eu_to_asia"})
+    store.upsert_row(engine, {**ROW, "name": "Bad Name!", "schema": "not json"})  # invalid, still found
+    monkeypatch.setenv("AIRFLOW_CONN_TABLE_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "table.db")}))
+    [row] = store.read_rows_for_dag("directus_sync__eu_to_us", "table_db")
+    assert row["name"] == "eu_to_us" and row["schema"] == ROW["schema"]
+    assert [r["name"] for r in store.read_rows_for_dag("directus_sync__eu_to_us__reconcile", "table_db")] == [
+        "eu_to_us"]
+    assert [r["name"] for r in store.read_rows_for_dag("directus_sync__Bad_Name_", "table_db")] == ["Bad Name!"]
+    assert store.read_rows_for_dag("directus_sync__gone", "table_db") == []
+
+
+def test_a_worker_is_told_which_connection_failed() -> None:
+    with pytest.raises(store.ConfigStoreError, match="through connection 'no_such_connection'"):
+        store.read_rows_for_dag("directus_sync__eu_to_us", "no_such_connection")
