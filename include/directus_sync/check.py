@@ -12,7 +12,6 @@ from typing import Any
 from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.provision import ITEM_ACTIONS
-from directus_sync.staging import SHARED_ENV, STAGING_URL_ENV, sharing_problem
 from directus_sync.schema import (
     UNTRACKED_FIX,
     SchemaMismatch,
@@ -22,6 +21,7 @@ from directus_sync.schema import (
     schema_problems,
     untracked_message,
 )
+from directus_sync.staging import SHARED_ENV, STAGING_URL_ENV, sharing_problem
 
 log = logging.getLogger(__name__)
 

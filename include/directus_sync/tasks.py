@@ -68,10 +68,10 @@ REFUSED_QUERY_REASON = "invalid query"
 def is_permanent(exc: BaseException) -> bool:
     """Whether running the task again cannot help until someone fixes the configuration.
 
-    That is a schema that does not match the instances, staging other workers cannot read, a token Directus does not accept (401) or whose
-    user lacks a permission (403), and a query the instance refuses (a 400 on a read, or Directus's
-    "Invalid query"). A 400 about an item's data is not among them: the apply step isolates those items
-    as dead letters.
+    That is a schema that does not match the instances, staging other workers cannot read, a token
+    Directus does not accept (401) or whose user lacks a permission (403), and a query the instance
+    refuses (a 400 on a read, or Directus's "Invalid query"). A 400 about an item's data is not among
+    them: the apply step isolates those items as dead letters.
     """
     if isinstance(exc, SchemaMismatch | lease.LeaseLost | StagingNotShared):
         return True

@@ -16,6 +16,7 @@ from tests.e2e.cluster import CONTROL_COMPONENTS, WORKERS, CeleryCluster
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-worker",
                     "airflow-triggerer", "airflow-init"}
+COMPLETED = {"condition": "service_completed_successfully"}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_initialisation_fails_when_migration_fails_and_nothing_starts_after_a_fa
     assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
     assert init["environment"]["_AIRFLOW_WWW_USER_CREATE"] == "true"
     for name in AIRFLOW_SERVICES - {"airflow-init"}:
-        assert compose["services"][name]["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}
+        assert compose["services"][name]["depends_on"]["airflow-init"] == COMPLETED
 
 
 def test_files_are_written_as_airflow_uid(compose: dict[str, Any]) -> None:
@@ -98,7 +99,7 @@ def test_staging_is_a_bucket_every_worker_reaches_and_no_local_folder(compose: d
     assert f"mc mb --ignore-existing local/{url.hostname}" in bucket
     assert not any("staging" in volume for volume in compose["services"]["airflow-worker"]["volumes"])
     for name in AIRFLOW_SERVICES:
-        assert compose["services"][name]["depends_on"]["minio-bucket"] == {"condition": "service_completed_successfully"}
+        assert compose["services"][name]["depends_on"]["minio-bucket"] == COMPLETED
 
 
 def test_the_distributed_test_runs_what_the_compose_file_deploys(compose: dict[str, Any], tmp_path: Path) -> None:
@@ -110,7 +111,8 @@ def test_the_distributed_test_runs_what_the_compose_file_deploys(compose: dict[s
     assert commands == {*CONTROL_COMPONENTS, "celery worker"}
     for key in ("AIRFLOW__CORE__EXECUTOR", "DIRECTUS_SYNC_STAGING_URL"):
         assert tested[key] == deployed[key], key
-    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"):
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL",
+                "AIRFLOW__CELERY__RESULT_BACKEND"):
         assert urlsplit(tested[key]).scheme == urlsplit(deployed[key]).scheme, key
     assert tested["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].endswith("/execution/")
     staging_conn = f"AIRFLOW_CONN_{urlsplit(deployed['DIRECTUS_SYNC_STAGING_URL']).username.upper()}"
