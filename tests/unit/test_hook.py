@@ -63,7 +63,7 @@ class CappedDirectus(DirectusHook):
         self.limits: list[int] = []
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
-                allow_statuses: Any = ()) -> Any:
+                allow_statuses: Any = (), measured: Any = None) -> Any:
         params = params or {}
         if path == "/server/info":
             return {"queryLimit": {"max": self.advertised}} if self.advertised is not None else {}
@@ -73,8 +73,10 @@ class CappedDirectus(DirectusHook):
             raise DirectusError(self.directus_conn_id, method, path, 400,
                                 f'Invalid query. "limit" must be less than or equal to {self.cap}.')
         wanted = set(json.loads(params["filter"])["id"]["_in"])
-        found = [r for r in self.rows if r["id"] in wanted]
-        return found[: self.cap if limit == -1 else limit]
+        found = [r for r in self.rows if r["id"] in wanted][: self.cap if limit == -1 else limit]
+        if measured:
+            measured(len(json.dumps({"data": found})))
+        return found
 
 
 @pytest.mark.parametrize("advertised", [100, None])
@@ -98,7 +100,7 @@ class ShiftingItems(DirectusHook):
         self.reads = 0
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
-                allow_statuses: Any = ()) -> Any:
+                allow_statuses: Any = (), measured: Any = None) -> Any:
         params = params or {}
         if path == "/server/info":
             return {}
@@ -108,6 +110,8 @@ class ShiftingItems(DirectusHook):
         self.reads += 1
         for key in self.deletions.get(self.reads, []):
             self.keys.remove(key)
+        if measured:
+            measured(len(json.dumps({"data": page})))
         return page
 
 
