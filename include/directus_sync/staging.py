@@ -146,17 +146,6 @@ def _sized_records(path: ObjectStoragePath) -> Iterator[tuple[Any, int]]:
                 yield json.loads(line), len(line)
 
 
-def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def batched_by_size(
     records: Iterable[T], max_items: int, max_bytes: int | Callable[[], int], size_of: Callable[[T], int],
 ) -> Iterator[list[T]]:
