@@ -32,9 +32,10 @@ from typing import Any, Literal
 from airflow.sdk import ObjectStoragePath
 
 from directus_sync import lease, origins
+from directus_sync.config import batch_bytes
 from directus_sync.hook import DirectusError, DirectusHook, encode_json
 from directus_sync.plan import CollectionPlan
-from directus_sync.staging import read_staged
+from directus_sync.staging import batched_by_size, read_staged
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +81,11 @@ def request_batches(
     itself. An item larger than the budget on its own still gets a batch of its own: Directus decides.
     """
     budget = max_bytes if callable(max_bytes) else lambda: max_bytes
-    batch: list[Any] = []
-    size = 2
-    for item in items:
-        width = len(encode_json(body(item) if body else item)) + 1  # the item and its comma
-        if batch and (len(batch) >= max_count or size + width > budget()):
-            yield batch
-            batch, size = [], 2
-        batch.append(item)
-        size += width
-    if batch:
-        yield batch
+
+    def width(item: Any) -> int:
+        return len(encode_json(body(item) if body else item)) + 1  # the item and its comma
+
+    return batched_by_size(items, max_count, lambda: budget() - 2, width)  # 2: the array's brackets
 
 
 class Applier:
@@ -123,7 +118,7 @@ class Applier:
                        "delete": (self.plan.deletes_path, self.plan.deletes)}[action]
         # Fails before the first write when the file is missing, and after the last when it is short.
         records = read_staged(ObjectStoragePath(path), count, "filter_schema")
-        self.max_bytes = max_bytes
+        self.max_bytes = min(max_bytes, batch_bytes())  # a request is a batch: within the batch budget too
         # Updates are staged with the whole item but send only the changed fields: measure what is sent.
         body = self._update_body if action == "update" else None
         batches = request_batches(records, max_count, lambda: self.max_bytes, body)

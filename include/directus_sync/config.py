@@ -7,9 +7,11 @@ The table holds data, not code; every row is validated here once, and the DAG fa
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any, Literal
 
 import pendulum
@@ -24,6 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+# The most bytes of items one batch holds, read or written (see README, "Memory").
+BATCH_BYTES_ENV = "DIRECTUS_SYNC_BATCH_BYTES"
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+               "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 DAG_ID_PREFIX = "directus_sync__"
 RECONCILE_SUFFIX = "__reconcile"
 DEFAULT_SCHEDULE = "*/5 * * * *"
@@ -331,3 +338,27 @@ def _salvage_schedule(value: Any) -> str:
         return RemoteSource._valid_cron(value) or DEFAULT_SCHEDULE if isinstance(value, str) else DEFAULT_SCHEDULE
     except ValueError:
         return DEFAULT_SCHEDULE
+
+
+def batch_bytes() -> int:
+    """The byte budget of one batch: ``DIRECTUS_SYNC_BATCH_BYTES``, or 16 MiB when it is unset.
+
+    Batches hold at most ``batch_size`` items *and* about this many bytes of them, so that the memory a
+    task needs does not grow with the size of the items (see README, "Memory").
+    """
+    return _parse_batch_bytes(os.environ.get(BATCH_BYTES_ENV, "").strip())
+
+
+@cache
+def _parse_batch_bytes(value: str) -> int:
+    if not value:
+        return DEFAULT_BATCH_BYTES
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)", value)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _BYTE_UNITS:
+        raise ValueError(f"{BATCH_BYTES_ENV}={value!r} is not a size: give bytes, such as 16777216, 16MiB or 16MB")
+    size = int(float(match.group(1)) * _BYTE_UNITS[unit])
+    if size < 1024:
+        raise ValueError(f"{BATCH_BYTES_ENV}={value!r} is below 1 KiB: batches that small would read one item "
+                         f"per request")
+    return size

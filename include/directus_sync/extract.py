@@ -20,10 +20,10 @@ from pydantic import BaseModel
 from directus_sync import cursor
 from directus_sync.config import RemoteSource
 from directus_sync.cursor import ActivityCursor, iso_timestamp, parse_timestamp
-from directus_sync.hook import DirectusHook
+from directus_sync.hook import DirectusHook, sized_batches
 from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, shape_of
-from directus_sync.staging import JsonlWriter, batched, write_jsonl
+from directus_sync.staging import JsonlWriter, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +248,14 @@ def _current_state(
     """Yield the current state of each changed key that still exists; write the others to ``deleted``.
 
     Each record carries ``changed_at``, the key's latest source activity, for conflict checks. The next
-    batches are read while the current one is staged.
+    batches are read while the current one is staged; each batch holds as many keys as the byte budget
+    holds items (the hook's page sizer learns their size), so the batches in flight stay within it.
     """
     def read(batch: list[str]) -> list[dict[str, Any]]:
         return source.read_items(shape.collection, shape.pk, batch, shape.read_fields)
 
-    for batch, found in read_ahead(read, batched(list(changed), batch_size), READ_AHEAD):
+    batches = sized_batches(list(changed), batch_size, source.sizer(shape.collection, shape.read_fields))
+    for batch, found in read_ahead(read, batches, READ_AHEAD):
         # The read asked for exactly these keys, in pages the instance answers in full: absent is gone.
         present = {shape.canonical_key(item[shape.pk]) for item in found}
         for key in batch:

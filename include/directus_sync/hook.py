@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import deque
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import Any
@@ -20,6 +20,8 @@ from requests import Response, Session
 from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
+
+from directus_sync import config
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,10 @@ ITEM_ACTIONS = ("create", "update", "delete")
 MAX_FILTER_CHARS = 6_000
 # How Directus refuses a ``limit`` above its QUERY_LIMIT_MAX (utils/validate-query.js, a Joi message).
 LIMIT_REFUSED = re.compile(r'\\?"limit\\?" must be less than or equal to (\d+)')
+# The first read of a collection asks for this many items at most: their size is not known yet.
+FIRST_PAGE_ITEMS = 16
+# How much larger one read of a collection may be than the one before it.
+PAGE_GROWTH = 4
 # The page-size cap learnt per connection id, for this process (None: the instance has none).
 _PAGE_SIZE_CAPS: dict[str, int | None] = {}
 
@@ -56,6 +62,48 @@ class PageTooLarge(Exception):
         self.cap = cap
 
 
+class PageSizer:
+    """How many items the next read of one collection (and set of fields) asks for, so that the answer
+    stays within ``budget`` bytes.
+
+    An item's size is only known once it is read: the first read asks for :data:`FIRST_PAGE_ITEMS`, and
+    each answer teaches the bytes per item (the body's length over its items). The next read then asks for
+    as many items as the budget holds at the largest bytes per item seen, growing by at most
+    :data:`PAGE_GROWTH` times from one read to the next, and shrinking at once. Thread-safe: read-ahead
+    threads share it.
+    """
+
+    def __init__(self, budget: int, first: int = FIRST_PAGE_ITEMS) -> None:
+        self.budget = budget
+        self.per_item = 0  # the largest bytes per item seen, 0 before any
+        self._size = max(1, first)
+        self._lock = threading.Lock()
+
+    def next(self, wanted: int) -> int:
+        """Items to ask for when ``wanted`` are (at least one)."""
+        return max(1, min(wanted, self._size))
+
+    def measured(self, body_bytes: int, items: int) -> None:
+        """Learn from an answer of ``body_bytes`` holding ``items`` items."""
+        if items <= 0:
+            return
+        with self._lock:
+            self.per_item = max(self.per_item, -(-body_bytes // items))
+            self._size = max(1, min(self.budget // self.per_item, self._size * PAGE_GROWTH))
+
+
+def sized_batches(keys: Sequence[Any], max_items: int, sizer: PageSizer) -> Iterator[list[Any]]:
+    """``keys`` in batches of at most ``max_items``, each as large as ``sizer`` says when it is cut.
+
+    Lazy: with reads running ahead, each batch is cut with what the reads done so far taught the sizer.
+    """
+    start = 0
+    while start < len(keys):
+        end = start + sizer.next(max_items)
+        yield list(keys[start:end])
+        start = end
+
+
 class DirectusHook(HttpHook):
     """Talks to one Directus instance through the REST API, reusing one HTTP session.
 
@@ -63,6 +111,7 @@ class DirectusHook(HttpHook):
     :param timeout: seconds to wait for one response.
     :param retries: attempts after the first for connection errors and 429/502/503/504 answers, with
         exponential backoff and ``Retry-After`` honoured.
+    :param batch_bytes: the byte budget of one read of items (default: ``DIRECTUS_SYNC_BATCH_BYTES``).
     """
 
     conn_name_attr = "directus_conn_id"
@@ -76,6 +125,7 @@ class DirectusHook(HttpHook):
         retries: int = 5,
         backoff_factor: float = 0.5,
         pool_size: int = 8,
+        batch_bytes: int | None = None,
     ) -> None:
         retry = Retry(
             total=retries,
@@ -91,6 +141,9 @@ class DirectusHook(HttpHook):
         super().__init__(method="GET", http_conn_id=directus_conn_id, adapter=adapter)
         self.directus_conn_id = directus_conn_id
         self.timeout = timeout
+        self.batch_bytes = batch_bytes or config.batch_bytes()
+        self._sizers: dict[tuple[str, tuple[str, ...]], PageSizer] = {}
+        self._sizers_lock = threading.Lock()
 
     @cached_property
     def session(self) -> Session:
@@ -114,8 +167,12 @@ class DirectusHook(HttpHook):
         params: dict[str, Any] | None = None,
         payload: Any = None,
         allow_statuses: Sequence[int] = (),
+        measured: Callable[[int], None] | None = None,
     ) -> Any:
-        """Send one call and return Directus's ``data`` member (``None`` for empty answers)."""
+        """Send one call and return Directus's ``data`` member (``None`` for empty answers).
+
+        ``measured`` is called with the length of the answer's body, before it is parsed.
+        """
         session = self.session
         body = None if payload is None else encode_json(payload)
         headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
@@ -128,6 +185,8 @@ class DirectusHook(HttpHook):
             raise DirectusError(self.directus_conn_id, method, path, response.status_code, _reason(response))
         if not response.content or response.status_code >= 400:
             return None
+        if measured is not None:
+            measured(len(response.content))
         return response.json().get("data")
 
     # -- who and what -------------------------------------------------------------------------------
@@ -174,10 +233,27 @@ class DirectusHook(HttpHook):
         cap = (info.get("queryLimit") or {}).get("max")
         return int(cap) if isinstance(cap, int | float) and cap >= 0 else None
 
-    def _page(self, path: str, params: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-        """At most ``limit`` rows; :class:`PageTooLarge` when the instance's cap turns out to be smaller."""
+    def sizer(self, collection: str, fields: Sequence[str]) -> PageSizer:
+        """The page sizer of reads of ``fields`` of ``collection`` through this hook (one per pair)."""
+        with self._sizers_lock:
+            return self._sizers.setdefault((collection, tuple(fields)), PageSizer(self.batch_bytes))
+
+    def _limit(self, wanted: int, sizer: PageSizer | None, least: int = 1) -> int:
+        """The ``limit`` of the next read: ``wanted`` rows, no more than the instance's cap and the sizer
+        allow, and no fewer than ``least`` (within the cap)."""
+        limit = self.page_size(wanted)
+        return limit if sizer is None else min(limit, max(least, sizer.next(limit)))
+
+    def _page(self, path: str, params: dict[str, Any], limit: int,
+              sizer: PageSizer | None = None) -> list[dict[str, Any]]:
+        """At most ``limit`` rows; :class:`PageTooLarge` when the instance's cap turns out to be smaller.
+
+        The answer's size teaches ``sizer`` the bytes per row.
+        """
+        size = [0]
         try:
-            return list(self.request("GET", path, params={**params, "limit": limit}) or [])
+            rows = list(self.request("GET", path, params={**params, "limit": limit},
+                                     measured=lambda n: size.__setitem__(0, n)) or [])
         except DirectusError as exc:
             cap = refused_limit(exc)
             if cap is None:
@@ -186,31 +262,41 @@ class DirectusHook(HttpHook):
             log.warning("Directus connection %r accepts at most %d rows per read (QUERY_LIMIT_MAX); reading in "
                         "pages of that size", self.directus_conn_id, cap)
             raise PageTooLarge(cap) from exc
+        if sizer is not None:
+            sizer.measured(size[0], len(rows))
+        return rows
 
-    def _paged(self, path: str, params: dict[str, Any], wanted: int) -> list[dict[str, Any]]:
-        """One page of up to ``wanted`` rows (fewer when the instance caps pages): callers page on."""
+    def _paged(self, path: str, params: dict[str, Any], wanted: int, sizer: PageSizer | None = None,
+               least: int = 1) -> tuple[list[dict[str, Any]], int]:
+        """One page of up to ``wanted`` rows (fewer when the instance caps pages or ``sizer`` says so), and
+        the limit it was asked with: callers page on while a page is full."""
         while True:
+            limit = self._limit(wanted, sizer, least)
             try:
-                return self._page(path, params, self.page_size(wanted))
+                return self._page(path, params, limit, sizer), limit
             except PageTooLarge:
                 continue
 
     def _read_keyed(
-        self, path: str, keys: Sequence[Any], params_for: Callable[[list[Any]], dict[str, Any]]
+        self, path: str, keys: Sequence[Any], params_for: Callable[[list[Any]], dict[str, Any]],
+        sizer: PageSizer | None = None,
     ) -> list[dict[str, Any]]:
-        """Every row a filter on ``keys`` selects, asked in chunks no larger than a page.
+        """Every row a filter on ``keys`` selects, asked in chunks no larger than a page (nor than ``sizer``
+        says, each chunk cut after the previous answer).
 
         At most one row per key comes back, so a chunk asked with ``limit`` = its size is answered in full:
         a key missing from the answer is not on the instance.
         """
         rows: list[dict[str, Any]] = []
-        pending = deque(chunk_keys(keys, max_count=self.page_size(len(keys) or 1)))
-        while pending:
-            chunk = list(pending.popleft())
+        start = 0
+        while start < len(keys):
+            end = next_chunk_end(keys, start, max_count=self._limit(len(keys) - start, sizer))
+            chunk = list(keys[start:end])
             try:
-                rows.extend(self._page(path, params_for(chunk), len(chunk)))
-            except PageTooLarge as exc:
-                pending.extendleft(reversed(list(chunk_keys(chunk, max_count=exc.cap))))
+                rows.extend(self._page(path, params_for(chunk), len(chunk), sizer))
+            except PageTooLarge:
+                continue  # cut again under the cap just learnt
+            start = end
         return rows
 
     # -- activity -----------------------------------------------------------------------------------
@@ -235,7 +321,7 @@ class DirectusHook(HttpHook):
             "sort": "id",
             "fields": "id,action,collection,item,timestamp,user",
         }
-        return self._paged("/activity", params, limit)
+        return self._paged("/activity", params, limit)[0]
 
     def activity_head(self) -> int:
         """The highest activity id the instance shows now (0 when it shows none)."""
@@ -289,7 +375,7 @@ class DirectusHook(HttpHook):
         def params_for(chunk: list[Any]) -> dict[str, Any]:
             return {"filter": json.dumps({pk: {"_in": chunk}}), "fields": ",".join(fields)}
 
-        return self._read_keyed(f"/items/{collection}", keys, params_for)
+        return self._read_keyed(f"/items/{collection}", keys, params_for, self.sizer(collection, fields))
 
     def iter_items(
         self, collection: str, pk: str, fields: Sequence[str], page_size: int, keyset: bool = True
@@ -301,31 +387,33 @@ class DirectusHook(HttpHook):
         """
         params: dict[str, Any] = {"fields": ",".join(fields), "sort": pk}
         path = f"/items/{collection}"
+        sizer = self.sizer(collection, fields)
         if not keyset:
-            yield from self._iter_by_offset(path, params, pk, page_size)
+            yield from self._iter_by_offset(path, params, pk, page_size, sizer)
             return
         while True:
-            page = self._paged(path, params, page_size)
+            page, limit = self._paged(path, params, page_size, sizer)
             if page:
                 yield page
-            if len(page) < self.page_size(page_size):
+            if len(page) < limit:
                 return
             params["filter"] = json.dumps({pk: {"_gt": page[-1][pk]}})
 
     def _iter_by_offset(
-        self, path: str, params: dict[str, Any], pk: str, page_size: int
+        self, path: str, params: dict[str, Any], pk: str, page_size: int, sizer: PageSizer | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Every row, sorted by ``pk``, in pages read by offset, each reaching back into the previous one.
 
         A row deleted meanwhile shifts the later rows towards the start, which would make an offset reader
-        skip one. So every page starts a tenth of a page before the previous one ended, and must find a row
-        of the previous page again; when it finds none, rows before it were deleted, and the reader steps
-        back a page at a time until it does. Rows seen in the previous page are not yielded twice.
+        skip one. So every page starts a tenth of a page (at least one row) before the previous one ended,
+        and must find a row of the previous page again; when it finds none, rows before it were deleted, and
+        the reader steps back a page at a time until it does. Rows seen in the previous page are not yielded
+        twice. Pages hold at least two rows, however large rows are, so that each has a row to reach back to
+        and one to read on.
         """
         offset, previous = 0, set[Any]()
         while True:
-            page = self._paged(path, {**params, "offset": offset}, page_size)
-            size = self.page_size(page_size)
+            page, size = self._paged(path, {**params, "offset": offset}, page_size, sizer, least=2)
             resume = max((i for i, row in enumerate(page) if row[pk] in previous), default=None)
             if previous and resume is None and offset > 0:
                 offset = max(0, offset - size)
@@ -336,7 +424,8 @@ class DirectusHook(HttpHook):
             if len(page) < size:
                 return
             previous = {row[pk] for row in page}
-            offset += len(page) - min(max(1, size // 10), size - 1)
+            following = self._limit(page_size, sizer, least=2)  # the next page overlaps by a tenth of itself
+            offset += len(page) - max(0, min(max(1, following // 10), following - 1, len(page) - 1))
 
     def has_items(self, collection: str, pk: str) -> bool:
         """Whether ``collection`` holds any item."""
@@ -411,16 +500,27 @@ def chunk_keys(
     keys: Sequence[Any], max_chars: int = MAX_FILTER_CHARS, max_count: int | None = None
 ) -> Iterator[Sequence[Any]]:
     """Split ``keys`` so that each chunk's JSON stays under ``max_chars`` characters and ``max_count`` keys."""
-    start, size = 0, 2
-    for index, key in enumerate(keys):
-        width = len(json.dumps(key)) + 2  # the key and its ", " separator
-        full = max_count is not None and index - start >= max_count
-        if (full or size + width > max_chars) and index > start:
-            yield keys[start:index]
-            start, size = index, 2
+    start = 0
+    while start < len(keys):
+        end = next_chunk_end(keys, start, max_chars, max_count)
+        yield keys[start:end]
+        start = end
+
+
+def next_chunk_end(
+    keys: Sequence[Any], start: int, max_chars: int = MAX_FILTER_CHARS, max_count: int | None = None
+) -> int:
+    """Where the chunk of ``keys`` starting at ``start`` ends: its JSON under ``max_chars`` characters, at
+    most ``max_count`` keys, and at least one key."""
+    size, index = 2, start
+    stop = len(keys) if max_count is None else min(len(keys), start + max(1, max_count))
+    while index < stop:
+        width = len(json.dumps(keys[index])) + 2  # the key and its ", " separator
+        if size + width > max_chars and index > start:
+            break
         size += width
-    if start < len(keys):
-        yield keys[start:]
+        index += 1
+    return index
 
 
 def refused_limit(exc: DirectusError) -> int | None:

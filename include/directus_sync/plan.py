@@ -22,14 +22,14 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from directus_sync import origins
-from directus_sync.config import ConflictPolicy
+from directus_sync.config import ConflictPolicy, batch_bytes
 from directus_sync.cursor import iso_timestamp, parse_timestamp
 from directus_sync.extract import ChangeManifest, CollectionChanges
 from directus_sync.hook import DirectusHook
 from directus_sync.origins import UNKNOWN_TIME, Origin, newer
 from directus_sync.pipeline import READ_AHEAD, read_ahead
 from directus_sync.schema import CollectionShape, prune
-from directus_sync.staging import JsonlWriter, batched, read_staged
+from directus_sync.staging import JsonlWriter, read_staged, staged_batches
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,8 @@ def plan_collection(
     )
     guard.check_quiet(name, changes.oldest_change)
     with _Writes(result, changes.retried) as writes:
-        upserts = batched(_staged(changes.upserts_path, changes.upserts), batch_size)
+        # Batches of at most batch_size records and the byte budget: with reads ahead, a few are in memory.
+        upserts = _staged_batches(changes.upserts_path, changes.upserts, batch_size)
         # A first copy to an empty collection has nothing to compare with: skip a read per batch. Items
         # created there meanwhile are still handled: the apply rewrites a create whose key exists.
         empty = changes.upserts > 0 and not remote.has_items(name, shape.pk)
@@ -313,7 +314,7 @@ def plan_collection(
                                                 ahead):
             writes.seen(shape.canonical_key(r["item"][shape.pk]) for r in records)
             _stage_upserts(upsert_batch, shape, guard, writes)
-        deletes = batched(_staged(changes.deletes_path, changes.deletes), batch_size)
+        deletes = _staged_batches(changes.deletes_path, changes.deletes, batch_size)
         for records, delete_batch in read_ahead(lambda b: _read_deletes(remote, shape, b, guard), deletes, ahead):
             writes.seen(shape.canonical_key(r["key"]) for r in records)
             _stage_deletes(delete_batch, shape, guard, writes)
@@ -338,6 +339,11 @@ def plan_collection(
 def _staged(path: str, expected: int) -> Iterator[Any]:
     """A file extract_changes staged, which must hold the number of records its manifest says."""
     return read_staged(ObjectStoragePath(path), expected, "extract_changes")
+
+
+def _staged_batches(path: str, expected: int, batch_size: int) -> Iterator[list[Any]]:
+    """A file extract_changes staged, in batches of at most ``batch_size`` records and the byte budget."""
+    return staged_batches(ObjectStoragePath(path), expected, "extract_changes", batch_size, batch_bytes())
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.configuration import conf
@@ -26,6 +26,7 @@ SHARED_ENV = "DIRECTUS_SYNC_STAGING_SHARED"
 # Kubernetes, Edge, or a custom one) may start a run's tasks on different machines.
 LOCAL_EXECUTORS = frozenset({"LocalExecutor"})
 LOCAL_PROTOCOLS = frozenset({"", "file", "local"})
+T = TypeVar("T")
 
 
 def staging_root() -> ObjectStoragePath:
@@ -157,6 +158,12 @@ def read_staged(path: ObjectStoragePath, expected: int, written_by: str) -> Iter
     records fails once it is read to its end. So the file is read once, however large it is, and a
     lost file can never pass for an empty change set.
     """
+    return (record for record, _ in read_staged_sized(path, expected, written_by))
+
+
+def read_staged_sized(path: ObjectStoragePath, expected: int, written_by: str) -> Iterator[tuple[Any, int]]:
+    """As :func:`read_staged`, each record with the length of its JSON line (its size in bytes: the lines
+    are ASCII), for cutting batches by size without encoding the records again."""
     if expected > 0 and not path.exists():
         raise StagedFileError(
             f"the staged file {path} does not exist, but {written_by} staged {expected} records in it. "
@@ -164,10 +171,10 @@ def read_staged(path: ObjectStoragePath, expected: int, written_by: str) -> Iter
     return _counted(path, expected, written_by)
 
 
-def _counted(path: ObjectStoragePath, expected: int, written_by: str) -> Iterator[Any]:
+def _counted(path: ObjectStoragePath, expected: int, written_by: str) -> Iterator[tuple[Any, int]]:
     found = 0
     if expected > 0 or path.exists():
-        for record in _records(path):
+        for record in _sized_records(path):
             found += 1
             yield record
     if found != expected:
@@ -177,21 +184,45 @@ def _counted(path: ObjectStoragePath, expected: int, written_by: str) -> Iterato
 
 
 def _records(path: ObjectStoragePath) -> Iterator[Any]:
+    return (record for record, _ in _sized_records(path))
+
+
+def _sized_records(path: ObjectStoragePath) -> Iterator[tuple[Any, int]]:
     with path.open("r") as handle:
         for line in handle:
             if line.strip():
-                yield json.loads(line)
+                yield json.loads(line), len(line)
 
 
-def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
+def batched_by_size(
+    records: Iterable[T], max_items: int, max_bytes: int | Callable[[], int], size_of: Callable[[T], int],
+) -> Iterator[list[T]]:
+    """Group ``records`` into batches of at most ``max_items`` records and ``max_bytes`` bytes by ``size_of``.
+
+    ``max_bytes`` may be a callable, read as each batch fills, so a budget lowered meanwhile applies to
+    the next batch. A record larger than the budget on its own goes in a batch of its own.
+    """
+    budget = max_bytes if callable(max_bytes) else lambda: max_bytes
+    batch: list[T] = []
+    size = 0
     for record in records:
-        batch.append(record)
-        if len(batch) >= size:
+        width = size_of(record)
+        if batch and (len(batch) >= max_items or size + width > budget()):
             yield batch
-            batch = []
+            batch, size = [], 0
+        batch.append(record)
+        size += width
     if batch:
         yield batch
+
+
+def staged_batches(path: ObjectStoragePath, expected: int, written_by: str, max_items: int,
+                   max_bytes: int) -> Iterator[list[Any]]:
+    """The records of a staged file (see :func:`read_staged`) in batches of at most ``max_items`` records
+    and ``max_bytes`` bytes of JSON."""
+    sized = read_staged_sized(path, expected, written_by)
+    for batch in batched_by_size(sized, max_items, max_bytes, lambda pair: pair[1]):
+        yield [record for record, _ in batch]
 
 
 def remove_folder(folder: ObjectStoragePath) -> None:

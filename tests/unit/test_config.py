@@ -5,7 +5,18 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from directus_sync.config import BrokenRemote, RemoteSource, Status, dag_id_for, parse_row
+import pytest
+
+from directus_sync.config import (
+    BATCH_BYTES_ENV,
+    DEFAULT_BATCH_BYTES,
+    BrokenRemote,
+    RemoteSource,
+    Status,
+    batch_bytes,
+    dag_id_for,
+    parse_row,
+)
 
 ROW = {
     "name": "eu_to_us",
@@ -102,3 +113,19 @@ def test_alert_channels_are_validated_and_survive_a_broken_row() -> None:
     assert isinstance(broken, BrokenRemote) and "alerts[0].type" in broken.error
     still_alerting = parse_row({**ROW, "schema": "[]", "alerts": channels})
     assert isinstance(still_alerting, BrokenRemote) and still_alerting.alerts[0].conn_id == "ops_webhook"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", DEFAULT_BATCH_BYTES), ("16777216", 16 * 1024**2),
+                                                 ("4MiB", 4 * 1024**2), ("2 mb", 2_000_000), ("512kib", 512 * 1024)])
+def test_the_batch_byte_budget_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch, value: str,
+                                                             expected: int) -> None:
+    monkeypatch.setenv(BATCH_BYTES_ENV, value)
+    assert batch_bytes() == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "16 parsecs", "-5", "100"])
+def test_a_batch_byte_budget_that_is_no_size_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch,
+                                                                      value: str) -> None:
+    monkeypatch.setenv(BATCH_BYTES_ENV, value)
+    with pytest.raises(ValueError, match=BATCH_BYTES_ENV):
+        batch_bytes()

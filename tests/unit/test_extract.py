@@ -12,6 +12,7 @@ from airflow.sdk import ObjectStoragePath
 from directus_sync.config import RemoteSource
 from directus_sync.cursor import ActivityCursor
 from directus_sync.extract import Window, compute_window, extract
+from directus_sync.hook import PageSizer
 from directus_sync.staging import read_jsonl
 
 T = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -75,6 +76,9 @@ class FakeSource:
 
     def read_items(self, collection: str, pk: str, keys: list[Any], fields: list[str]) -> list[dict[str, Any]]:
         return [self.items[int(k)] for k in keys if int(k) in self.items]
+
+    def sizer(self, collection: str, fields: list[str]) -> PageSizer:
+        return PageSizer(1 << 30, first=1_000)
 
     def activity_page(self, collections: list[str], after_id: int, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
         return [row for row in self.activity if row.get("id", 1) > after_id]

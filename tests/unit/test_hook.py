@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from directus_sync import hook as hook_module
-from directus_sync.hook import DirectusError, DirectusHook, activity_filter, chunk_keys, refused_limit
+from directus_sync.hook import (
+    DirectusError,
+    DirectusHook,
+    PageSizer,
+    activity_filter,
+    chunk_keys,
+    refused_limit,
+    sized_batches,
+)
 
 
 def test_the_activity_filter_reads_item_actions_in_the_window_or_the_id_spans_after_the_cursor() -> None:
@@ -63,7 +71,7 @@ class CappedDirectus(DirectusHook):
         self.limits: list[int] = []
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
-                allow_statuses: Any = ()) -> Any:
+                allow_statuses: Any = (), measured: Any = None) -> Any:
         params = params or {}
         if path == "/server/info":
             return {"queryLimit": {"max": self.advertised}} if self.advertised is not None else {}
@@ -73,8 +81,10 @@ class CappedDirectus(DirectusHook):
             raise DirectusError(self.directus_conn_id, method, path, 400,
                                 f'Invalid query. "limit" must be less than or equal to {self.cap}.')
         wanted = set(json.loads(params["filter"])["id"]["_in"])
-        found = [r for r in self.rows if r["id"] in wanted]
-        return found[: self.cap if limit == -1 else limit]
+        found = [r for r in self.rows if r["id"] in wanted][: self.cap if limit == -1 else limit]
+        if measured:
+            measured(len(json.dumps({"data": found})))
+        return found
 
 
 @pytest.mark.parametrize("advertised", [100, None])
@@ -98,7 +108,7 @@ class ShiftingItems(DirectusHook):
         self.reads = 0
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
-                allow_statuses: Any = ()) -> Any:
+                allow_statuses: Any = (), measured: Any = None) -> Any:
         params = params or {}
         if path == "/server/info":
             return {}
@@ -108,6 +118,8 @@ class ShiftingItems(DirectusHook):
         self.reads += 1
         for key in self.deletions.get(self.reads, []):
             self.keys.remove(key)
+        if measured:
+            measured(len(json.dumps({"data": page})))
         return page
 
 
@@ -137,3 +149,91 @@ def test_activity_tracking_is_off_only_when_the_collection_s_accountability_is_n
     hook = Answering("directus_x")
     assert [hook.activity_tracked(c) for c in ("tracked", "activity_only", "untracked", "bare_table")] == [
         True, True, False, True]
+
+
+def test_the_page_sizer_starts_small_grows_by_four_at_most_and_shrinks_at_once() -> None:
+    sizer = PageSizer(budget=1_000_000, first=16)
+    assert sizer.next(1_000) == 16
+    sizer.measured(16 * 100, 16)  # 100 bytes per item: the budget holds 10,000
+    assert sizer.next(1_000) == 64
+    sizer.measured(64 * 100, 64)
+    assert sizer.next(1_000) == 256
+    sizer.measured(256 * 100, 256)
+    assert sizer.next(1_000) == 1_000  # batch_size still caps it
+    sizer.measured(2 * 200_000, 2)  # larger items: 5 fit
+    assert sizer.next(1_000) == 5
+    sizer.measured(5 * 100, 5)  # smaller ones again: the largest seen still counts
+    assert sizer.next(1_000) == 5
+    sizer.measured(3_000_000, 1)  # one item over the budget: read alone
+    assert sizer.next(1_000) == 1
+    sizer.measured(0, 0)  # an empty answer teaches nothing
+    assert sizer.next(1_000) == 1
+    assert PageSizer(budget=100).next(3) == 3
+
+
+def test_sized_batches_cut_each_batch_with_what_the_sizer_knows_when_it_is_cut() -> None:
+    sizer = PageSizer(budget=1_000, first=2)
+    batches = sized_batches(list(range(20)), 100, sizer)
+    assert next(batches) == [0, 1]
+    sizer.measured(200, 2)  # 100 bytes per item: 10 fit, growth allows 8
+    assert next(batches) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert [len(b) for b in batches] == [8, 2]  # no answer since: no growth
+
+
+class LargeItems(DirectusHook):
+    """``count`` items of ``width`` characters each, keyed 1..count, read by keys, keyset or offset."""
+
+    def __init__(self, count: int, width: int, budget: int) -> None:
+        super().__init__(f"large_{count}_{width}", batch_bytes=budget)
+        self.rows = [{"id": n, "body": "x" * width} for n in range(1, count + 1)]
+        self.limits: list[int] = []
+        self.answered: list[int] = []  # body bytes per answer
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
+                allow_statuses: Any = (), measured: Any = None) -> Any:
+        params = params or {}
+        if path == "/server/info":
+            return {}
+        limit, offset = int(params["limit"]), int(params.get("offset", 0))
+        self.limits.append(limit)
+        where = json.loads(params.get("filter", "{}")).get("id", {})
+        rows = [r for r in self.rows if ("_in" not in where or r["id"] in where["_in"])
+                and ("_gt" not in where or r["id"] > where["_gt"])][offset:offset + limit]
+        body = json.dumps({"data": rows})
+        self.answered.append(len(body))
+        if measured:
+            measured(len(body))
+        return rows
+
+
+@pytest.mark.parametrize("keyset", [True, False])
+def test_pages_of_large_items_stay_within_the_byte_budget_and_read_every_item(keyset: bool) -> None:
+    hook = LargeItems(count=200, width=10_000, budget=100_000)  # ten items a page fit the budget
+    read = [row["id"] for page in hook.iter_items("c", "id", ["id", "body"], 1_000, keyset=keyset) for row in page]
+    assert read == list(range(1, 201))
+    assert hook.limits[0] == 16  # the size is not known yet: a small first page
+    assert max(hook.limits[1:]) <= 10
+    assert max(hook.answered[1:]) <= 100_000 + 100
+
+
+def test_items_larger_than_the_budget_are_read_one_by_keys_and_two_by_offset() -> None:
+    hook = LargeItems(count=20, width=50_000, budget=30_000)
+    found = hook.read_items("c", "id", list(range(1, 21)), ["id", "body"])
+    assert sorted(r["id"] for r in found) == list(range(1, 21))
+    assert hook.limits[1:] == [1] * (len(hook.limits) - 1)
+    offset = LargeItems(count=20, width=50_000, budget=30_000)
+    read = [row["id"] for page in offset.iter_items("c", "id", ["id", "body"], 1_000, keyset=False) for row in page]
+    assert read == list(range(1, 21))  # pages of two, each reaching back one row: none skipped, none twice
+    assert offset.limits[1:] == [2] * (len(offset.limits) - 1)
+
+
+def test_keyed_reads_share_the_sizer_of_their_collection_and_fields() -> None:
+    hook = LargeItems(count=100, width=10_000, budget=110_000)  # items take ~10 kB with their JSON
+    hook.read_items("c", "id", list(range(1, 51)), ["id", "body"])
+    assert hook.limits[:2] == [16, 10]
+    hook.limits.clear()
+    hook.read_items("c", "id", list(range(51, 101)), ["id", "body"])
+    assert hook.limits[0] == 10  # learnt by the previous read
+    hook.limits.clear()
+    hook.read_items("c", "id", list(range(1, 101)), ["id"])
+    assert hook.limits[0] == 16  # keys only: another sizer

@@ -369,3 +369,16 @@ def test_a_remote_value_made_on_the_source_is_replaced_even_when_the_sources_log
     origins.record(guard.engine, "b", "a", {"1": copied, "2": copied})
     result = plan_collection(remote, changes, SHAPE, folder, batch_size=10, guard=guard)  # type: ignore[arg-type]
     assert (result.updates, result.conflicts) == (2, 0)
+
+
+def test_planning_reads_in_batches_within_the_byte_budget_whatever_the_batch_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIRECTUS_SYNC_BATCH_BYTES", "12KiB")
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": n, "title": "x" * 5_000}, None) for n in range(10)], [])
+    remote = FakeRemote([{"id": n, "title": "old"} for n in range(10)])
+    guard = guard_for(tmp_path, remote)
+    result = plan_collection(remote, changes, SHAPE, folder, batch_size=1_000, guard=guard)  # type: ignore[arg-type]
+
+    assert result.updates == 10
+    assert remote.reads == 5  # two 5 kB items per 12 KiB batch

@@ -3,6 +3,7 @@ task of a run can read them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,14 @@ from directus_sync.staging import (
     JsonlWriter,
     StagedFileError,
     StagingNotShared,
-    batched,
+    batched_by_size,
     executor_names,
     read_jsonl,
     read_staged,
+    read_staged_sized,
     require_shared,
     sharing_problem,
+    staged_batches,
     write_jsonl,
 )
 
@@ -50,7 +53,36 @@ def test_a_missing_file_reads_as_empty(tmp_path: Path) -> None:
 
 
 def test_batches_keep_order_and_size() -> None:
-    assert list(batched(range(5), 2)) == [[0, 1], [2, 3], [4]]
+    assert list(batched_by_size(range(5), 2, 1_000, lambda _: 1)) == [[0, 1], [2, 3], [4]]
+
+
+def test_batches_are_cut_at_the_byte_budget_and_a_record_over_it_goes_alone() -> None:
+    sizes = [300, 300, 300, 2_000, 100, 600, 500]
+    batches = list(batched_by_size(sizes, 100, 1_000, lambda size: size))
+    assert batches == [[300, 300, 300], [2_000], [100, 600], [500]]
+    assert [b for b in batches if sum(b) > 1_000] == [[2_000]]
+
+
+def test_a_budget_lowered_meanwhile_applies_to_the_next_batch() -> None:
+    budget = [1_000]
+    batches = []
+    for batch in batched_by_size([100] * 30, 100, lambda: budget[0], lambda size: size):
+        batches.append(len(batch))
+        budget[0] = 300
+    assert batches[:2] == [10, 3]
+
+
+def test_staged_records_come_with_their_line_size_and_in_batches_within_the_budget(tmp_path: Path) -> None:
+    path = ObjectStoragePath(f"file://{tmp_path}/run/a.upserts.jsonl")
+    records = [{"id": n, "body": "x" * (100 if n % 2 else 5_000)} for n in range(40)]
+    write_jsonl(path, records)
+    sized = list(read_staged_sized(path, 40, "extract_changes"))
+    assert [record for record, _ in sized] == records
+    assert [size for _, size in sized] == [len(json.dumps(r, separators=(",", ":"))) + 1 for r in records]
+    batches = list(staged_batches(path, 40, "extract_changes", max_items=1_000, max_bytes=12_000))
+    assert [r for batch in batches for r in batch] == records
+    assert all(sum(len(json.dumps(r)) for r in batch) <= 12_000 for batch in batches)
+    assert len(batches) == 10
 
 
 def test_a_missing_staged_file_fails_before_a_record_is_read(tmp_path: Path) -> None:
