@@ -36,6 +36,9 @@ RECONCILE_SUFFIX = "__reconcile"
 DEFAULT_SCHEDULE = "*/5 * * * *"
 DEFAULT_START_DATE = datetime(2024, 1, 1, tzinfo=pendulum.UTC)
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,62}$"
+# A collection or field name as Directus stores it: a database identifier (letters, digits, "_", "-"; at most
+# 64 characters). Anything else (a "/", "..", "?", a space) could make a request path point elsewhere.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 DURATION_PATTERN = r"(?P<amount>\d+(\.\d+)?)\s*(?P<unit>s|secs?|seconds?|m|mins?|minutes?|h|hours?)"
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours"}
 CRON_PRESETS = {
@@ -97,6 +100,12 @@ class TriggerMode(StrEnum):
     BOTH = "both"
 
 
+def _identifier(kind: str, name: str) -> None:
+    if not IDENTIFIER.fullmatch(name):
+        raise ValueError(f"{kind} name {name!r} is not a Directus identifier: use letters, digits, '_' and '-', "
+                         "starting with a letter or '_', at most 64 characters")
+
+
 class CollectionSchema(BaseModel):
     """One synced collection and the fields to carry; the primary key is always carried.
 
@@ -111,6 +120,7 @@ class CollectionSchema(BaseModel):
     @field_validator("name")
     @classmethod
     def _not_a_system_collection(cls, name: str) -> str:
+        _identifier("collection", name)
         if name.startswith("directus_"):
             raise ValueError(f"system collection {name!r} cannot be synced")
         return name
@@ -120,6 +130,8 @@ class CollectionSchema(BaseModel):
     def _distinct_fields(cls, fields: tuple[str, ...]) -> tuple[str, ...]:
         if "*" in fields:
             raise ValueError('list the fields to sync by name; "*" is not accepted')
+        for name in fields:
+            _identifier("field", name)
         duplicates = sorted({f for f in fields if fields.count(f) > 1})
         if duplicates:
             raise ValueError(f"fields listed twice: {', '.join(duplicates)}")

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cached_property
 from typing import Any
+from urllib.parse import quote
 
 from airflow.providers.http.hooks.http import HttpHook
 from requests import Response, Session
@@ -198,14 +199,14 @@ class DirectusHook(HttpHook):
 
     def fields(self, collection: str) -> list[dict[str, Any]]:
         """The fields of ``collection`` as ``/fields/{collection}`` returns them."""
-        return list(self.request("GET", f"/fields/{collection}") or [])
+        return list(self.request("GET", f"/fields/{segment(collection)}") or [])
 
     def activity_tracked(self, collection: str) -> bool:
         """Whether Directus logs activity for ``collection``: not when its ``meta.accountability`` is null.
 
         A table Directus holds no meta for is tracked, as Directus itself treats it ("all").
         """
-        found = self.request("GET", f"/collections/{collection}") or {}
+        found = self.request("GET", f"/collections/{segment(collection)}") or {}
         meta = found.get("meta")
         return meta is None or meta.get("accountability") is not None
 
@@ -375,7 +376,7 @@ class DirectusHook(HttpHook):
         def params_for(chunk: list[Any]) -> dict[str, Any]:
             return {"filter": json.dumps({pk: {"_in": chunk}}), "fields": ",".join(fields)}
 
-        return self._read_keyed(f"/items/{collection}", keys, params_for, self.sizer(collection, fields))
+        return self._read_keyed(f"/items/{segment(collection)}", keys, params_for, self.sizer(collection, fields))
 
     def iter_items(
         self, collection: str, pk: str, fields: Sequence[str], page_size: int, keyset: bool = True
@@ -386,7 +387,7 @@ class DirectusHook(HttpHook):
         string keys are read by offset instead (see :meth:`_iter_by_offset`).
         """
         params: dict[str, Any] = {"fields": ",".join(fields), "sort": pk}
-        path = f"/items/{collection}"
+        path = f"/items/{segment(collection)}"
         sizer = self.sizer(collection, fields)
         if not keyset:
             yield from self._iter_by_offset(path, params, pk, page_size, sizer)
@@ -429,16 +430,16 @@ class DirectusHook(HttpHook):
 
     def has_items(self, collection: str, pk: str) -> bool:
         """Whether ``collection`` holds any item."""
-        return bool(self.request("GET", f"/items/{collection}", params={"fields": pk, "limit": 1}))
+        return bool(self.request("GET", f"/items/{segment(collection)}", params={"fields": pk, "limit": 1}))
 
     def create_items(self, collection: str, pk: str, items: Sequence[dict[str, Any]]) -> None:
-        self.request("POST", f"/items/{collection}", params={"fields": pk}, payload=list(items))
+        self.request("POST", f"/items/{segment(collection)}", params={"fields": pk}, payload=list(items))
 
     def update_items(self, collection: str, pk: str, items: Sequence[dict[str, Any]]) -> None:
-        self.request("PATCH", f"/items/{collection}", params={"fields": pk}, payload=list(items))
+        self.request("PATCH", f"/items/{segment(collection)}", params={"fields": pk}, payload=list(items))
 
     def delete_items(self, collection: str, keys: Sequence[Any]) -> None:
-        self.request("DELETE", f"/items/{collection}", payload=list(keys))
+        self.request("DELETE", f"/items/{segment(collection)}", payload=list(keys))
 
     # -- notifications ------------------------------------------------------------------------------
 
@@ -489,6 +490,11 @@ def changes_filter(
     if since:
         clauses.append({"timestamp": {"_gte": since}})
     return {"_and": clauses}
+
+
+def segment(name: str) -> str:
+    """``name`` as one path segment: quoted, dots too, so that no name can reach another endpoint (``../users``)."""
+    return quote(name, safe="").replace(".", "%2E")
 
 
 def encode_json(payload: Any) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -86,6 +87,26 @@ def test_system_collections_wildcards_and_duplicates_are_refused() -> None:
         broken = parse_row({**ROW, "schema": schema})
         assert isinstance(broken, BrokenRemote), schema
         assert message in broken.error
+
+
+@pytest.mark.parametrize("schema", [
+    [{"name": "../users", "fields": ["email"]}],
+    [{"name": "articles/1", "fields": ["title"]}],
+    [{"name": "articles?fields=*", "fields": ["title"]}],
+    [{"name": "articles", "fields": ["title", "../../users"]}],
+    [{"name": "articles", "fields": ["title,password"]}],
+    [{"name": "a" * 65, "fields": ["title"]}],
+    [{"name": "articles", "fields": [" title"]}],
+], ids=str)
+def test_names_that_are_no_directus_identifier_are_refused(schema: list[dict[str, Any]]) -> None:
+    broken = parse_row({**ROW, "schema": schema})
+    assert isinstance(broken, BrokenRemote)
+    assert "is not a Directus identifier" in broken.error
+
+
+def test_directus_identifiers_pass() -> None:
+    schema = [{"name": "blog-posts_2024", "fields": ["Title", "_sort", "body-text"]}]
+    assert not isinstance(parse_row({**ROW, "schema": schema}), BrokenRemote)
 
 
 def test_a_bad_name_still_gets_a_safe_dag_id() -> None:

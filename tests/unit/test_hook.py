@@ -15,6 +15,7 @@ from directus_sync.hook import (
     activity_filter,
     chunk_keys,
     refused_limit,
+    segment,
     sized_batches,
 )
 
@@ -237,3 +238,20 @@ def test_keyed_reads_share_the_sizer_of_their_collection_and_fields() -> None:
     hook.limits.clear()
     hook.read_items("c", "id", list(range(1, 101)), ["id"])
     assert hook.limits[0] == 16  # keys only: another sizer
+
+
+def test_every_collection_name_is_one_quoted_path_segment() -> None:
+    """Names are validated as identifiers first; quoting keeps a path from ever reaching another endpoint."""
+    seen: list[str] = []
+
+    class Recording(DirectusHook):
+        def request(self, method: str, path: str, **kwargs: Any) -> Any:
+            seen.append(path)
+            return []
+
+    hook = Recording("directus_x")
+    hook.fields("../users")
+    hook.has_items("a/b?x", "id")
+    hook.delete_items("..", [1])
+    assert seen == ["/fields/%2E%2E%2Fusers", "/items/a%2Fb%3Fx", "/items/%2E%2E"]
+    assert segment("blog-posts_2024") == "blog-posts_2024"
