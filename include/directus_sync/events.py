@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pendulum
-from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, BaseHook, CronDataIntervalTimetable
+from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronDataIntervalTimetable
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from directus_sync.config import RemoteSource, TriggerMode
@@ -37,7 +37,6 @@ from directus_sync.config import RemoteSource, TriggerMode
 if TYPE_CHECKING:
     # Imported where they are used (the triggerer's polls, a run's window): parsing the DAG file, which
     # imports this module, then never loads aiohttp or the HTTP provider (a quarter of a second).
-    import aiohttp
 
     from directus_sync.extract import Window
 
@@ -236,8 +235,10 @@ class DirectusActivityTrigger(BaseEventTrigger):
         """Poll forever; yield one event per poll that finds new activity. Failures back off, never stop."""
         import aiohttp
 
+        from directus_sync.hook import DirectusAsyncClient  # the Directus protocol, loaded in the triggerer only
+
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
-            client = await DirectusActivityClient.connect(self.source_conn_id, session)
+            client = await DirectusAsyncClient.connect(self.source_conn_id, session)
             poller = ActivityPoller(self.collections, await self._retrying(client.current_user_id),
                                     cursor=await self._load_cursor())
             self.log.info("Watching %s on %s for remote %s from activity id %d, every %.1f s",
@@ -280,43 +281,3 @@ class DirectusActivityTrigger(BaseEventTrigger):
             await self.asset_state_store.aset(CURSOR_KEY, cursor)
 
 
-class DirectusActivityClient:
-    """The two calls the trigger needs, over aiohttp, authenticated with the connection's token."""
-
-    def __init__(self, base_url: str, token: str, session: aiohttp.ClientSession, verify: bool = True) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.session = session
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.ssl = verify
-
-    @classmethod
-    async def connect(cls, conn_id: str, session: aiohttp.ClientSession) -> DirectusActivityClient:
-        """A client for the Airflow connection ``conn_id`` (host = URL, password = token)."""
-        connection = await BaseHook.aget_connection(conn_id)
-        if not connection.host or not connection.password:
-            raise ValueError(f"connection {conn_id!r} needs the instance URL as host and the token as password")
-        return cls(base_url_of(connection.host, connection.schema, connection.port), connection.password, session,
-                   verify=bool(connection.extra_dejson.get("verify", True)))
-
-    async def get(self, path: str, params: dict[str, Any]) -> Any:
-        import aiohttp
-
-        async with self.session.get(self.base_url + path, params=params, headers=self.headers,
-                                    ssl=self.ssl) as response:
-            if response.status >= 400:
-                raise aiohttp.ClientResponseError(response.request_info, (), status=response.status,
-                                                  message=(await response.text())[:300])
-            return (await response.json()).get("data")
-
-    async def current_user_id(self) -> str:
-        me = await self.get("/users/me", {"fields": "id"})
-        return str(me["id"])
-
-    async def activity(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return list(await self.get("/activity", params) or [])
-
-
-def base_url_of(host: str, schema: str | None, port: int | None) -> str:
-    """The instance URL of an ``http`` connection, built as ``HttpHook`` builds it."""
-    url = host if "://" in host else f"{schema or 'http'}://{host}"
-    return f"{url}:{port}" if port else url

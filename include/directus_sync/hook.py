@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import aiohttp
 from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk import BaseHook
 from requests import Response, Session
 from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException
@@ -105,6 +109,98 @@ def sized_batches(keys: Sequence[Any], max_items: int, sizer: PageSizer) -> Iter
         start = end
 
 
+@dataclass(frozen=True)
+class Transport:
+    """How to reach an instance, from its connection's extras, read as the HTTP provider's ``HttpHook`` reads
+    them: ``verify`` (true, false, or a CA bundle's path), ``cert`` (a client certificate's path, or
+    ``[cert, key]``), ``proxies`` (``{"https": "http://proxy:3128", ...}``, or ``proxy``).
+
+    The sync hook's requests session and the trigger's aiohttp client both take their settings from here.
+    """
+
+    verify: bool | str = True
+    cert: str | tuple[str, str] | None = None
+    proxies: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any]) -> Transport:
+        verify = extra.get("verify", extra.get("verify_ssl", True))
+        if isinstance(verify, str) and verify.strip().lower() in ("true", "false"):
+            verify = verify.strip().lower() == "true"
+        cert = extra.get("cert")
+        proxies = extra.get("proxies", extra.get("proxy")) or {}
+        if isinstance(proxies, str):  # one proxy for every scheme
+            proxies = {"http": proxies, "https": proxies}
+        return cls(verify=verify, cert=tuple(cert) if isinstance(cert, list) else cert, proxies=dict(proxies))
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """What aiohttp's ``ssl=`` needs for these settings: ``False`` skips verification."""
+        if self.verify is False and self.cert is None:
+            return False
+        context = ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)
+        if self.verify is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.cert is not None:
+            certfile, keyfile = self.cert if isinstance(self.cert, tuple) else (self.cert, None)
+            context.load_cert_chain(certfile, keyfile)
+        return context
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy requests would use for ``url``: by scheme, then ``all``."""
+        scheme = urlsplit(url).scheme
+        return self.proxies.get(scheme) or self.proxies.get("all")
+
+
+def base_url_of(host: str, schema: str | None, port: int | None) -> str:
+    """The instance URL of an ``http`` connection, built as ``HttpHook`` builds it."""
+    url = host if "://" in host else f"{schema or 'http'}://{host}"
+    return f"{url}:{port}" if port else url
+
+
+class DirectusAsyncClient:
+    """The calls the event trigger makes, over aiohttp, for the triggerer's event loop.
+
+    Not the HTTP provider's ``HttpAsyncHook``: it takes ``verify`` only as a boolean, ignores ``cert`` and
+    hands ``proxies`` to aiohttp as one URL. The URL, token and :class:`Transport` come from the connection
+    exactly as :class:`DirectusHook` reads them, so a connection that works for the tasks works here.
+    """
+
+    def __init__(self, conn_id: str, base_url: str, token: str, session: aiohttp.ClientSession,
+                 transport: Transport | None = None) -> None:
+        self.conn_id = conn_id
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.transport = transport or Transport()
+        self._ssl = self.transport.ssl_context()
+
+    @classmethod
+    async def connect(cls, conn_id: str, session: aiohttp.ClientSession) -> DirectusAsyncClient:
+        """A client for the Airflow connection ``conn_id`` (host = URL, password = token)."""
+        connection = await BaseHook.aget_connection(conn_id)
+        if not connection.host or not connection.password:
+            raise ValueError(f"connection {conn_id!r} needs the instance URL as host and the token as password")
+        return cls(conn_id, base_url_of(connection.host, connection.schema, connection.port), connection.password,
+                   session, Transport.from_extra(connection.extra_dejson))
+
+    async def get(self, path: str, params: dict[str, Any]) -> Any:
+        url = self.base_url + path
+        async with self.session.get(url, params=params, headers=self.headers, ssl=self._ssl,
+                                    proxy=self.transport.proxy_for(url)) as response:
+            if response.status >= 400:
+                raise aiohttp.ClientResponseError(response.request_info, (), status=response.status,
+                                                  message=(await response.text())[:300])
+            return (await response.json()).get("data")
+
+    async def current_user_id(self) -> str:
+        me = await self.get("/users/me", {"fields": "id"})
+        return str(me["id"])
+
+    async def activity(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(await self.get("/activity", params) or [])
+
+
 class DirectusHook(HttpHook):
     """Talks to one Directus instance through the REST API, reusing one HTTP session.
 
@@ -158,6 +254,9 @@ class DirectusHook(HttpHook):
         session = self.get_conn()
         session.auth = None
         session.headers["Authorization"] = f"Bearer {connection.password}"
+        # The same reading of the extras as the trigger's client (DirectusAsyncClient): both behave alike.
+        transport = Transport.from_extra(connection.extra_dejson)
+        session.verify, session.cert, session.proxies = transport.verify, transport.cert, dict(transport.proxies)
         return session
 
     def request(

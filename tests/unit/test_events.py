@@ -20,13 +20,13 @@ from directus_sync.events import (
     ActivityPoller,
     DirectusActivityTrigger,
     activity_asset,
-    base_url_of,
     event_window,
     newest_activity_params,
     schedule_for,
     uses_event_window,
 )
 from directus_sync.factory import build_sync_dag
+from directus_sync.hook import base_url_of
 
 SYNC_USER = "sync-user"
 EDITOR = "editor"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from directus_sync.hook import (
     DirectusError,
     DirectusHook,
     PageSizer,
+    Transport,
     activity_filter,
     chunk_keys,
     refused_limit,
@@ -255,3 +257,35 @@ def test_every_collection_name_is_one_quoted_path_segment() -> None:
     hook.delete_items("..", [1])
     assert seen == ["/fields/%2E%2E%2Fusers", "/items/a%2Fb%3Fx", "/items/%2E%2E"]
     assert segment("blog-posts_2024") == "blog-posts_2024"
+
+
+TRANSPORT_EXTRAS = [
+    ({}, True, None, {}),
+    ({"verify": False}, False, None, {}),
+    ({"verify": "false"}, False, None, {}),
+    ({"verify": "/etc/ssl/company-ca.pem"}, "/etc/ssl/company-ca.pem", None, {}),
+    ({"verify_ssl": False, "cert": ["/c.pem", "/k.pem"]}, False, ("/c.pem", "/k.pem"), {}),
+    ({"proxies": {"https": "http://proxy:3128"}}, True, None, {"https": "http://proxy:3128"}),
+    ({"proxy": "http://proxy:3128"}, True, None, {"http": "http://proxy:3128", "https": "http://proxy:3128"}),
+]
+
+
+@pytest.mark.parametrize(("extra", "verify", "cert", "proxies"), TRANSPORT_EXTRAS, ids=str)
+def test_the_tasks_session_and_the_triggers_client_read_the_same_extras(
+        extra: dict[str, Any], verify: Any, cert: Any, proxies: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_DIRECTUS_X", json.dumps(
+        {"conn_type": "http", "host": "https://cms.example.com", "password": "t", "extra": extra}))
+    session = DirectusHook("directus_x").session
+    assert (session.verify, session.cert, session.proxies) == (verify, cert, proxies)
+    transport = Transport.from_extra(extra)
+    assert (transport.verify, transport.cert, dict(transport.proxies)) == (verify, cert, proxies)
+    assert transport.proxy_for("https://cms.example.com/activity") == proxies.get("https")
+
+
+def test_the_triggers_tls_settings_follow_verify() -> None:
+    assert Transport(verify=False).ssl_context() is False
+    default = Transport().ssl_context()
+    assert isinstance(default, ssl.SSLContext) and default.verify_mode == ssl.CERT_REQUIRED
+    with pytest.raises(FileNotFoundError):  # a CA bundle path is loaded, not taken for "true"
+        Transport(verify="/nonexistent/ca.pem").ssl_context()
