@@ -277,8 +277,11 @@ class DirectusHook(HttpHook):
         body = None if payload is None else encode_json(payload)
         headers = {"Content-Type": "application/json; charset=utf-8"} if body is not None else None
         try:
+            # The connection's TLS and proxy settings per request, as HttpHook.run_and_check passes them: left to
+            # the session, requests lets REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE override the connection's CA bundle.
             response = session.request(method, self.base_url.rstrip("/") + path, params=params, data=body,
-                                       headers=headers, timeout=self.timeout)
+                                       headers=headers, timeout=self.timeout, verify=session.verify,
+                                       cert=session.cert, proxies=session.proxies)
         except RequestException as exc:
             raise DirectusError(self.directus_conn_id, method, path, None, _short(exc)) from exc
         if response.status_code >= 400 and response.status_code not in allow_statuses:

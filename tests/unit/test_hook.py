@@ -7,6 +7,7 @@ import ssl
 from typing import Any
 
 import pytest
+import requests
 
 from directus_sync import hook as hook_module
 from directus_sync.hook import (
@@ -289,3 +290,22 @@ def test_the_triggers_tls_settings_follow_verify() -> None:
     assert isinstance(default, ssl.SSLContext) and default.verify_mode == ssl.CERT_REQUIRED
     with pytest.raises(FileNotFoundError):  # a CA bundle path is loaded, not taken for "true"
         Transport(verify="/nonexistent/ca.pem").ssl_context()
+
+
+def test_the_connections_ca_bundle_wins_over_requests_ca_bundle_in_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """requests lets REQUESTS_CA_BUNDLE override a session's ``verify``; each request passes it explicitly."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("AIRFLOW_CONN_DIRECTUS_X", json.dumps(
+        {"conn_type": "http", "host": "https://cms.example.com", "password": "t", "extra": {"verify": "/ca.pem"}}))
+    hook = DirectusHook("directus_x")
+    sent: dict[str, Any] = {}
+
+    def request(method: str, url: str, **kwargs: Any) -> Any:
+        sent.update(kwargs)
+        raise requests.ConnectionError("not sent")
+
+    monkeypatch.setattr(hook.session, "request", request)
+    with pytest.raises(DirectusError):
+        hook.request("GET", "/users/me")
+    assert sent["verify"] == "/ca.pem"
