@@ -126,6 +126,9 @@ def test_runs_of_a_dag_the_user_may_not_read_are_left_out(engine: sa.engine.Engi
 
 def test_an_unreadable_table_is_shown_only_to_who_may_read_its_configuration_error_dag(
         tmp_path: Path) -> None:
+    from directus_sync import factory
+
+    assert statuspage.TABLE_DAG_NAME == factory.TABLE_DAG_NAME  # the DAG the DAG file makes of it
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-table.db'}")  # no remote-sources table in it
     [broken] = statuspage.collect(engine, now=NOW)
     assert (broken.name, broken.dag_id, broken.status) == ("remote_sources", "directus_sync__remote_sources",
