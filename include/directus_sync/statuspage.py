@@ -3,31 +3,49 @@
 A FastAPI app that the plugin in ``plugins/`` mounts on the API server at ``/directus-sync``. It reads the
 remote-sources table and the run ledger through the ``directus_sync_db`` connection, never a Directus
 token, and answers only users logged in to Airflow (the UI's session cookie or a bearer token).
+
+It fails closed: without Airflow's authentication (its import failed, or the auth manager is not set up)
+every request gets 503, never the page. Each user sees only the remotes whose sync DAG that user may read
+(a run only when its DAG may be read too), as Airflow's auth manager decides: whichever auth manager the
+deployment uses (simple, FAB, Keycloak, ...) is asked, through ``filter_authorized_dag_ids``.
 """
 
 from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy.engine import Engine
 
 from directus_sync import ledger, store
-from directus_sync.config import BrokenRemote, parse_row
+from directus_sync.config import BrokenRemote, dag_id_for, parse_row
 
 URL_PREFIX = "/directus-sync"
 RUNS_CHARTED = 20
+TABLE_DAG_NAME = "remote_sources"  # the configuration-error DAG of an unreadable table (see factory.py)
+AUTH_UNAVAILABLE = "Airflow authentication is unavailable"
 
-try:  # the API server's own authentication; absent only outside an Airflow API server
-    from airflow.api_fastapi.core_api.security import GetUserDep
-except ImportError:  # pragma: no cover
-    GetUserDep = Any  # type: ignore[misc,assignment]
+log = logging.getLogger(__name__)
+
+# The API server's own authentication. No fallback: without it the app refuses every request (see below).
+_auth_import_error: ImportError | None = None
+try:
+    from airflow.api_fastapi import app as airflow_app
+    from airflow.api_fastapi.core_api.security import get_user
+    from airflow.configuration import conf as airflow_conf
+except ImportError as exc:
+    _auth_import_error = exc
+    log.error("directus-sync status page: %s, so it refuses every request: %s", AUTH_UNAVAILABLE, exc)
+
+    async def get_user() -> Any:  # type: ignore[misc]  # never reached: the middleware refuses first
+        raise HTTPException(status_code=503, detail=AUTH_UNAVAILABLE)
 
 
 @dataclass
@@ -58,14 +76,24 @@ class RemoteStatus:
 
 
 def collect(engine: Engine, now: datetime | None = None) -> list[RemoteStatus]:
-    """Every remote's status, from the table and the ledger, in name order."""
+    """Every remote's status, from the table and the ledger, in name order.
+
+    An unreadable table is one broken status, named and with the DAG id of the configuration-error DAG
+    the DAG file makes of it (``remote_sources``).
+    """
+    try:
+        rows = store.read_rows(engine)
+    except Exception as exc:
+        problem = f"cannot read the remote-sources table: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        return [RemoteStatus(name=TABLE_DAG_NAME, dag_id=dag_id_for(TABLE_DAG_NAME), status="broken", source="",
+                             remote="", schedule="", problem=problem)]
     synced = ledger.last_synced(engine)
     issues = ledger.open_issue_counts(engine)
     history: dict[str, list[dict[str, Any]]] = {}
     for run in ledger.group_runs(ledger.recent_runs(engine, limit=RUNS_CHARTED * 50)):
         history.setdefault(run[0]["remote"], []).append(_summarize(run))
     statuses = []
-    for row in store.read_rows(engine):
+    for row in rows:
         parsed = parse_row(row)
         name = str(row.get("name"))
         runs = history.get(name, [])[:RUNS_CHARTED]
@@ -80,6 +108,22 @@ def collect(engine: Engine, now: datetime | None = None) -> list[RemoteStatus]:
             dead_letters=issues.get(name, {}).get("dead_letters", 0),
             conflicts=issues.get(name, {}).get("conflicts", 0)))
     return statuses
+
+
+def readable_by(statuses: Sequence[RemoteStatus], dag_ids: set[str]) -> list[RemoteStatus]:
+    """The remotes whose sync DAG is in ``dag_ids``, with only the runs of DAGs in ``dag_ids``."""
+    shown = []
+    for s in statuses:
+        if s.dag_id not in dag_ids:
+            continue
+        recent = [r for r in s.recent if r["dag_id"] in dag_ids]
+        shown.append(replace(s, recent=recent, last_run=recent[0] if recent else None))
+    return shown
+
+
+def dag_ids_asked(statuses: Sequence[RemoteStatus]) -> set[str]:
+    """Every DAG id the page may show: each remote's sync DAG and the DAGs of its runs (``__reconcile``)."""
+    return {s.dag_id for s in statuses} | {r["dag_id"] for s in statuses for r in s.recent}
 
 
 def _summarize(run: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -113,8 +157,8 @@ a { color: #1a56db; }
 def render(statuses: Sequence[RemoteStatus], airflow_root: str = "") -> str:
     """The page as HTML: one table row per remote."""
     rows = "\n".join(_row(s, airflow_root) for s in statuses) or (
-        '<tr><td colspan="9">No remotes yet: add rows to the remote-sources table '
-        "(<code>directus-sync remote add</code>).</td></tr>")
+        '<tr><td colspan="9">No remotes to show: none yet, or none whose DAG you may read. Rows are added '
+        "to the remote-sources table (<code>directus-sync remote add</code>).</td></tr>")
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Directus Sync</title><style>{STYLE}</style></head>
@@ -183,6 +227,17 @@ def _duration(interval: timedelta) -> str:
 app = FastAPI(title="Directus Sync", docs_url=None, redoc_url=None, openapi_url=None)
 
 
+@app.middleware("http")
+async def _fail_closed(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Every request, whatever its path, gets 503 when Airflow's authentication could not be imported."""
+    if _auth_import_error is not None:
+        return JSONResponse({"detail": AUTH_UNAVAILABLE}, status_code=503)
+    return await call_next(request)
+
+
+UserDep = Annotated[Any, Depends(get_user)]  # Airflow's BaseUser; never a query parameter
+
+
 @functools.cache
 def _engine() -> Engine:
     return store.engine_for()
@@ -194,11 +249,36 @@ def _airflow_root(request: Request) -> str:
     return root.removesuffix(URL_PREFIX)
 
 
+def readable_dag_ids(user: Any, dag_ids: set[str]) -> set[str]:
+    """Those of ``dag_ids`` that ``user`` may read (GET), as the deployment's auth manager decides.
+
+    Outside multi-team mode each DAG id is asked about directly (``filter_authorized_dag_ids``), so draft
+    rows, which make no DAG, and DAGs not parsed yet are decided too. In multi-team mode a DAG's team comes
+    from its bundle, known only for parsed DAGs: then Airflow's own DAG list answer is used
+    (``get_authorized_dag_ids``), and a DAG not parsed yet is shown to nobody. Any failure refuses (503).
+    """
+    if _auth_import_error is not None:  # pragma: no cover - the middleware answered already
+        raise HTTPException(status_code=503, detail=AUTH_UNAVAILABLE)
+    try:
+        auth_manager = airflow_app.get_auth_manager()
+        if airflow_conf.getboolean("core", "multi_team", fallback=False):
+            return dag_ids & set(auth_manager.get_authorized_dag_ids(user=user, method="GET"))
+        return set(auth_manager.filter_authorized_dag_ids(dag_ids=set(dag_ids), user=user, method="GET"))
+    except Exception as exc:
+        log.exception("directus-sync status page: the auth manager could not decide")
+        raise HTTPException(status_code=503, detail=AUTH_UNAVAILABLE) from exc
+
+
+def _shown(user: Any) -> list[RemoteStatus]:
+    statuses = collect(_engine())
+    return readable_by(statuses, readable_dag_ids(user, dag_ids_asked(statuses)))
+
+
 @app.get("/", response_class=HTMLResponse)
-def status_page(request: Request, user: GetUserDep) -> str:
-    return render(collect(_engine()), _airflow_root(request))
+def status_page(request: Request, user: UserDep) -> str:
+    return render(_shown(user), _airflow_root(request))
 
 
 @app.get("/api/remotes")
-def status_json(user: GetUserDep) -> list[dict[str, Any]]:
-    return [s.as_json() for s in collect(_engine())]
+def status_json(user: UserDep) -> list[dict[str, Any]]:
+    return [s.as_json() for s in _shown(user)]

@@ -1,11 +1,15 @@
 """Operating it: the run ledger and `directus-sync runs`, Asset events, deadline alerts and the status page.
 
 The last test runs a real `airflow standalone` (scheduler, triggerer, API server with the plugin) and looks
-at the status page in headless Chromium (Debian's package, driven by Playwright).
+at the status page in headless Chromium (Debian's package, driven by Playwright). The last one runs a real
+API server with FAB's auth manager, to check that each user sees only the remotes their role may read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +19,7 @@ import pytest
 
 from directus_sync import ledger
 from directus_sync.devserver import DirectusInstance, free_port
+from directus_sync.localairflow import AIRFLOW_BIN, stop_process_group
 from tests.webhook import Webhook
 
 from .conftest import TABLE_DB
@@ -149,3 +154,90 @@ def _dag_exists(server: Any, dag_id: str) -> bool:
 def _finished(server: Any, dag_id: str, run_id: str) -> str | None:
     state: str = server.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
     return state if state in ("success", "failed") else None
+
+
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+REGISTER_DAG_RESOURCE = """
+import sys
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+with get_application_builder() as appbuilder:  # what `airflow sync-perm --include-dags` does for a parsed DAG
+    appbuilder.sm.create_permission("can_read", "DAG:" + sys.argv[1])
+"""
+
+
+def test_the_status_page_shows_each_user_only_the_remotes_their_fab_role_may_read(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str, tmp_path: Path) -> None:
+    """A real API server whose FAB auth manager decides: a role that may read one remote's DAG only."""
+    import requests
+
+    a, b = instances["a"], instances["b"]
+    one = add_remote(airflow, f"one_{collection}", a, b, collection)
+    add_remote(airflow, f"two_{collection}", a, b, collection)  # no runs needed: rows are enough
+    fab = Airflow(home=tmp_path / "fab", table_db=TABLE_DB)
+    fab.extra_env.update({"AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+                          "AIRFLOW__API_AUTH__JWT_SECRET": "status-page-test-secret"})
+    fab.migrate()
+    steps = [
+        ("roles", "create", "OneRemoteReader"),
+        ("users", "create", "-u", "admin", "-p", "admin-pw", "-r", "Admin", "-f", "A", "-l", "D",
+         "-e", "admin@example.com"),
+        ("users", "create", "-u", "reader", "-p", "reader-pw", "-r", "OneRemoteReader", "-f", "R", "-l", "D",
+         "-e", "reader@example.com"),
+    ]
+    for step in steps:
+        result = fab.run(*step, timeout=300)
+        assert result.returncode == 0, (step, result.stdout[-2000:], result.stderr[-3000:])
+    registered = subprocess.run([sys.executable, "-c", REGISTER_DAG_RESOURCE, one], env=fab.env(),
+                                capture_output=True, text=True, timeout=300)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    added = fab.run("roles", "add-perms", "OneRemoteReader", "-r", f"DAG:{one}", "-a", "can_read", timeout=300)
+    assert added.returncode == 0, added.stdout[-2000:] + added.stderr[-3000:]
+
+    with api_server(fab, free_port()) as url:
+        def token(user: str, password: str) -> str:
+            response = requests.post(f"{url}/auth/token", json={"username": user, "password": password},
+                                     timeout=60)
+            assert response.status_code == 201, response.text
+            return str(response.json()["access_token"])
+
+        def shown(jwt: str) -> tuple[list[str], str]:
+            remotes = requests.get(f"{url}/directus-sync/api/remotes", timeout=60,
+                                   headers={"Authorization": f"Bearer {jwt}"})
+            page = requests.get(f"{url}/directus-sync/", cookies={"_token": jwt}, timeout=60)  # as the UI
+            assert remotes.status_code == 200 and page.status_code == 200, (remotes.text, page.text)
+            return [r["name"] for r in remotes.json() if r["name"].endswith(collection)], page.text
+
+        assert requests.get(f"{url}/directus-sync/api/remotes?user=admin", timeout=60).status_code == 401
+        names, page = shown(token("reader", "reader-pw"))
+        assert names == [f"one_{collection}"]
+        assert f'data-remote="one_{collection}"' in page and f"two_{collection}" not in page
+        names, page = shown(token("admin", "admin-pw"))
+        assert names == [f"one_{collection}", f"two_{collection}"]
+        assert f'data-remote="one_{collection}"' in page and f'data-remote="two_{collection}"' in page
+
+
+@contextlib.contextmanager
+def api_server(home: Airflow, port: int, timeout: float = 300) -> Iterator[str]:
+    """``airflow api-server`` alone (one worker) for ``home``, until exit; yields its URL."""
+    url = f"http://localhost:{port}"
+    log_path = home.home / "api-server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([AIRFLOW_BIN, "api-server", "-p", str(port), "-w", "1"],
+                                   env={**home.env(), "AIRFLOW__API__BASE_URL": url}, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for("the API server", lambda: _answers(process, f"{url}/api/v2/version", log_path), timeout=timeout,
+                 every=1)
+        yield url
+    finally:
+        stop_process_group(process)
+
+
+def _answers(process: subprocess.Popen[bytes], url: str, log_path: Path) -> bool:
+    import requests
+
+    assert process.poll() is None, log_path.read_text()[-5000:]
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False
