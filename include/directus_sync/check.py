@@ -11,7 +11,7 @@ from typing import Any
 
 from directus_sync.config import RemoteSource
 from directus_sync.hook import DirectusError, DirectusHook
-from directus_sync.provision import ITEM_ACTIONS
+from directus_sync.provision import ITEM_ACTIONS, UNENFORCED_NOTE
 from directus_sync.schema import (
     UNTRACKED_FIX,
     SchemaMismatch,
@@ -25,7 +25,9 @@ from directus_sync.staging import SHARED_ENV, STAGING_URL_ENV, sharing_problem
 
 log = logging.getLogger(__name__)
 
-PROVISION_FIX = "run `directus-sync provision --url URL --collection ...` with an admin token"
+PROVISION_FIX = "run `directus-sync provision --url URL --schema ...` with an admin token"
+LICENCE_FIX = ("a Directus licence with custom permission rules lets `directus-sync provision` limit it (see the "
+               "README, \"A sync user on each instance\")")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
         for collection, action in needed:
             if not _may(access, collection, action):
                 problems.append(Problem(where, f"the sync user may not {action} {collection}", PROVISION_FIX))
+        problems += _exposure_notes(hook, access, where)
         fields[role] = {}
         for schema in remote.sync_schema:
             try:
@@ -83,6 +86,24 @@ def _staging_problems(remote: RemoteSource) -> list[Problem]:
 def _may(access: dict[str, Any], collection: str, action: str) -> bool:
     """Whether ``/permissions/me`` (``access``) lets the sync user do ``action`` on ``collection``."""
     return (access.get(collection, {}).get(action) or {}).get("access", "none") != "none"
+
+
+def _exposure_notes(hook: DirectusHook, access: dict[str, Any], where: str) -> list[Problem]:
+    """A note when the sync user may read the activity of every collection (no permission filter), and why:
+    Directus's core licence does not enforce permission filters or field limits."""
+    activity = access.get("directus_activity", {}).get("read") or {}
+    if activity.get("access") != "full":
+        return []
+    try:
+        licence = ((hook.request("GET", "/server/info") or {}).get("license") or {})
+    except DirectusError as exc:
+        log.debug("No licence information from %s: %s", hook.directus_conn_id, exc)
+        licence = {"source": "unknown"}
+    if licence.get("source") is None:  # the core licence: no key from the environment or the database
+        return [Problem(where, UNENFORCED_NOTE, LICENCE_FIX, note=True)]
+    return [Problem(where, "the sync user can read the activity of every collection, with IP addresses and user "
+                    "agents", "run `directus-sync provision --schema ...` again: it limits that read to the "
+                    "synced collections where the licence allows custom permission rules", note=True)]
 
 
 def _tracking_problems(remote: RemoteSource, hook: DirectusHook, where: str, collections: list[str]

@@ -20,14 +20,15 @@ from urllib.parse import quote, urlsplit
 import sqlalchemy as sa
 import typer
 from airflow.sdk import ObjectStoragePath
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from directus_sync import dryrun, ledger, store, tasks
 from directus_sync.check import check_remote, instance_facts
-from directus_sync.config import BrokenRemote, RemoteSource, parse_row
+from directus_sync.config import BrokenRemote, CollectionSchema, RemoteSource, parse_row
 from directus_sync.extract import compute_window, extract
-from directus_sync.provision import ProvisionError, provision
+from directus_sync.provision import UNENFORCED_NOTE, USER_EMAIL, ProvisionError, provision
 
 app = typer.Typer(help="Set up and check directus-sync.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Create or migrate the remote-sources table.", no_args_is_help=True)
@@ -93,26 +94,77 @@ def _rows(conn_id: str) -> list[dict[str, Any]]:
 @app.command("provision")
 def provision_command(
     url: Annotated[str, typer.Option(help="The instance URL, e.g. https://cms.example.com")],
-    collection: Annotated[list[str], typer.Option("--collection", "-c", help="A collection to sync (repeat).")],
     admin_token: Annotated[str, typer.Option(envvar="DIRECTUS_ADMIN_TOKEN", prompt=True, hide_input=True,
                                              help="An admin's static token (or $DIRECTUS_ADMIN_TOKEN).")],
+    collection: Annotated[list[str] | None, typer.Option(
+        "--collection", "-c", help="A collection to sync with every field (repeat); prefer --schema.")] = None,
+    schema: Annotated[str | None, typer.Option(
+        help='The synced collections and fields, JSON like the table\'s schema column: '
+             '[{"name": "articles", "fields": ["title"]}], or @path/to/file.json')] = None,
+    remote: Annotated[list[str] | None, typer.Option(
+        help="Take the schema from this remote's row in the remote-sources table (repeat).")] = None,
+    email: Annotated[str, typer.Option(help="The sync user's e-mail address.")] = USER_EMAIL,
     conn_id: Annotated[str, typer.Option(help="The Airflow connection id to print.")] = "directus_default",
     token: Annotated[str | None, typer.Option(envvar="DIRECTUS_SYNC_TOKEN",
                                               help="Give the sync user this token (default: a new one).")] = None,
+    db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
 ) -> None:
-    """Create or update the "Data Sync" policy, its permissions and API user; print the connection."""
+    """Create or update the "Data Sync" policy, its permissions and API user; print the grant and the connection.
+
+    The policy may touch only the primary key and listed fields of each synced collection (every field of
+    a collection given with --collection alone), read the activity of the synced collections only, and
+    create notifications; on Directus's core licence, which does not enforce such limits, whole collections.
+    """
+    wanted = _provision_schema(collection or [], schema, remote or [], db_conn_id)
     try:
         with errors.status(f"provisioning the sync user on {url}"):
-            user = provision(url, admin_token, collection, token=token)
+            user = provision(url, admin_token, wanted, token=token, email=email)
     except ProvisionError as exc:
         raise fail(str(exc)) from None
     connection = user.connection()
-    console.print(f"Sync user {user.user_id} on {user.url} may sync: {', '.join(collection)}")
+    console.print(f"Sync user {user.user_id} ({user.email}) on {user.url} may sync: {', '.join(sorted(wanted))}",
+                  markup=False)
+    table = Table("collection", "action", "fields", "filter", title='The "Data Sync" policy grants')
+    for grant in user.grants:
+        table.add_row(*grant.describe())
+    console.print(table)
+    if not user.rules_enforced:
+        console.print(f"note: {UNENFORCED_NOTE}. A Directus licence with custom permission rules lets provision "
+                      "limit them (run it again after activating one).", markup=False)
     console.print("Store it as an Airflow connection (it holds the sync user's token), as JSON:")
     console.print(f"  AIRFLOW_CONN_{conn_id.upper()}='{json.dumps(connection)}'", soft_wrap=True, markup=False)
     console.print("or as a URI:", markup=False)
     console.print(f"  AIRFLOW_CONN_{conn_id.upper()}='{connection_uri(user.url, user.token)}'",
                   soft_wrap=True, markup=False)
+
+
+def _provision_schema(collections: list[str], schema: str | None, remotes: list[str], db_conn_id: str
+                      ) -> dict[str, list[str] | None]:
+    """Each collection to provision with its listed fields (``None``: every field), from the options;
+    a collection listed by several remotes gets the fields of all of them."""
+    entries: list[CollectionSchema] = []
+    if schema is not None:
+        loaded = _load_schema(schema)
+        if not isinstance(loaded, list) or not loaded:
+            raise fail('--schema must be a non-empty JSON list like [{"name": "articles", "fields": ["title"]}]')
+        for index, entry in enumerate(loaded):
+            try:
+                entries.append(CollectionSchema.model_validate(entry))
+            except ValidationError as exc:
+                raise fail(f"--schema[{index}]: {exc.errors()[0]['msg']}") from None
+    for name in remotes:
+        parsed = parse_row(_find(name, db_conn_id))
+        if isinstance(parsed, BrokenRemote):
+            raise fail(f"remote {name!r}: {parsed.error}")
+        entries += parsed.sync_schema
+    wanted: dict[str, list[str] | None] = {}
+    for entry in entries:
+        wanted[entry.name] = list(dict.fromkeys([*(wanted.get(entry.name) or []), *entry.fields]))
+    for name in collections:
+        wanted.setdefault(name, None)
+    if not wanted:
+        raise fail("name the synced collections: --schema, --remote or --collection")
+    return wanted
 
 
 def connection_uri(url: str, token: str) -> str:

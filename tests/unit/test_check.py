@@ -18,9 +18,12 @@ ARTICLES = [
 
 
 class FakeHook:
-    """One instance as the check sees it: everything allowed, ``articles`` as above."""
+    """One instance as the check sees it: everything allowed (the activity read filtered, as on a licensed
+    instance provisioned with a schema), ``articles`` as above."""
 
     untracked: ClassVar[set[str]] = set()
+    activity_access: ClassVar[str] = "partial"
+    licence_source: ClassVar[str | None] = "env"
 
     def __init__(self, directus_conn_id: str, **_: Any) -> None:
         self.directus_conn_id = directus_conn_id
@@ -29,11 +32,14 @@ class FakeHook:
         return "sync-user"
 
     def request(self, method: str, path: str, **_: Any) -> Any:
+        if (method, path) == ("GET", "/server/info"):
+            return {"license": {"source": self.licence_source, "entitlements": {}}}
         assert (method, path) == ("GET", "/permissions/me")
         allowed = {(c, a) for c in ("articles",) for a in ITEM_ACTIONS} | set(SYSTEM_PERMISSIONS)
         access: dict[str, dict[str, Any]] = {}
         for collection, action in allowed:
             access.setdefault(collection, {})[action] = {"access": "full"}
+        access["directus_activity"]["read"] = {"access": self.activity_access}
         return access
 
     def fields(self, collection: str) -> list[dict[str, Any]]:
@@ -47,6 +53,8 @@ class FakeHook:
 def fake_instances(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(check, "DirectusHook", FakeHook)
     monkeypatch.setattr(FakeHook, "untracked", set())
+    monkeypatch.setattr(FakeHook, "activity_access", "partial")
+    monkeypatch.setattr(FakeHook, "licence_source", "env")
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
 
 
@@ -92,3 +100,21 @@ def test_local_staging_under_celery_is_a_problem_unless_the_whole_run_is_one_tas
     assert "CeleryExecutor" in problems[0].problem and "DIRECTUS_SYNC_STAGING_URL" in problems[0].fix
     assert check.check_remote(remote(trigger="events")) == []  # extraction to writes in one task
     assert [p.where for p in check.check_remote(remote(trigger="events", reconcile_schedule="@daily"))] == ["staging"]
+
+
+def test_on_the_core_licence_the_check_notes_that_the_sync_user_reads_every_collections_activity() -> None:
+    FakeHook.activity_access, FakeHook.licence_source = "full", None
+    problems = check.check_remote(remote())
+    assert [(p.where, p.note) for p in problems] == [("source directus_eu", True), ("remote directus_us", True)]
+    assert problems[0].problem == check.UNENFORCED_NOTE
+    assert problems[0].problem.startswith("this instance's licence does not enforce permission filters or field "
+                                          "limits: the sync user can read the activity of every collection, with "
+                                          "IP addresses and user agents")
+    assert "licence with custom permission rules" in problems[0].fix
+
+
+def test_a_licensed_instance_with_an_unfiltered_activity_read_is_told_to_provision_again() -> None:
+    FakeHook.activity_access = "full"
+    problems = check.check_remote(remote())
+    assert all(p.note for p in problems) and len(problems) == 2
+    assert "every collection" in problems[0].problem and "provision --schema" in problems[0].fix
