@@ -45,13 +45,12 @@ DEFAULT_MAX_REQUEST_BYTES = 900_000
 KEY_STATE_STATUSES = (400, 403, 409)
 # Answers about the data itself: isolate the failing items.
 DATA_STATUSES = (400, 409, 413, 422)
-# How Directus says its MAX_PAYLOAD_SIZE was exceeded (a 400); proxies answer 413.
-TOO_LARGE_REASON = "entity too large"
 
 
 @dataclass(frozen=True)
 class Failure:
-    """One item the remote refused, and why."""
+    """One item the remote refused, and why (``error``: the safe form of Directus's answer, see
+    :class:`~directus_sync.hook.DirectusError`)."""
 
     collection: str
     key: str
@@ -170,6 +169,7 @@ class Applier:
             if exc.status not in DATA_STATUSES:
                 raise
             if len(records) == 1:
+                # The safe form only: the dead-letter table, XCom and alerts must not hold the item's values.
                 failure = Failure(self.plan.collection, self._key(action, records[0]), action, str(exc))
                 with self._lock:
                     self.outcome.failures.append(failure)
@@ -273,4 +273,4 @@ def _in_pool(batches: Iterable[list[Any]], write: Callable[[list[Any], int], Non
 
 
 def _too_large(exc: DirectusError) -> bool:
-    return exc.status == 413 or (exc.status == 400 and TOO_LARGE_REASON in str(exc).lower())
+    return exc.too_large

@@ -140,7 +140,7 @@ def _check_access(hook: DirectusHook, where: str, problems: list[Problem]) -> di
             problems.append(Problem(where, f"the instance is not reachable: {exc}",
                                     "check the connection's host (the instance URL) and the network"))
         else:
-            problems.append(Problem(where, str(exc), "see Directus's message"))
+            problems.append(Problem(where, exc.detail, "see Directus's message"))  # a terminal, like a log
     except Exception as exc:
         problems.append(Problem(where, f"connection {hook.directus_conn_id!r} cannot be used: {exc}",
                                 "define it: conn_type http, host = instance URL, password = sync token"))

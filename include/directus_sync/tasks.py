@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from requests import RequestException
 from sqlalchemy.engine import Engine
 
 from directus_sync import alerts, dryrun, events, lease, ledger, notify, origins, store
@@ -53,15 +54,27 @@ def errors_recorded(context: Mapping[str, Any]) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=f"{type(exc).__name__}: {exc}"[:4000])
+        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=safe_error(exc)[:4000])
         if is_permanent(exc):
-            raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(str(exc)) from exc  # only DirectusError and our own errors are permanent
         raise
     finally:
         log.info("directus-sync task time: %.3f s", time.perf_counter() - started)
 
 
-# Directus's words for a query it refuses (a limit over QUERY_LIMIT_MAX, an unknown field in a filter...).
+def safe_error(exc: BaseException) -> str:
+    """What may be said of ``exc`` outside the task log (XCom, the ledger, notifications, alerts).
+
+    A :class:`DirectusError` says it safely itself (codes, collection, field, key; never an item's
+    values). Other exceptions about an HTTP exchange may quote the answer, so only their kind is told.
+    """
+    if isinstance(exc, RequestException):
+        return f"{type(exc).__name__} (see the task log)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# Directus's code and words for a query it refuses (a limit over QUERY_LIMIT_MAX, an unknown field in a filter...).
+REFUSED_QUERY_CODE = "INVALID_QUERY"
 REFUSED_QUERY_REASON = "invalid query"
 
 
@@ -78,7 +91,7 @@ def is_permanent(exc: BaseException) -> bool:
     if not isinstance(exc, DirectusError):
         return False
     return exc.status in (401, 403) or (exc.status == 400 and (
-        exc.request_method == "GET" or REFUSED_QUERY_REASON in str(exc).lower()))
+        exc.request_method == "GET" or REFUSED_QUERY_CODE in exc.codes or REFUSED_QUERY_REASON in exc.detail.lower()))
 
 
 class PoisonItemsError(AirflowFailException):

@@ -63,8 +63,11 @@ class FakeRemote:
 
     def _check(self, items: list[dict[str, Any]]) -> None:
         self.requests += 1
-        if any(len(str(i.get("title", ""))) > 5 for i in items):
-            raise DirectusError("remote", "POST", "/items/a", 400, "Value too long")
+        if too_long := [i for i in items if len(str(i.get("title", ""))) > 5]:
+            raise DirectusError.from_errors("remote", "POST", "/items/a", 400, [{
+                "message": f'Value "{too_long[0]["title"]}" for field "title" in collection "a" is too long.',
+                "extensions": {"code": "VALUE_TOO_LONG", "collection": "a", "field": "title",
+                               "value": too_long[0]["title"]}}])
 
     def create_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
         self._check(items)
@@ -108,7 +111,9 @@ def test_a_refused_item_is_isolated_and_every_other_item_is_written(tmp_path: Pa
     outcome = Applier(remote, plan_with(tmp_path, creates=items)).run("create", max_count=40)  # type: ignore[arg-type]
     assert sorted(remote.items) == [n for n in range(1, 41) if n != 17]
     assert [(f.key, f.action) for f in outcome.failures] == [("17", "create")]
-    assert "Value too long" in outcome.failures[0].error
+    # The dead letter names the code, field and collection, never the value Directus quoted.
+    assert 'VALUE_TOO_LONG: field "title" in collection "a" is too long' in outcome.failures[0].error
+    assert "far too long" not in outcome.failures[0].error
     assert outcome.written == 39
     assert remote.requests <= 2 * 6 + 1  # bisection, not one request per item
 
@@ -153,8 +158,9 @@ class SmallBodyLimit(FakeRemote):
     def create_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
         if len(encode_json(items)) > 3_000:
             self.refused += 1
-            raise DirectusError("remote", "POST", "/items/a", 400,
-                                "Invalid payload. request entity too large.")
+            raise DirectusError.from_errors("remote", "POST", "/items/a", 400, [{
+                "message": "Invalid payload. request entity too large.",
+                "extensions": {"code": "INVALID_PAYLOAD", "reason": "request entity too large"}}])
         super().create_items(collection, pk, items)
 
 
