@@ -46,6 +46,8 @@ FIRST_PAGE_ITEMS = 16
 PAGE_GROWTH = 4
 # How Directus says its MAX_PAYLOAD_SIZE was exceeded (an INVALID_PAYLOAD 400, body-parser's words).
 TOO_LARGE_REASON = "entity too large"
+# How many pages an offset read steps back to find its previous page again before it reads on.
+MAX_STEPS_BACK = 8
 # The page-size cap learnt per connection id, for this process (None: the instance has none).
 _PAGE_SIZE_CAPS: dict[str, int | None] = {}
 
@@ -405,6 +407,8 @@ class DirectusHook(HttpHook):
             cap = refused_limit(exc)
             if cap is None:
                 raise
+            if cap < 1 or limit <= cap:  # no page the instance accepts: asking again would loop for ever
+                raise
             _PAGE_SIZE_CAPS[self.directus_conn_id] = cap
             log.warning("Directus connection %r accepts at most %d rows per read (QUERY_LIMIT_MAX); reading in "
                         "pages of that size", self.directus_conn_id, cap)
@@ -556,17 +560,22 @@ class DirectusHook(HttpHook):
         and must find a row of the previous page again; when it finds none, rows before it were deleted, and
         the reader steps back a page at a time until it does. Rows seen in the previous page are not yielded
         twice. Pages hold at least two rows, however large rows are, so that each has a row to reach back to
-        and one to read on.
+        and one to read on. No row is yielded twice in one listing, whatever happens between the reads.
         """
-        offset, previous = 0, set[Any]()
+        offset, previous, seen, steps_back = 0, set[Any](), set[Any](), 0
         while True:
             page, size = self._paged(path, {**params, "offset": offset}, page_size, sizer, least=2)
             resume = max((i for i, row in enumerate(page) if row[pk] in previous), default=None)
-            if previous and resume is None and offset > 0:
-                offset = max(0, offset - size)
+            # Rows were deleted before this page: step back until a row of the previous page is found again.
+            # A page of one row cannot overlap, and after MAX_STEPS_BACK pages rows were inserted before it
+            # rather than deleted (rows inserted meanwhile are changes the activity log carries anyway).
+            if (previous and resume is None and offset > 0 and size >= 2 and steps_back < MAX_STEPS_BACK):
+                offset, steps_back = max(0, offset - size), steps_back + 1
                 continue
-            fresh = [row for row in page[0 if resume is None else resume + 1:] if row[pk] not in previous]
+            steps_back = 0
+            fresh = [row for row in page[0 if resume is None else resume + 1:] if row[pk] not in seen]
             if fresh:
+                seen.update(row[pk] for row in fresh)
                 yield fresh
             if len(page) < size:
                 return

@@ -105,23 +105,29 @@ def test_a_keyed_read_under_a_page_cap_returns_every_key(advertised: int | None)
 class ShiftingItems(DirectusHook):
     """Items with UUID-like string keys read by offset, where rows are deleted between two page reads."""
 
-    def __init__(self, keys: list[str], deletions: dict[int, list[str]]) -> None:
-        super().__init__("shifting")
+    def __init__(self, keys: list[str], deletions: dict[int, list[str]], insertions: dict[int, int] | None = None,
+                 cap: int | None = None, conn_id: str = "shifting") -> None:
+        super().__init__(conn_id)
         self.keys = sorted(keys)
         self.deletions = deletions  # after the n-th read, these keys are gone
+        self.insertions = insertions or {}  # after the n-th read, this many new keys sorting first
+        self.cap = cap
         self.reads = 0
 
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
                 allow_statuses: Any = (), measured: Any = None) -> Any:
         params = params or {}
         if path == "/server/info":
-            return {}
+            return {"queryLimit": {"max": self.cap}} if self.cap else {}
         assert "filter" not in params  # no _gt on such keys: Directus refuses it
         offset, limit = int(params.get("offset", 0)), int(params["limit"])
+        assert self.cap is None or limit <= self.cap
         page = [{"id": k} for k in self.keys[offset:offset + limit]]
         self.reads += 1
+        assert self.reads < 5_000, "the reader does not finish"
         for key in self.deletions.get(self.reads, []):
             self.keys.remove(key)
+        self.keys = sorted(self.keys + [f"0-new-{self.reads}-{n}" for n in range(self.insertions.get(self.reads, 0))])
         if measured:
             measured(len(json.dumps({"data": page})))
         return page
@@ -135,6 +141,25 @@ def test_an_offset_read_skips_no_row_when_rows_before_it_are_deleted(deleted_bet
     read = [row["id"] for page in hook.iter_items("c", "id", ["id"], 100, keyset=False) for row in page]
     assert set(keys) - set(gone) <= set(read)  # every row that stayed is read
     assert len(read) == len(set(read))  # and none twice
+
+
+@pytest.mark.parametrize("inserts", [{n: 5 for n in range(1, 40)}, {2: 150}, {2: 400, 3: 400}, {2: 2_000}],
+                         ids=["5 before every page", "a burst of 150", "two bursts of 400", "a burst of 2,000"])
+def test_an_offset_read_under_inserts_before_it_finishes_reads_every_row_and_none_twice(
+        inserts: dict[int, int]) -> None:
+    """Rows inserted meanwhile need not be listed (their activity carries them); rows there all along must be."""
+    keys = [f"{n:08x}-key" for n in range(1_000)]
+    hook = ShiftingItems(keys, {}, insertions=inserts, conn_id=f"inserts{sorted(inserts.items())[:2]}")
+    read = [row["id"] for page in hook.iter_items("c", "id", ["id"], 100, keyset=False) for row in page]
+    assert set(keys) <= set(read)
+    assert len(read) == len(set(read))
+
+
+def test_an_offset_read_with_one_row_per_page_finishes() -> None:
+    keys = [f"{n:08x}-key" for n in range(30)]
+    hook = ShiftingItems(keys, {}, cap=1, conn_id="cap-one")
+    read = [row["id"] for page in hook.iter_items("c", "id", ["id"], 100, keyset=False) for row in page]
+    assert read == keys
 
 
 def test_activity_tracking_is_off_only_when_the_collection_s_accountability_is_null() -> None:
