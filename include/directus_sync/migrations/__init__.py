@@ -17,6 +17,9 @@ with ``op.batch_alter_table`` where it alters columns, so that it also runs on S
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,13 +74,25 @@ def current_revision(connection: Connection) -> str | None:
 
 
 def current(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with _quiet_alembic(), engine.connect() as conn:
         return current_revision(conn)
+
+
+@contextlib.contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic logs every context set-up at INFO, which Airflow's logging shows; callers report instead."""
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> Upgrade:
     """Bring the package's tables to ``revision`` (head by default) in one transaction. Safe to repeat."""
-    with engine.begin() as conn:
+    with _quiet_alembic(), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         before = current_revision(conn)
