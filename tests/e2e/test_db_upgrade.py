@@ -132,3 +132,29 @@ def _assert_schema_is_heads(engine: sa.engine.Engine) -> None:
         uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(table.name)}
         assert uniques == {tuple(c.name for c in u.columns) for u in table.constraints
                            if isinstance(u, sa.UniqueConstraint)}, table.name
+
+
+def test_what_the_add_column_era_lost_is_repaired_on_postgresql(database: PostgresDatabase) -> None:
+    """Revision 0002 on PostgreSQL: a bare ADD COLUMN (NULLs, no NOT NULL, no default) and a missing index."""
+    from directus_sync.migrations import baseline
+
+    engine = sa.create_engine(database.url)
+    try:
+        baseline.define().create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE directus_sync_runs DROP COLUMN full_copy"))
+            conn.execute(sa.text("ALTER TABLE directus_sync_runs ADD COLUMN full_copy BOOLEAN"))
+            conn.execute(sa.text("ALTER TABLE directus_sync_remote_sources DROP COLUMN event_poll_seconds"))
+            conn.execute(sa.text("DROP INDEX ix_directus_sync_runs_remote"))
+            conn.execute(sa.text("ALTER TABLE directus_sync_dead_letters DROP CONSTRAINT uq_directus_sync_dead_letter"))
+            conn.execute(sa.text(
+                "INSERT INTO directus_sync_runs (remote, dag_id, run_id, collection, status, finished_at) "
+                "VALUES ('eu_to_us', 'd', 'r', 'articles', 'success', now())"))
+        done = migrations.upgrade(engine)
+        assert (done.before, done.after, done.stamped) == (None, migrations.head(), True)
+        _assert_schema_is_heads(engine)
+        [run] = store.rows_of(engine, store.runs)
+        assert run["full_copy"] is False
+        assert not migrations.upgrade(engine).changed
+    finally:
+        engine.dispose()
