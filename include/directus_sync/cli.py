@@ -31,7 +31,8 @@ from directus_sync.extract import compute_window, extract
 from directus_sync.provision import UNENFORCED_NOTE, USER_EMAIL, ProvisionError, provision
 
 app = typer.Typer(help="Set up and check directus-sync.", no_args_is_help=True, add_completion=False)
-db_app = typer.Typer(help="Create or migrate the remote-sources table.", no_args_is_help=True)
+db_app = typer.Typer(help="Create or migrate the package's tables (Alembic migrations, own version table).",
+                     no_args_is_help=True)
 remote_app = typer.Typer(help="Manage rows of the remote-sources table.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(remote_app, name="remote")
@@ -180,21 +181,43 @@ def connection_uri(url: str, token: str) -> str:
 
 @db_app.command("init")
 def db_init(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
-    """Create the package's tables where they are missing (safe to repeat)."""
+    """Create the package's tables, or upgrade them to this version (safe to repeat)."""
     _migrate(db_conn_id)
 
 
 @db_app.command("upgrade")
 def db_upgrade(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
-    """Bring the package's tables up to this version (safe to repeat)."""
+    """Run the package's Alembic migrations up to this version's head (safe to repeat)."""
     _migrate(db_conn_id)
+
+
+@db_app.command("current")
+def db_current(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+    """Print the schema revision of the package's tables, and this version's head."""
+    from directus_sync import migrations
+
+    try:
+        current = migrations.current(_engine(db_conn_id))
+    except Exception as exc:
+        raise fail(f"cannot read the schema revision in the database of {db_conn_id!r}: {exc}") from None
+    head = migrations.head()
+    state = "up to date" if current == head else "run `directus-sync db upgrade`"
+    console.print(f"revision {current or 'none'} (head {head}): {state}")
 
 
 def _migrate(conn_id: str) -> None:
     try:
-        store.migrate(_engine(conn_id))
+        done = store.migrate(_engine(conn_id))
     except Exception as exc:
         raise fail(f"cannot migrate the database of {conn_id!r}: {exc}") from None
+    before = done.before or ("none (tables predating the migrations, stamped at the baseline)" if done.stamped
+                             else "none")
+    if done.changed:
+        console.print(f"upgraded the package's tables in the database of {conn_id!r} "
+                      f"from revision {before} to {done.after}")
+    else:
+        console.print(f"the package's tables in the database of {conn_id!r} are at revision {done.after}: "
+                      "nothing to do")
     console.print(f"remote-sources table ready in the database of {conn_id!r}")
 
 

@@ -1,4 +1,4 @@
-"""The remote-sources table: schema, idempotent migration, reads, and the parse-time snapshot.
+"""The remote-sources table: schema, migration (Alembic, see migrations/), reads, and the parse-time snapshot.
 
 The table lives in any database an Airflow connection points at (``directus_sync_db`` by default):
 PostgreSQL through ``apache-airflow-providers-postgres`` in production, or an SQLite file for local use
@@ -20,12 +20,15 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from directus_sync.config import may_yield
+
+if TYPE_CHECKING:
+    from directus_sync.migrations import Upgrade
 
 log = logging.getLogger(__name__)
 
@@ -188,20 +191,16 @@ def engine_for(conn_id: str | None = None) -> Engine:
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    """Create the package's tables and add columns later versions introduced. Safe to repeat.
+def migrate(engine: Engine) -> Upgrade:
+    """Bring the package's tables to this version's schema: Alembic's head revision. Safe to repeat.
 
-    Every column added after a table's first release is nullable, so adding it is the whole migration.
+    The revisions ship in :mod:`directus_sync.migrations` and are recorded in their own version table
+    (``directus_sync_alembic_version``); tables made before the migrations were Alembic's are stamped at
+    the baseline and upgraded from there.
     """
-    metadata.create_all(engine, checkfirst=True)
-    inspector = sa.inspect(engine)
-    with engine.begin() as conn:
-        for table in metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+    from directus_sync import migrations
+
+    return migrations.upgrade(engine)
 
 
 def read_rows(engine: Engine) -> list[dict[str, Any]]:
