@@ -16,7 +16,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import (
+# AsyncCallback, DeadlineAlert, DeadlineReference: in airflow.sdk.__all__, missing from its 3.3.2 stub (.pyi).
+from airflow.sdk import (  # type: ignore[attr-defined]
     DAG,
     AsyncCallback,
     CronDataIntervalTimetable,
