@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from airflow.plugins_manager import AirflowPlugin
+from airflow.plugins_manager import AirflowPlugin  # the documented path: airflow.sdk has no AirflowPlugin
 
 from directus_sync.statuspage import URL_PREFIX, app
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, AssetWatcher, CronDataIntervalTimetable
-from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent  # the public path: no airflow.sdk one in 3.3
 
 from directus_sync.config import RemoteSource, TriggerMode
 
@@ -144,6 +144,8 @@ def mark_synced(remote: RemoteSource, context: Mapping[str, Any]) -> None:
 
 
 def _state_store(remote: RemoteSource) -> Any:
+    # No public path: context["asset_state_store"] holds a task's inlets and outlets only, and the activity
+    # asset (the DAG's schedule) is neither of the extract and record tasks that read and advance the watermark.
     from airflow.sdk.execution_time.context import AssetStateStoreAccessor
 
     return AssetStateStoreAccessor(name=asset_name(remote))

@@ -16,9 +16,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, get_parsing_context, task
-from airflow.sdk.definitions.callback import AsyncCallback
-from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+# AsyncCallback, DeadlineAlert, DeadlineReference: in airflow.sdk.__all__, missing from its 3.3.2 stub (.pyi).
+from airflow.sdk import (  # type: ignore[attr-defined]
+    DAG,
+    AsyncCallback,
+    CronDataIntervalTimetable,
+    DeadlineAlert,
+    DeadlineReference,
+    Param,
+    get_parsing_context,
+    task,
+)
 
 # The task bodies import directus_sync.tasks (and event_dag) when they run: through them come the HTTP
 # provider, requests and aiohttp, which no parse of the DAG file needs (a quarter of a second each parse).
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 REFRESH_ENV = "DIRECTUS_SYNC_TABLE_REFRESH_SECONDS"
 TABLE_DAG_NAME = "remote_sources"
 TAGS = ["directus-sync"]
+OWNER = "directus-sync"  # every DAG's tasks' owner (the UI's Owner column and filter)
 
 
 def generate_dags() -> dict[str, DAG]:
@@ -139,7 +148,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
                                          "would settle, and write nothing: no remote write, no ledger row, no "
                                          "lease, no Asset events; the next run still reads this window."),
         },
-        default_args={"retries": remote.retries, "retry_delay": timedelta(minutes=1)},
+        default_args={"owner": OWNER, "retries": remote.retries, "retry_delay": timedelta(minutes=1)},
         deadline=_deadline(remote, reconcile),
         doc_md=_doc(remote),
     ) as dag:
@@ -283,6 +292,7 @@ def build_broken_dag(broken: BrokenRemote) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=[*TAGS, "configuration-error"],
+        default_args={"owner": OWNER},
         doc_md=f"### Configuration error\n\n{broken.error}\n\nFix the row in the remote-sources table.",
     ) as dag:
 

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from airflow.sdk import ObjectStoragePath
-from airflow.sdk.configuration import conf
+from airflow.sdk import ObjectStoragePath, conf
 
 STAGING_URL_ENV = "DIRECTUS_SYNC_STAGING_URL"
 # Set to "true" when a file:// staging root is a folder every worker mounts (NFS and the like).

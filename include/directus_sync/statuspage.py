@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+from airflow.sdk import conf as airflow_conf
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy.engine import Engine
@@ -35,11 +36,11 @@ AUTH_UNAVAILABLE = "Airflow authentication is unavailable"
 log = logging.getLogger(__name__)
 
 # The API server's own authentication. No fallback: without it the app refuses every request (see below).
+# Not airflow.sdk: the auth manager and the user of a request exist only in the API server (no sdk path).
 _auth_import_error: ImportError | None = None
 try:
     from airflow.api_fastapi import app as airflow_app
     from airflow.api_fastapi.core_api.security import get_user
-    from airflow.configuration import conf as airflow_conf
 except ImportError as exc:
     _auth_import_error = exc
     log.error("directus-sync status page: %s, so it refuses every request: %s", AUTH_UNAVAILABLE, exc)

@@ -52,6 +52,16 @@ def test_a_broken_row_becomes_a_dag_that_fails_and_notifies() -> None:
     assert "CONFIGURATION ERROR" in (dag.description or "")
 
 
+def test_every_dag_and_task_has_the_owner() -> None:
+    broken = build_broken_dag(BrokenRemote(name="bad", error="remote-sources row 'bad' is invalid: x"))
+    events_remote = RemoteSource.model_validate({**REMOTE.model_dump(by_alias=True), "trigger": "events"})
+    for dag in (build_sync_dag(REMOTE), build_sync_dag(REMOTE, reconcile=True), broken,
+                build_sync_dag(events_remote)):
+        assert dag.default_args["owner"] == factory.OWNER == "directus-sync"
+        assert {t.owner for t in dag.tasks} == {"directus-sync"}, dag.dag_id
+        assert dag.owner == "directus-sync"
+
+
 def test_every_run_is_recorded_and_announces_each_remote_collection_as_an_asset() -> None:
     record = build_sync_dag(REMOTE).get_task("record_run")
     assert record.trigger_rule == "all_done"
