@@ -55,4 +55,5 @@ def _sync(remote: RemoteSource, context: Any, steps: list[StepResult]) -> None:
     if refused:
         raise tasks.PoisonItemsError("; ".join(refused))
     tasks.cleanup_staging(context)
-    events.mark_synced(remote, extracted.window.end)
+    if extracted.window.event_window:  # a backfill's interval must not move the watermark
+        events.mark_synced(remote, extracted.window.end)

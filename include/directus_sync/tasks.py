@@ -147,7 +147,8 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
     engine = store.engine_for()
     # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
     synced_until = ledger.last_window_end(engine, remote.name)
-    if events.uses_event_window(remote, context):
+    event_window = events.uses_event_window(remote, context)
+    if event_window:
         window = events.event_window(remote, context, events.load_watermark(remote) or synced_until,
                                      full_resync=bool(context["params"].get("full_resync")))
     else:
@@ -165,7 +166,7 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
     return Extracted(manifest=manifest, window=WindowRecord(
         start=window.start if window.start and not manifest.full else None, end=window.end,
         full=manifest.full, full_reason=manifest.full_reason,
-        cursor=manifest.cursor.model_dump(mode="json") if manifest.cursor else None))
+        cursor=manifest.cursor.model_dump(mode="json") if manifest.cursor else None, event_window=event_window))
 
 
 def filter_schema(remote: RemoteSource, extracted: Extracted, context: Mapping[str, Any]) -> Planned:

@@ -333,6 +333,7 @@ class Steps:
     done: list[str] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
     synced_until: list[datetime] = field(default_factory=list)
+    event_window: bool = True  # whether the extraction read from the watermark (not in a backfill)
 
 
 @pytest.fixture
@@ -344,8 +345,6 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> Steps:
     from directus_sync.results import Applied, Extracted, Planned, WindowRecord
 
     record = Steps()
-    extracted = Extracted(manifest=ChangeManifest(run_folder=GONE, window="w", full=False, collections=[]),
-                          window=WindowRecord(end=WINDOW_END))
     planned = Planned(plan=SyncPlan(run_folder=GONE, window="w", collections=[]))
 
     def apply_writes(remote: RemoteSource, plan: Planned, action: Any, context: Any) -> Applied:
@@ -356,12 +355,17 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> Steps:
             raise tasks.PoisonItemsError(f"refused {action}", delivered=[applied])
         return applied
 
-    def filter_schema(remote: RemoteSource, manifest: Extracted, context: Any) -> Planned:
-        assert manifest is extracted
+    def extract_changes(remote: RemoteSource, context: Any) -> Extracted:
+        record.done.append("extract")
+        return Extracted(manifest=ChangeManifest(run_folder=GONE, window="w", full=False, collections=[]),
+                         window=WindowRecord(end=WINDOW_END, event_window=record.event_window))
+
+    def filter_schema(remote: RemoteSource, extracted: Extracted, context: Any) -> Planned:
+        assert extracted.window.end == WINDOW_END
         record.done.append("plan")
         return planned
 
-    monkeypatch.setattr(tasks, "extract_changes", lambda remote, context: record.done.append("extract") or extracted)
+    monkeypatch.setattr(tasks, "extract_changes", extract_changes)
     monkeypatch.setattr(tasks, "filter_schema", filter_schema)
     monkeypatch.setattr(tasks, "apply_writes", apply_writes)
     monkeypatch.setattr(tasks, "cleanup_staging", lambda context: record.done.append("cleanup"))
@@ -391,6 +395,15 @@ def test_one_task_runs_every_step_in_order_and_then_advances_the_watermark(steps
     assert steps.synced_until == [WINDOW_END]  # the end of the window the extraction read
     assert synced.steps[2:] == [Applied(action=a, written={"articles": 1}) for a in ("delete", "update", "create")]
     assert RunOutcome.of([dump(synced)]).succeeded
+
+
+def test_a_run_that_did_not_read_from_the_watermark_leaves_it_alone(steps: Steps) -> None:
+    """A backfill of an event-mode DAG replays its interval: its end is no watermark."""
+    from directus_sync.event_dag import run_sync
+
+    steps.event_window = False
+    run_sync(remote(trigger="events"), {})
+    assert "cleanup" in steps.done and steps.synced_until == []
 
 
 def test_refused_items_let_the_other_actions_run_and_keep_the_watermark(steps: Steps) -> None:
