@@ -13,37 +13,47 @@ from typing import Any
 
 from directus_sync import events, tasks
 from directus_sync.config import RemoteSource
+from directus_sync.results import StepResult, Synced
 
 
-def run_sync(remote: RemoteSource, context: Any) -> dict[str, Any]:
+def run_sync(remote: RemoteSource, context: Any, delivered: list[StepResult] | None = None) -> Synced:
     """Extract, plan and apply one run's changes; advance the watermark when everything was written.
 
+    Each step's result goes into ``delivered`` as it is done (the list :func:`tasks.errors_recorded`
+    yields, so that a failed run still reports its window, plan and counts), and the run returns them.
     Refused (poison) items do not stop the other actions, as in the scheduled DAG: deletes, updates and
     creates all run, then the refusals fail the task together. The remote's lease is held throughout
     (waiting for it first), as by the scheduled DAG's tasks; ``record_run`` gives it back.
 
-    A dry run extracts and plans only, as the scheduled DAG's does: it returns the plan's summary, takes
-    no lease and leaves the watermark where it was, so the next run still reads this window.
+    A dry run extracts and plans only, as the scheduled DAG's does: its plan result holds the plan's
+    summary; it takes no lease and leaves the watermark where it was, so the next run still reads this window.
     """
+    steps = delivered if delivered is not None else []
     if tasks.is_dry_run(context):
-        return tasks.filter_schema(remote, tasks.extract_changes(remote, context), context)
-    with tasks.lease_held(remote, context, first=True):
-        return _sync(remote, context)
+        extracted = tasks.extract_changes(remote, context)
+        steps.append(extracted)
+        steps.append(tasks.filter_schema(remote, extracted, context))
+    else:
+        with tasks.lease_held(remote, context, first=True):
+            _sync(remote, context, steps)
+    return Synced(steps=steps)
 
 
-def _sync(remote: RemoteSource, context: Any) -> dict[str, dict[str, int]]:
-    manifest = tasks.extract_changes(remote, context)
-    sync_plan = tasks.filter_schema(remote, manifest, context)
-    written: dict[str, dict[str, int]] = {}
+def _sync(remote: RemoteSource, context: Any, steps: list[StepResult]) -> None:
+    extracted = tasks.extract_changes(remote, context)
+    steps.append(extracted)
+    planned = tasks.filter_schema(remote, extracted, context)
+    steps.append(planned)
     refused: list[str] = []
     # Deletes first, creates last: a unique value freed by a delete can then be taken by a create.
     for action in ("delete", "update", "create"):
         try:
-            written[action] = tasks.apply_writes(remote, sync_plan, action, context)
+            steps.append(tasks.apply_writes(remote, planned, action, context))
         except tasks.PoisonItemsError as exc:
+            steps += exc.delivered  # what the action wrote besides the refused items
             refused.append(str(exc))
     if refused:
         raise tasks.PoisonItemsError("; ".join(refused))
     tasks.cleanup_staging(context)
-    events.mark_synced(remote, context)
-    return written
+    if extracted.window.event_window:  # a backfill's interval must not move the watermark
+        events.mark_synced(remote, extracted.window.end)

@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 ASSET_SCHEME = "x-directus-activity"  # "x-" schemes are left alone by Airflow's URI normalisation
 CURSOR_KEY = "activity_cursor"
 WATERMARK_KEY = "synced_until"
-WINDOW_END_XCOM_KEY = "window_end"
 ITEM_ACTIONS = ("create", "update", "delete")
 # After a failed poll, wait this many intervals (doubling) before the next, at most MAX_BACKOFF_SECONDS.
 MAX_BACKOFF_SECONDS = 60.0
@@ -130,17 +129,16 @@ def load_watermark(remote: RemoteSource) -> datetime | None:
     return pendulum.parse(str(value)) if value else None  # type: ignore[return-value]
 
 
-def mark_synced(remote: RemoteSource, context: Mapping[str, Any]) -> None:
-    """Advance ``synced_until`` to the window end this run read, once every write of the run succeeded.
+def mark_synced(remote: RemoteSource, window_end: datetime) -> None:
+    """Advance ``synced_until`` to ``window_end``, the end of the window this run read, once every write of
+    the run succeeded.
 
     Runs are serial (``max_active_runs=1``), so the watermark only moves forward; a failed run leaves it
     where it was and the next run reads from there.
     """
-    ti = context["ti"]
-    end = ti.xcom_pull(task_ids=ti.task_id, key=WINDOW_END_XCOM_KEY)
-    if end:
-        _state_store(remote).set(WATERMARK_KEY, end)
-        log.info("Remote %s: synced until %s", remote.name, end)
+    end = window_end.isoformat()
+    _state_store(remote).set(WATERMARK_KEY, end)
+    log.info("Remote %s: synced until %s", remote.name, end)
 
 
 def _state_store(remote: RemoteSource) -> Any:

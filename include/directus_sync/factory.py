@@ -156,48 +156,52 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
             _add_event_tasks(remote)
             return dag
 
-        # Tasks returning dicts would push each key as an XCom of its own; one value each is enough.
+        # Each step returns its typed result as JSON (see results.py) and the factory hands it on as a
+        # TaskFlow argument. Tasks returning dicts would push each key as an XCom of its own; one is enough.
 
         # From extraction to the last write the run holds the remote's lease, so that no other run writing
         # the remote (its reconcile DAG, another row's DAG) interleaves with it; record_run gives it back.
         @task(multiple_outputs=False)
         def extract_changes(**context: Any) -> dict[str, Any]:
-            from directus_sync import tasks
+            from directus_sync import results, tasks
 
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=True):
-                return tasks.extract_changes(remote, context)
+                return results.dump(tasks.extract_changes(remote, context))
 
         @task(multiple_outputs=False)
-        def filter_schema(manifest: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from directus_sync import tasks
+        def filter_schema(extracted: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from directus_sync import results, tasks
 
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
-                return tasks.filter_schema(remote, manifest, context)
+                return results.dump(tasks.filter_schema(remote, results.Extracted.model_validate(extracted), context))
 
         @task(multiple_outputs=False)
-        def apply_deletes(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
-            from directus_sync import tasks
+        def apply_deletes(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from directus_sync import results, tasks
 
             tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
-                return tasks.apply_writes(remote, sync_plan, "delete", context)
+                return results.dump(tasks.apply_writes(remote, results.Planned.model_validate(planned), "delete",
+                                                       context))
 
         # Refused items fail an apply task only after it wrote everything else; the next apply runs anyway.
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
-        def apply_updates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
-            from directus_sync import tasks
+        def apply_updates(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from directus_sync import results, tasks
 
             tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
-                return tasks.apply_writes(remote, sync_plan, "update", context)
+                return results.dump(tasks.apply_writes(remote, results.Planned.model_validate(planned), "update",
+                                                       context))
 
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
-        def apply_creates(sync_plan: dict[str, Any], **context: Any) -> dict[str, int]:
-            from directus_sync import tasks
+        def apply_creates(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from directus_sync import results, tasks
 
             tasks.skip_in_dry_run(context)
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
-                return tasks.apply_writes(remote, sync_plan, "create", context)
+                return results.dump(tasks.apply_writes(remote, results.Planned.model_validate(planned), "create",
+                                                       context))
 
         @task
         def cleanup_staging(**context: Any) -> None:
@@ -213,9 +217,8 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         creates = apply_creates(sync_plan)  # type: ignore[arg-type]
         deletes >> updates >> creates
         [deletes, updates, creates] >> cleanup_staging()
-        record_run, notify_on_failure = _add_outcome_tasks(remote)
-        [deletes, updates, creates] >> record_run
-        [manifest, sync_plan, deletes, updates, creates] >> notify_on_failure
+        # Both read the run's outcome from every step's result (a failed step's is its failure record).
+        _add_outcome_tasks(remote, [manifest, sync_plan, deletes, updates, creates])
     return dag
 
 
@@ -224,34 +227,41 @@ def _add_event_tasks(remote: RemoteSource) -> None:
 
     @task(multiple_outputs=False)
     def sync_changes(**context: Any) -> dict[str, Any]:
-        from directus_sync import event_dag, tasks
+        from directus_sync import event_dag, results, tasks
 
-        with tasks.errors_recorded(context):
-            return event_dag.run_sync(remote, context)
+        with tasks.errors_recorded(context) as delivered:
+            return results.dump(event_dag.run_sync(remote, context, delivered))
 
-    synced = sync_changes()
-    record_run, notify_on_failure = _add_outcome_tasks(remote)
-    synced >> [record_run, notify_on_failure]
+    _add_outcome_tasks(remote, [sync_changes()])
 
 
-def _add_outcome_tasks(remote: RemoteSource) -> tuple[Any, Any]:
-    """``record_run`` and ``notify_on_failure``, for the caller to wire after its sync tasks."""
+def _add_outcome_tasks(remote: RemoteSource, steps: list[Any]) -> None:
+    """``record_run`` and ``notify_on_failure``, downstream of the sync tasks whose results (XComArgs)
+    are ``steps``: a step that failed delivers its failure record, one that did not run or was skipped
+    delivers ``None`` (Airflow resolves a missing return value to ``None``)."""
 
     # Every run is recorded, failed ones too; only successful ones emit Asset events.
     @task(multiple_outputs=False, trigger_rule="all_done",
           outlets=[events.asset_for(remote, c) for c in remote.collections])
-    def record_run(**context: Any) -> dict[str, Any]:
+    def record_run(*step_results: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
         from directus_sync import tasks
 
-        return tasks.record_run(remote, context)
+        return tasks.record_run(remote, step_results, context)
+
+    record_run(*steps)
+    _add_notify_on_failure(remote, steps)
+
+
+def _add_notify_on_failure(remote: RemoteSource | BrokenRemote, steps: list[Any]) -> None:
+    """``notify_on_failure``: reports the failures among the results ``steps`` (XComArgs) when one failed."""
 
     @task(trigger_rule="one_failed", retries=0)
-    def notify_on_failure(**context: Any) -> None:
+    def notify_on_failure(*step_results: dict[str, Any] | None, **context: Any) -> None:
         from directus_sync import tasks
 
-        tasks.notify_on_failure(remote, context)
+        tasks.notify_on_failure(remote, step_results, context)
 
-    return record_run(), notify_on_failure()
+    notify_on_failure(*steps)
 
 
 def _deadline(remote: RemoteSource, reconcile: bool) -> DeadlineAlert | None:
@@ -303,13 +313,7 @@ def build_broken_dag(broken: BrokenRemote) -> DAG:
             with tasks.errors_recorded(context):
                 tasks.validate_configuration(broken)
 
-        @task(trigger_rule="one_failed", retries=0)
-        def notify_on_failure(**context: Any) -> None:
-            from directus_sync import tasks
-
-            tasks.notify_on_failure(broken, context)
-
-        validate_configuration() >> notify_on_failure()
+        _add_notify_on_failure(broken, [validate_configuration()])
     return dag
 
 

@@ -1,7 +1,9 @@
-"""The bodies of the sync DAG's tasks: each reads the Airflow context, calls the library, returns a summary.
+"""The bodies of the sync DAG's tasks: each reads the Airflow context, calls the library, returns a typed result.
 
-They are plain functions of a :class:`RemoteSource` and the task context so the factory can wrap them
-with ``@task`` and the tests can read them; XCom only ever carries counts and staged-file paths.
+They are plain functions of a :class:`RemoteSource`, the upstream steps' results and the task context,
+so the factory can wrap them with ``@task`` and the tests can read them. Each step returns its result
+(see results.py), which the factory hands on through XCom: only counts, staged-file paths, windows, keys
+and safe error texts. ``record_run`` and ``notify_on_failure`` read the run's outcome from those results.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,18 +27,14 @@ from directus_sync.events import asset_for
 from directus_sync.extract import ChangeManifest, Window, compute_window, extract
 from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.plan import CollectionPlan, ConflictGuard, Instance, SyncPlan, plan
+from directus_sync.results import Applied, Extracted, Failed, Planned, RunOutcome, StepResult, WindowRecord, dump
 from directus_sync.schema import SchemaMismatch, check_schema
 from directus_sync.staging import StagingNotShared, read_staged, remove_folder, require_shared, run_folder
 
 log = logging.getLogger(__name__)
 
-ERROR_XCOM_KEY = "error"
-# Keys of the XComs the ledger reads; prefixed so that no task's returned dict can shadow them.
-WRITTEN_XCOM_KEY = "directus_sync_written"
-WINDOW_XCOM_KEY = "directus_sync_window"
-PLAN_XCOM_KEY = "directus_sync_plan"
-SYNC_TASKS = ("extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates",
-              "sync_changes")  # the last: event-mode DAGs do all of it in one task (see event_dag)
+# A task's result in XCom: what its TaskFlow arguments downstream resolve to.
+RETURN_XCOM_KEY = "return_value"
 
 
 class ConfigurationError(ValueError):
@@ -44,17 +42,26 @@ class ConfigurationError(ValueError):
 
 
 @contextlib.contextmanager
-def errors_recorded(context: Mapping[str, Any]) -> Iterator[None]:
-    """Keep a failing task's error in XCom so that notify_on_failure can report it; log the task's time.
+def errors_recorded(context: Mapping[str, Any]) -> Iterator[list[StepResult]]:
+    """Make a failing task deliver a :class:`Failed` result, for record_run and notify_on_failure; log its time.
+
+    The body may add to the yielded list what it finished before failing (an event-mode run's window and
+    plan); an exception that carries ``delivered`` results (:class:`PoisonItemsError`: the counts an apply
+    step wrote) adds them too. The result is pushed as the task's return value, which Airflow would not
+    push for a failing task, so that the TaskFlow arguments of the tasks after it resolve to it.
 
     An error that no retry can fix (see :func:`is_permanent`) fails the task without Airflow's retries,
     so that the alert goes out now rather than after every retry's delay.
     """
     started = time.perf_counter()
+    delivered: list[StepResult] = []
     try:
-        yield
+        yield delivered
     except Exception as exc:
-        context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=safe_error(exc)[:4000])
+        ti = context["ti"]
+        failed = Failed(task=ti.task_id, error=safe_error(exc)[:4000],
+                        delivered=[*delivered, *getattr(exc, "delivered", ())])
+        ti.xcom_push(key=RETURN_XCOM_KEY, value=dump(failed))
         if is_permanent(exc):
             raise AirflowFailException(str(exc)) from exc  # only DirectusError and our own errors are permanent
         raise
@@ -98,8 +105,13 @@ class PoisonItemsError(AirflowFailException):
     """The remote refused some items for their data; all others were written.
 
     Fails without Airflow's task retries: writing the same data again cannot help; every later run
-    retries the dead letters first, with their source's current state.
+    retries the dead letters first, with their source's current state. ``delivered`` holds what was
+    written, for the ledger (see :func:`errors_recorded`).
     """
+
+    def __init__(self, message: str, delivered: Sequence[StepResult] = ()) -> None:
+        super().__init__(message)
+        self.delivered = list(delivered)
 
 
 def is_dry_run(context: Mapping[str, Any]) -> bool:
@@ -129,16 +141,16 @@ def _holder(context: Mapping[str, Any]) -> lease.Holder:
     return lease.Holder(context["dag"].dag_id, context["run_id"])
 
 
-def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
+def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extracted:
     # The next tasks may run on other workers: staged files must be where they can read them.
     require_shared()
     engine = store.engine_for()
     # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
     synced_until = ledger.last_window_end(engine, remote.name)
-    if events.uses_event_window(remote, context):
+    event_window = events.uses_event_window(remote, context)
+    if event_window:
         window = events.event_window(remote, context, events.load_watermark(remote) or synced_until,
                                      full_resync=bool(context["params"].get("full_resync")))
-        context["ti"].xcom_push(key=events.WINDOW_END_XCOM_KEY, value=window.end.isoformat())
     else:
         window = run_window(remote, context, synced_until)
     log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
@@ -150,28 +162,23 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> dict[st
                        list_source_keys=bool(context["params"].get("prune")),
                        previous=None if backfill else ledger.last_cursor(engine, remote.name),
                        keep_cursor=not backfill)
-    # For the run ledger, whichever task (or DAG shape) ran the extraction.
-    context["ti"].xcom_push(key=WINDOW_XCOM_KEY, value={
-        "start": window.start.isoformat() if window.start and not manifest.full else None,
-        "end": window.end.isoformat(), "full": manifest.full, "full_reason": manifest.full_reason,
-        "cursor": manifest.cursor.model_dump(mode="json") if manifest.cursor else None})
-    return manifest.model_dump(mode="json")
+    # The window goes with the manifest, for the run ledger and an event-mode run's watermark.
+    return Extracted(manifest=manifest, window=WindowRecord(
+        start=window.start if window.start and not manifest.full else None, end=window.end,
+        full=manifest.full, full_reason=manifest.full_reason,
+        cursor=manifest.cursor.model_dump(mode="json") if manifest.cursor else None, event_window=event_window))
 
 
-def filter_schema(remote: RemoteSource, manifest: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+def filter_schema(remote: RemoteSource, extracted: Extracted, context: Mapping[str, Any]) -> Planned:
     """Plan the run's writes; in a dry run, return (and log) the plan's summary instead, recording nothing."""
     engine = store.engine_for()
-    dry_run = is_dry_run(context)
-    sync_plan, guard = plan_changes(remote, ChangeManifest.model_validate(manifest), engine)
-    if dry_run:
-        return _dry_run_summary(remote, sync_plan, guard, context)
+    sync_plan, guard = plan_changes(remote, extracted.manifest, engine)
+    if is_dry_run(context):
+        return Planned(dry_run=_dry_run_summary(remote, sync_plan, guard, context))
     store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
     for c in sync_plan.collections:
         store.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
-    planned = sync_plan.model_dump(mode="json")
-    # Under a key of its own too: the ledger and the failure report find it whatever the DAG's shape.
-    context["ti"].xcom_push(key=PLAN_XCOM_KEY, value=planned)
-    return planned
+    return Planned(plan=sync_plan)
 
 
 def plan_changes(remote: RemoteSource, changes: ChangeManifest, engine: Engine) -> tuple[SyncPlan, ConflictGuard]:
@@ -204,13 +211,14 @@ def conflict_guard(remote: RemoteSource, source: DirectusHook, target: DirectusH
                          engine, policy=remote.conflict_policy)
 
 
-def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action,
-                 context: Mapping[str, Any]) -> dict[str, int]:
+def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context: Mapping[str, Any]) -> Applied:
     """Run one of ``apply_creates``, ``apply_updates`` or ``apply_deletes`` over every collection.
 
     Items the remote refuses go to the dead-letter table and fail the task once every other item is
-    written; dead letters written successfully now leave the table.
+    written (the failure carries the counts written); dead letters written successfully now leave the table.
     """
+    if planned.plan is None:
+        raise ValueError("a dry run's plan has nothing to apply")
     target = hook_for(remote, remote.remote_conn_id)
     # Deletes include the prunes of a reconcile, checked against the source right before deleting.
     source = hook_for(remote, remote.source_conn_id) if action == "delete" else None
@@ -218,20 +226,20 @@ def apply_writes(remote: RemoteSource, sync_plan: dict[str, Any], action: Action
     open_letters = store.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
-    for c in SyncPlan.model_validate(sync_plan).collections:
+    for c in planned.plan.collections:
         outcome = Applier(target, c, open_letters.get(c.collection), source, origin_recorder(engine, remote, c)).run(
             action, remote.batch_size, concurrency=remote.write_concurrency)
         store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
-    # The ledger counts what was written even when the task fails for refused items.
-    context["ti"].xcom_push(key=f"{WRITTEN_XCOM_KEY}_{action}", value=written)
+    applied = Applied(action=action, written=written)
     if failures:
         store.record_dead_letters(engine, remote.name, context["run_id"], failures)
         shown = "; ".join(f"{f.collection} {f.key}: {f.error}" for f in failures[:5])
+        # The ledger counts what was written even when the task fails for refused items.
         raise PoisonItemsError(f"the remote refused {len(failures)} items (now in the dead-letter table), "
-                               f"all others were written: {shown}")
-    return written
+                               f"all others were written: {shown}", delivered=[applied])
+    return applied
 
 
 def origin_recorder(engine: Engine, remote: RemoteSource, planned: CollectionPlan) -> origins.Recorder | None:
@@ -242,40 +250,38 @@ def origin_recorder(engine: Engine, remote: RemoteSource, planned: CollectionPla
     return origins.Recorder(engine, remote.remote_conn_id, planned.collection, staged)
 
 
-def record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the run's ledger rows; on success, emit one Asset event per collection with its counts.
+def record_run(remote: RemoteSource, results: Sequence[Mapping[str, Any] | None],
+               context: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the run's ledger rows from its sync tasks' ``results``; on success, emit one Asset event per
+    collection with its counts.
 
-    A failed run is recorded too, then this task skips: Asset events only ever announce synced data.
-    Either way the run gives back its lease on the remote. A dry run is neither recorded (its window was
-    not synced, so the next run must read it) nor announced, and held no lease.
+    The run succeeded when every sync task delivered its result (see results.py). A failed run is recorded
+    too, then this task skips: Asset events only ever announce synced data. Either way the run gives back
+    its lease on the remote. A dry run is neither recorded (its window was not synced, so the next run must
+    read it) nor announced, and held no lease.
     """
     if is_dry_run(context):
         log.info("dry run: nothing recorded")
         raise AirflowSkipException("dry run: no ledger row and no Asset events")
     try:
-        return _record_run(remote, context)
+        return _record_run(remote, RunOutcome.of(results), context)
     finally:
         lease.release(store.engine_for(), remote.remote_conn_id, _holder(context))
 
 
-def _record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, Any]:
-    ti = context["ti"]
-    sync_tasks = [t for t in SYNC_TASKS if t in context["dag"].task_ids]
-    window = _pull_first(ti, sync_tasks, WINDOW_XCOM_KEY) or {}
-    errors = {t: e for t in sync_tasks if (e := ti.xcom_pull(task_ids=t, key=ERROR_XCOM_KEY))}
-    # A task's return value exists only when it succeeded.
-    status = (ledger.RunStatus.SUCCESS if all(ti.xcom_pull(task_ids=t) is not None for t in sync_tasks)
-              else ledger.RunStatus.FAILED)
+def _record_run(remote: RemoteSource, outcome: RunOutcome, context: Mapping[str, Any]) -> dict[str, Any]:
+    status = ledger.RunStatus.SUCCESS if outcome.succeeded else ledger.RunStatus.FAILED
+    window = outcome.window
     engine = store.engine_for()
-    counts = _collection_counts(remote, ti, sync_tasks, ledger.dead_letters_of_run(engine, remote.name,
-                                                                                  context["run_id"]))
+    counts = _collection_counts(remote, outcome, ledger.dead_letters_of_run(engine, remote.name, context["run_id"]))
+    errors = outcome.errors
     dag_run = context["dag_run"]
     run = ledger.RunRecord(
         remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"], status=status,
         finished_at=datetime.now(UTC), run_type=_run_type(context),
-        window_start=_parse_time(window.get("start")), window_end=_parse_time(window.get("end")),
-        full_copy=bool(window.get("full")), full_reason=window.get("full_reason"),
-        cursor=window.get("cursor") if status is ledger.RunStatus.SUCCESS else None,
+        window_start=window.start if window else None, window_end=window.end if window else None,
+        full_copy=bool(window and window.full), full_reason=window.full_reason if window else None,
+        cursor=window.cursor if window and status is ledger.RunStatus.SUCCESS else None,
         started_at=getattr(dag_run, "start_date", None),
         error="; ".join(f"{t}: {e}" for t, e in errors.items()) or None, collections=counts)
     ledger.record(engine, run)
@@ -286,29 +292,19 @@ def _record_run(remote: RemoteSource, context: Mapping[str, Any]) -> dict[str, A
     for c in counts:
         context["outlet_events"][asset_for(remote, c.collection)].extra = {
             "created": c.created, "updated": c.updated, "deleted": c.deleted, "skipped": c.skipped,
-            "window_end": window.get("end"), "run_id": context["run_id"]}
+            "window_end": window.end.isoformat() if window else None, "run_id": context["run_id"]}
     return {"status": status.value, "written": summary}
 
 
-def _collection_counts(remote: RemoteSource, ti: Any, sync_tasks: list[str], dead: Mapping[str, int]
+def _collection_counts(remote: RemoteSource, outcome: RunOutcome, dead: Mapping[str, int]
                        ) -> list[ledger.CollectionCounts]:
-    written = {action: _pull_first(ti, sync_tasks, f"{WRITTEN_XCOM_KEY}_{action}") or {}
-               for action in ("create", "update", "delete")}
-    sync_plan = _pull_first(ti, sync_tasks, PLAN_XCOM_KEY) or {}
-    planned = {c["collection"]: c for c in sync_plan.get("collections", [])}
+    written = {action: outcome.written(action) for action in ("create", "update", "delete")}
+    planned = {c.collection: c for c in outcome.plan.collections} if outcome.plan else {}
     return [ledger.CollectionCounts(
         collection=name, created=written["create"].get(name, 0), updated=written["update"].get(name, 0),
-        deleted=written["delete"].get(name, 0), skipped=planned.get(name, {}).get("unchanged", 0),
-        conflicts=planned.get(name, {}).get("conflicts", 0), dead_letters=dead.get(name, 0),
+        deleted=written["delete"].get(name, 0), skipped=planned[name].unchanged if name in planned else 0,
+        conflicts=planned[name].conflicts if name in planned else 0, dead_letters=dead.get(name, 0),
     ) for name in remote.collections]
-
-
-def _pull_first(ti: Any, task_ids: list[str], key: str) -> Any:
-    """The first of ``task_ids`` that pushed ``key``."""
-    for task_id in task_ids:
-        if (value := ti.xcom_pull(task_ids=task_id, key=key)) is not None:
-            return value
-    return None
 
 
 def _run_type(context: Mapping[str, Any]) -> str:
@@ -316,25 +312,20 @@ def _run_type(context: Mapping[str, Any]) -> str:
     return str(getattr(run_type, "value", run_type))
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def cleanup_staging(context: Mapping[str, Any]) -> None:
     remove_folder(run_folder(context["dag"].dag_id, context["run_id"]))
 
 
-def notify_on_failure(remote: RemoteSource | BrokenRemote, context: Mapping[str, Any]) -> None:
-    """Notify the remote's users, then fail: Airflow's "watcher" pattern, so that the run is marked
-    failed even when this task, a leaf of the DAG, did its job."""
-    ti = context["ti"]
-    errors = {task_id: error for task_id in ("validate_configuration", *SYNC_TASKS)
-              if (error := ti.xcom_pull(task_ids=task_id, key=ERROR_XCOM_KEY))}
+def notify_on_failure(remote: RemoteSource | BrokenRemote, results: Sequence[Mapping[str, Any] | None],
+                      context: Mapping[str, Any]) -> None:
+    """Notify the remote's users of the errors in the run's ``results``, then fail: Airflow's "watcher"
+    pattern, so that the run is marked failed even when this task, a leaf of the DAG, did its job."""
+    outcome = RunOutcome.of(results)
+    errors = outcome.errors
     report = notify.FailureReport(remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"],
                                   errors=errors)
-    sync_plan = _pull_first(ti, list(SYNC_TASKS), PLAN_XCOM_KEY)
-    if sync_plan:
-        report.keys, report.counts = _pending_keys(SyncPlan.model_validate(sync_plan))
+    if outcome.plan:
+        report.keys, report.counts = _pending_keys(outcome.plan)
     summary = "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see the task logs"
     if is_dry_run(context):  # it writes nothing anywhere, notifications included; the run still shows red
         raise AirflowFailException(f"The dry run of remote {remote.name!r} failed: {summary}")

@@ -54,12 +54,12 @@ def add_event_remote(airflow: Airflow, name: str, source: DirectusInstance, remo
 
 
 def written(live: Standalone, dag_id: str, run: dict[str, object]) -> dict[str, dict[str, int]]:
-    """What a run's sync_changes task wrote, by action and collection (its XCom return value)."""
+    """What a run's sync_changes task wrote, by action and collection (from its result, its XCom return value)."""
     entry = live.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/sync_changes/"
                             "xcomEntries/return_value")
     value = entry["value"]  # the stored JSON: decoded or not, depending on the metadata database
-    decoded: dict[str, dict[str, int]] = json.loads(value) if isinstance(value, str) else value
-    return decoded
+    synced = json.loads(value) if isinstance(value, str) else value
+    return {step["action"]: step["written"] for step in synced["steps"] if step["step"] == "applied"}
 
 
 def watching(live: Standalone, remote: str) -> None:

@@ -61,7 +61,10 @@ def test_a_unique_violation_leaves_the_value_out_of_dead_letters_ledger_xcom_not
     assert runs and all(r["status"] == "failed" for r in runs)
     assert safe in (runs[0]["error"] or "") and f"{collection} {key}: " in (runs[0]["error"] or "")
     stored = xcoms(airflow, dag_id)
-    [error] = [json.loads(value) for task, k, value in stored if task == "apply_creates" and k == "error"]
+    # The failed step's result: its failure record (the safe error, and what it wrote besides).
+    [failed] = [json.loads(value) for task, k, value in stored if task == "apply_creates" and k == "return_value"]
+    assert failed["step"] == "failed" and failed["task"] == "apply_creates"
+    error = failed["error"]
     assert safe in error and f"{collection} {key}: " in error
     notes = a.api("GET", "/notifications", params={"filter": json.dumps({"recipient": {"_eq": editor["id"]}}),
                                                    "fields": "subject,message"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from directus_sync import dryrun, event_dag, store, tasks
 from directus_sync.apply import Failure
 from directus_sync.config import ConflictPolicy, RemoteSource
+from directus_sync.extract import ChangeManifest
 from directus_sync.plan import ConflictGuard, SyncPlan, plan_collection
+from directus_sync.results import Extracted, Failed, Planned, Synced, WindowRecord
 from directus_sync.staging import STAGING_URL_ENV, run_folder
 
 from .test_plan import SHAPE, FakeRemote, guard_for, stage
@@ -86,7 +89,7 @@ def dry_context(**params: Any) -> dict[str, Any]:
 
 
 def _no_xcom(key: str, value: Any) -> None:
-    raise AssertionError(f"a dry run's filter_schema pushed {key!r}, which the ledger and reports would read")
+    raise AssertionError(f"a dry run's filter_schema pushed {key!r}: its one result is what it returns")
 
 
 def test_filter_schema_of_a_dry_run_records_no_conflict_clears_no_dead_letter_and_drops_its_files(
@@ -101,9 +104,13 @@ def test_filter_schema_of_a_dry_run_records_no_conflict_clears_no_dead_letter_an
     monkeypatch.setattr(store, "engine_for", lambda conn_id=None: engine)
     monkeypatch.setattr(tasks, "plan_changes", lambda remote, changes, engine: (sync_plan, guard))
 
-    summary = tasks.filter_schema(REMOTE, {"run_folder": str(folder), "window": "w", "full": False,
-                                           "collections": []}, context)
+    extracted = Extracted(manifest=ChangeManifest(run_folder=str(folder), window="w", full=False, collections=[]),
+                          window=WindowRecord(end=datetime(2026, 11, 28, tzinfo=UTC)))
+    result = tasks.filter_schema(REMOTE, extracted, context)
 
+    assert result.plan is None, "apply tasks get no plan to write"  # (they skip in a dry run anyway)
+    summary = result.dry_run
+    assert summary is not None
     assert summary["collections"][0]["conflicts"] == 1 and summary["collections"][0]["dead_letters_resolved"] == 1
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(store.conflicts)).scalar() == 0
@@ -124,17 +131,15 @@ def test_a_dry_run_takes_no_lease_skips_writes_and_records_nothing(monkeypatch: 
         tasks.skip_in_dry_run(context)
     tasks.skip_in_dry_run({"params": {}})  # a real run goes on
     with pytest.raises(AirflowSkipException, match="no ledger row and no Asset events"):
-        tasks.record_run(REMOTE, context)
+        tasks.record_run(REMOTE, [None] * 5, context)
 
 
 def test_a_failed_dry_run_fails_red_without_notifying(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tasks.notify, "send", lambda *a: pytest.fail("a dry run notified"))
     monkeypatch.setattr(tasks.alerts, "send", lambda *a: pytest.fail("a dry run alerted"))
-    errors = {"filter_schema": "SchemaMismatch: field a.x is missing"}
-    ti = SimpleNamespace(xcom_pull=lambda task_ids, key=None: errors.get(task_ids) if key == "error" else None)
-    context = {**dry_context(), "ti": ti}
-    with pytest.raises(AirflowFailException, match="dry run of remote 'eu_to_us'"):
-        tasks.notify_on_failure(REMOTE, context)
+    failed = Failed(task="filter_schema", error="SchemaMismatch: field a.x is missing")
+    with pytest.raises(AirflowFailException, match="dry run of remote 'eu_to_us' failed: filter_schema: Schema"):
+        tasks.notify_on_failure(REMOTE, [None, failed.model_dump(mode="json"), None, None, None], dry_context())
 
 
 def test_an_event_mode_dry_run_plans_in_its_one_task_and_leaves_lease_and_watermark_alone(
@@ -145,6 +150,9 @@ def test_an_event_mode_dry_run_plans_in_its_one_task_and_leaves_lease_and_waterm
     monkeypatch.setattr(tasks.lease, "hold", untouchable)
     monkeypatch.setattr(event_dag.events, "mark_synced", untouchable)
     monkeypatch.setattr(tasks, "apply_writes", untouchable)
-    monkeypatch.setattr(tasks, "extract_changes", lambda remote, context: {"manifest": True})
-    monkeypatch.setattr(tasks, "filter_schema", lambda remote, manifest, context: {"summary": manifest})
-    assert event_dag.run_sync(REMOTE, dry_context()) == {"summary": {"manifest": True}}
+    extracted = Extracted(manifest=ChangeManifest(run_folder="f", window="w", full=False, collections=[]),
+                          window=WindowRecord(end=datetime(2026, 11, 28, tzinfo=UTC)))
+    summary = Planned(dry_run={"collections": []})
+    monkeypatch.setattr(tasks, "extract_changes", lambda remote, context: extracted)
+    monkeypatch.setattr(tasks, "filter_schema", lambda remote, manifest, context: summary)
+    assert event_dag.run_sync(REMOTE, dry_context()) == Synced(steps=[extracted, summary])

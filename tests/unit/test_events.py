@@ -264,6 +264,8 @@ def test_each_mode_gets_its_schedule() -> None:
     assert set(events_dag.task_ids) == {"sync_changes", "record_run", "notify_on_failure"}
     assert events_dag.get_task("record_run").upstream_task_ids == {"sync_changes"}
     assert events_dag.get_task("notify_on_failure").upstream_task_ids == {"sync_changes"}
+    for outcome_task in ("record_run", "notify_on_failure"):  # they read the one task's result
+        assert [a.operator.task_id for a in events_dag.get_task(outcome_task).op_args] == ["sync_changes"]
     both = schedule_for(remote(trigger="both", schedule="@hourly"))
     assert isinstance(both, AssetOrTimeSchedule)
     assert isinstance(both.timetable, CronDataIntervalTimetable)
@@ -320,37 +322,51 @@ def test_backfills_the_reconcile_dag_and_schedule_mode_keep_their_interval_windo
 # -- the one-task sync of event-mode DAGs ----------------------------------------------------------------
 
 
-class FakeTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
+GONE = "s3://nowhere@bucket/never-written"
+WINDOW_END = datetime(2026, 11, 28, 11, tzinfo=UTC)
 
 
 @dataclass
 class Steps:
-    """What run_sync called, in order, and the actions whose writes the remote refuses."""
+    """What run_sync called, in order, the actions whose writes the remote refuses, and the watermark set."""
 
     done: list[str] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    synced_until: list[datetime] = field(default_factory=list)
+    event_window: bool = True  # whether the extraction read from the watermark (not in a backfill)
 
 
 @pytest.fixture
 def steps(monkeypatch: pytest.MonkeyPatch) -> Steps:
     """Replace the task bodies run_sync chains with recorders."""
     from directus_sync import event_dag, tasks
+    from directus_sync.extract import ChangeManifest
+    from directus_sync.plan import SyncPlan
+    from directus_sync.results import Applied, Extracted, Planned, WindowRecord
 
     record = Steps()
+    planned = Planned(plan=SyncPlan(run_folder=GONE, window="w", collections=[]))
 
-    def apply_writes(remote: RemoteSource, plan: dict[str, Any], action: str, context: Any) -> dict[str, int]:
+    def apply_writes(remote: RemoteSource, plan: Planned, action: Any, context: Any) -> Applied:
+        assert plan is planned
         record.done.append(action)
+        applied = Applied(action=action, written={"articles": 1})
         if action in record.refuse:
-            raise tasks.PoisonItemsError(f"refused {action}")
-        return {"articles": 1}
+            raise tasks.PoisonItemsError(f"refused {action}", delivered=[applied])
+        return applied
 
-    monkeypatch.setattr(tasks, "extract_changes", lambda remote, context: record.done.append("extract") or {"m": 1})
-    monkeypatch.setattr(tasks, "filter_schema", lambda remote, m, context: record.done.append("plan") or {"p": 1})
+    def extract_changes(remote: RemoteSource, context: Any) -> Extracted:
+        record.done.append("extract")
+        return Extracted(manifest=ChangeManifest(run_folder=GONE, window="w", full=False, collections=[]),
+                         window=WindowRecord(end=WINDOW_END, event_window=record.event_window))
+
+    def filter_schema(remote: RemoteSource, extracted: Extracted, context: Any) -> Planned:
+        assert extracted.window.end == WINDOW_END
+        record.done.append("plan")
+        return planned
+
+    monkeypatch.setattr(tasks, "extract_changes", extract_changes)
+    monkeypatch.setattr(tasks, "filter_schema", filter_schema)
     monkeypatch.setattr(tasks, "apply_writes", apply_writes)
     monkeypatch.setattr(tasks, "cleanup_staging", lambda context: record.done.append("cleanup"))
 
@@ -361,17 +377,33 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> Steps:
         record.done.append("lease kept")
 
     monkeypatch.setattr(tasks, "lease_held", lease_held)
-    monkeypatch.setattr(event_dag.events, "mark_synced", lambda remote, context: record.done.append("mark_synced"))
+    def mark_synced(remote: RemoteSource, window_end: datetime) -> None:
+        record.done.append("mark_synced")
+        record.synced_until.append(window_end)
+
+    monkeypatch.setattr(event_dag.events, "mark_synced", mark_synced)
     return record
 
 
 def test_one_task_runs_every_step_in_order_and_then_advances_the_watermark(steps: Steps) -> None:
     from directus_sync.event_dag import run_sync
+    from directus_sync.results import Applied, RunOutcome, dump
 
-    written = run_sync(remote(trigger="events"), {"ti": FakeTI()})
+    synced = run_sync(remote(trigger="events"), {})
     assert steps.done == ["lease (first=True)", "extract", "plan", "delete", "update", "create", "cleanup",
                           "mark_synced", "lease kept"]
-    assert written == {a: {"articles": 1} for a in ("delete", "update", "create")}
+    assert steps.synced_until == [WINDOW_END]  # the end of the window the extraction read
+    assert synced.steps[2:] == [Applied(action=a, written={"articles": 1}) for a in ("delete", "update", "create")]
+    assert RunOutcome.of([dump(synced)]).succeeded
+
+
+def test_a_run_that_did_not_read_from_the_watermark_leaves_it_alone(steps: Steps) -> None:
+    """A backfill of an event-mode DAG replays its interval: its end is no watermark."""
+    from directus_sync.event_dag import run_sync
+
+    steps.event_window = False
+    run_sync(remote(trigger="events"), {})
+    assert "cleanup" in steps.done and steps.synced_until == []
 
 
 def test_refused_items_let_the_other_actions_run_and_keep_the_watermark(steps: Steps) -> None:
@@ -379,7 +411,11 @@ def test_refused_items_let_the_other_actions_run_and_keep_the_watermark(steps: S
     from directus_sync.event_dag import run_sync
 
     steps.refuse.add("update")
+    delivered: list[Any] = []
     with pytest.raises(tasks.PoisonItemsError, match="refused update"):
-        run_sync(remote(trigger="events"), {"ti": FakeTI()})
+        run_sync(remote(trigger="events"), {}, delivered)
     assert steps.done == ["lease (first=True)", "extract", "plan", "delete", "update", "create"
                           ]  # no cleanup, no watermark
+    # What the failure record of the task carries: the window, the plan and every action's counts.
+    assert [getattr(r, "action", r.step) for r in delivered] == [
+        "extracted", "planned", "delete", "update", "create"]

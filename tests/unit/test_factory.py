@@ -50,6 +50,17 @@ def test_a_broken_row_becomes_a_dag_that_fails_and_notifies() -> None:
     assert dag.dag_id == "directus_sync__bad"
     assert set(dag.task_ids) == {"validate_configuration", "notify_on_failure"}
     assert "CONFIGURATION ERROR" in (dag.description or "")
+    notify = dag.get_task("notify_on_failure")
+    assert notify.trigger_rule == "one_failed"
+    assert step_results_of(notify) == ["validate_configuration"]
+
+
+SYNC_STEPS = ["extract_changes", "filter_schema", "apply_deletes", "apply_updates", "apply_creates"]
+
+
+def step_results_of(task: Any) -> list[str]:
+    """The tasks whose results (XCom return values) ``task`` gets as its TaskFlow arguments, in order."""
+    return [arg.operator.task_id for arg in task.op_args if arg.key == "return_value"]
 
 
 def test_every_dag_and_task_has_the_owner() -> None:
@@ -65,8 +76,18 @@ def test_every_dag_and_task_has_the_owner() -> None:
 def test_every_run_is_recorded_and_announces_each_remote_collection_as_an_asset() -> None:
     record = build_sync_dag(REMOTE).get_task("record_run")
     assert record.trigger_rule == "all_done"
-    assert record.upstream_task_ids == {"apply_deletes", "apply_updates", "apply_creates"}
+    # It runs after the last write whatever happened, and reads each step's result (a failure record too).
+    assert record.upstream_task_ids == set(SYNC_STEPS)
     assert [a.uri for a in record.outlets] == ["directus://us/articles"]
+
+
+def test_record_run_and_notify_on_failure_read_the_steps_results_not_task_names() -> None:
+    dag = build_sync_dag(REMOTE)
+    assert step_results_of(dag.get_task("record_run")) == SYNC_STEPS
+    assert step_results_of(dag.get_task("notify_on_failure")) == SYNC_STEPS
+    # Each step hands its result to the next one the same way.
+    assert step_results_of(dag.get_task("filter_schema")) == ["extract_changes"]
+    assert all(step_results_of(dag.get_task(t)) == ["filter_schema"] for t in SYNC_STEPS[2:])
 
 
 def test_a_deadline_alerts_when_a_run_is_not_done_in_time_after_being_queued() -> None:

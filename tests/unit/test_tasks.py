@@ -1,31 +1,43 @@
-"""The task wrapper (errors no retry can fix fail the task at once, others keep Airflow's retries), and the
-window each kind of run reads."""
+"""The task wrapper (a failing step delivers its failure record; errors no retry can fix fail the task at
+once, others keep Airflow's retries), the window each kind of run reads, and what record_run and
+notify_on_failure make of the steps' results."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+import sqlalchemy as sa
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.utils.types import DagRunType
 from lazy_object_proxy import Proxy
 
+from directus_sync import ledger, store, tasks
 from directus_sync.config import RemoteSource
+from directus_sync.extract import ChangeManifest
 from directus_sync.hook import DirectusError
 from directus_sync.lease import LeaseLost
+from directus_sync.plan import CollectionPlan, SyncPlan
+from directus_sync.results import Applied, Extracted, Failed, Planned, RunOutcome, Synced, WindowRecord, dump, parse
 from directus_sync.schema import SchemaMismatch
 from directus_sync.staging import StagedFileError, StagingNotShared
-from directus_sync.tasks import ERROR_XCOM_KEY, PoisonItemsError, errors_recorded, run_window
+from directus_sync.tasks import RETURN_XCOM_KEY, PoisonItemsError, errors_recorded, run_window
 
 
 class FakeTI:
-    def __init__(self) -> None:
+    def __init__(self, task_id: str = "apply_creates") -> None:
+        self.task_id = task_id
         self.xcom: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcom[key] = value
+
+    def delivered(self) -> Any:
+        """The task's result as record_run and notify_on_failure get it: its return value, validated."""
+        return parse(self.xcom.get(RETURN_XCOM_KEY))
 
 
 PERMANENT = [
@@ -52,7 +64,8 @@ def test_errors_no_retry_can_fix_fail_the_task_without_retries(error: Exception)
         raise error
     assert str(raised.value) == str(error)
     assert raised.value.__cause__ is error
-    assert ti.xcom[ERROR_XCOM_KEY] == f"{type(error).__name__}: {error}"  # the report names what went wrong
+    # The step still delivers a result: its failure record, which names what went wrong.
+    assert ti.delivered() == Failed(task="apply_creates", error=f"{type(error).__name__}: {error}")
 
 
 @pytest.mark.parametrize("error", TRANSIENT_OR_DATA, ids=lambda e: type(e).__name__ + str(getattr(e, "status", "")))
@@ -62,14 +75,35 @@ def test_other_errors_keep_airflow_retries(error: Exception) -> None:
         raise error
     assert raised.value is error
     assert not isinstance(raised.value, AirflowFailException)
-    assert ERROR_XCOM_KEY in ti.xcom
+    assert isinstance(ti.delivered(), Failed)
 
 
-def test_refused_items_still_fail_as_they_did() -> None:
-    error = PoisonItemsError("the remote refused 1 items")
-    with pytest.raises(PoisonItemsError) as raised, errors_recorded({"ti": FakeTI()}):
+def test_refused_items_still_fail_as_they_did_and_their_failure_keeps_what_was_written() -> None:
+    written = Applied(action="create", written={"articles": 7})
+    error = PoisonItemsError("the remote refused 1 items", delivered=[written])
+    ti = FakeTI()
+    with pytest.raises(PoisonItemsError) as raised, errors_recorded({"ti": ti}):
         raise error
     assert raised.value is error
+    assert ti.delivered() == Failed(task="apply_creates", error=f"PoisonItemsError: {error}", delivered=[written])
+
+
+def test_a_failing_task_delivers_what_it_finished_before_failing() -> None:
+    """An event-mode run's one task: its window and plan still reach the ledger when a later step fails."""
+    ti = FakeTI("sync_changes")
+    with pytest.raises(RuntimeError), errors_recorded({"ti": ti}) as delivered:
+        delivered.append(EXTRACTED)
+        raise RuntimeError("the remote is down")
+    assert ti.delivered() == Failed(task="sync_changes", error="RuntimeError: the remote is down",
+                                    delivered=[EXTRACTED])
+
+
+def test_a_successful_task_pushes_nothing_itself() -> None:
+    """Airflow pushes its return value; the wrapper only adds a failure record."""
+    ti = FakeTI()
+    with errors_recorded({"ti": ti}):
+        pass
+    assert ti.xcom == {}
 
 
 # -- the window of each kind of run -----------------------------------------------------------------------
@@ -213,3 +247,115 @@ def test_a_failure_report_names_the_plans_keys_without_reading_staged_files() ->
                              creates_path=gone, updates_path=gone, deletes_path=gone)
     keys, counts = _pending_keys(SyncPlan(run_folder=gone, window="w", collections=[planned]))
     assert keys == {"a": ["1", "2"]} and counts == {"a": 32}
+
+
+# -- what record_run and notify_on_failure make of the steps' results ---------------------------------------
+# The factory passes them every sync step's result, in order (extract_changes, filter_schema, apply_deletes,
+# apply_updates, apply_creates; or sync_changes alone): a step's return value in XCom, its failure record
+# when it failed, None when it never ran, was skipped or was killed.
+
+GONE = "s3://nowhere@bucket/never-written"
+EXTRACTED = Extracted(
+    manifest=ChangeManifest(run_folder=GONE, window="w", full=False, collections=[]),
+    window=WindowRecord(start=at(9, 59), end=at(11), cursor={"activity_id": 42}))
+PLANNED = Planned(plan=SyncPlan(run_folder=GONE, window="w", collections=[CollectionPlan(
+    collection="articles", pk="id", fields=["id", "title"], creates=3, updates=2, deletes=1, unchanged=5,
+    conflicts=1, first_keys=["1", "2"], creates_path=GONE, updates_path=GONE, deletes_path=GONE)]))
+DELETED = Applied(action="delete", written={"articles": 1})
+UPDATED = Applied(action="update", written={"articles": 2})
+CREATED = Applied(action="create", written={"articles": 3})
+
+
+def as_xcom(*results: Any) -> list[dict[str, Any] | None]:
+    """The results as the tasks' return values in XCom, as TaskFlow hands them to the next tasks."""
+    return [None if r is None else dump(r) for r in results]
+
+
+@pytest.fixture
+def ledger_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.engine.Engine:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'table.db'}")
+    store.migrate(engine)
+    monkeypatch.setattr(tasks.store, "engine_for", lambda conn_id=None: engine)
+    return engine
+
+
+class Outlets(dict[Any, Any]):
+    def __missing__(self, asset: Any) -> Any:
+        self[asset] = SimpleNamespace(extra=None)
+        return self[asset]
+
+
+def outcome_context(**params: Any) -> dict[str, Any]:
+    return {"dag": SimpleNamespace(dag_id="directus_sync__eu_to_us"), "run_id": "scheduled__1", "params": params,
+            "dag_run": SimpleNamespace(run_type=DagRunType("scheduled"), start_date=at(11, 0, 2)),
+            "outlet_events": Outlets()}
+
+
+def test_a_run_succeeded_when_every_step_delivered_its_result(ledger_engine: sa.engine.Engine) -> None:
+    context = outcome_context()
+    summary = tasks.record_run(remote_source(), as_xcom(EXTRACTED, PLANNED, DELETED, UPDATED, CREATED), context)
+    assert summary == {"status": "success", "written": {"articles": 6}}
+    [row] = ledger.recent_runs(ledger_engine, "eu_to_us")
+    assert row["status"] == "success" and row["error"] is None
+    assert (row["created"], row["updated"], row["deleted"], row["skipped"], row["conflicts"]) == (3, 2, 1, 5, 1)
+    assert row["window_end"] == at(11) and row["activity_cursor"] == {"activity_id": 42}
+    [event] = context["outlet_events"].values()
+    assert event.extra == {"created": 3, "updated": 2, "deleted": 1, "skipped": 5,
+                           "window_end": "2026-11-28T11:00:00+00:00", "run_id": "scheduled__1"}
+
+
+def test_an_event_mode_run_is_recorded_from_its_one_tasks_steps(ledger_engine: sa.engine.Engine) -> None:
+    synced = Synced(steps=[EXTRACTED, PLANNED, DELETED, UPDATED, CREATED])
+    assert tasks.record_run(remote_source(), as_xcom(synced), outcome_context())["status"] == "success"
+
+
+@pytest.mark.parametrize("results", [
+    (EXTRACTED, PLANNED, DELETED, None, CREATED),  # apply_updates killed: nothing delivered
+    (EXTRACTED, PLANNED, DELETED, UPDATED, Failed(task="apply_creates", error="PoisonItemsError: refused",
+                                                   delivered=[CREATED])),
+], ids=["a step delivered nothing", "a step failed"])
+def test_a_run_failed_when_a_step_did_not_deliver_its_result_and_keeps_what_was_written(
+        ledger_engine: sa.engine.Engine, results: tuple[Any, ...]) -> None:
+    context = outcome_context()
+    with pytest.raises(AirflowSkipException, match="no Asset events"):
+        tasks.record_run(remote_source(), as_xcom(*results), context)
+    [row] = ledger.recent_runs(ledger_engine, "eu_to_us")
+    assert row["status"] == "failed" and row["activity_cursor"] is None  # the next run reads the window again
+    assert row["window_end"] == at(11)
+    assert (row["created"], row["updated"], row["deleted"]) == (3, 0 if results[3] is None else 2, 1)
+    assert not context["outlet_events"]
+
+
+def test_a_failed_runs_ledger_row_names_each_failed_step(ledger_engine: sa.engine.Engine) -> None:
+    extract_failed = Failed(task="extract_changes", error="DirectusError: 401 on GET /activity")
+    with pytest.raises(AirflowSkipException, match="extract_changes"):
+        tasks.record_run(remote_source(), [dump(extract_failed), None, None, None, None], outcome_context())
+    [row] = ledger.recent_runs(ledger_engine, "eu_to_us")
+    assert row["error"] == "extract_changes: DirectusError: 401 on GET /activity"
+    assert row["window_end"] is None and row["created"] == 0
+
+
+def test_the_failure_report_names_the_failed_steps_and_the_plans_pending_keys(monkeypatch: pytest.MonkeyPatch
+                                                                               ) -> None:
+    sent: list[Any] = []
+    monkeypatch.setattr(tasks.notify, "send", lambda hook, users, report: sent.append(report))
+    monkeypatch.setattr(tasks.alerts, "send", lambda alert, channels, context: None)
+    monkeypatch.setattr(tasks.alerts, "global_channels", lambda: [])
+    monkeypatch.setattr(tasks, "hook_for", lambda remote, conn_id: None)
+    failed = Failed(task="apply_updates", error="DirectusError: 503", delivered=[])
+    with pytest.raises(AirflowFailException, match="apply_updates: DirectusError: 503"):
+        tasks.notify_on_failure(remote_source(), as_xcom(EXTRACTED, PLANNED, DELETED, failed, None),
+                                outcome_context())
+    [report] = sent
+    assert report.errors == {"apply_updates": "DirectusError: 503"}
+    assert report.keys == {"articles": ["1", "2"]} and report.counts == {"articles": 6}
+
+
+def test_a_runs_outcome_adds_up_its_steps_results() -> None:
+    outcome = RunOutcome.of(as_xcom(EXTRACTED, PLANNED, None, Failed(task="apply_updates", error="x",
+                                                                     delivered=[UPDATED]), CREATED))
+    assert not outcome.succeeded and outcome.missing == 1 and outcome.errors == {"apply_updates": "x"}
+    assert outcome.window == EXTRACTED.window and outcome.plan == PLANNED.plan
+    assert (outcome.written("delete"), outcome.written("update"), outcome.written("create")) == (
+        {}, {"articles": 2}, {"articles": 3})
+    assert RunOutcome.of(as_xcom(Synced(steps=[EXTRACTED, PLANNED]))).succeeded
