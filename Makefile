@@ -7,9 +7,10 @@ RUN := PYTHONUNBUFFERED=1 $(BIN)/python -u
 # What the machine must have, checked with the machine's Python before anything is installed.
 PREREQS := $(PYTHON) include/directus_sync/prereqs.py
 
-.PHONY: install directus demo test lint unit e2e bench clean check-demo check-test check-bench
+.PHONY: install directus demo test lint unit e2e bench clean check-demo check-test check-bench constraints
 
 # -- the virtualenv: one install per extra, again only when pyproject.toml changed ------------------
+# Versions come from constraints.txt (see the constraints target).
 # .installed-runtime: the package and its runtime dependencies (all the demo imports);
 # .installed-test: plus [test,dev] (pytest, playwright, hypothesis, ruff, mypy...); .installed-bench: plus [bench].
 
@@ -17,17 +18,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed-runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed-runtime: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[test,dev]"
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,dev]"
 	touch $@ $(VENV)/.installed-runtime
 
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[bench]"
+$(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
 	touch $@ $(VENV)/.installed-runtime
+
+# constraints.txt pins every package the tests ran with, as Airflow's own constraints files do: without it
+# pip spends many minutes choosing among boto3/botocore/aiobotocore/s3fs releases. Refresh it after changing
+# dependencies: `make constraints` (in a virtualenv where `make test` passes).
+constraints:
+	$(BIN)/pip freeze --exclude-editable | grep -v -e '^directus-sync' -e ' @ file:' > constraints.txt
 
 install: $(VENV)/.installed-test
 

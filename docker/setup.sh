@@ -15,16 +15,16 @@ collection() {  # $1 url, $2 admin token
       || echo "articles exists on $1"
 }
 
+schema='[{"name": "articles", "fields": ["title", "body"]}]'
 for side in A B; do
     url_var="DIRECTUS_${side}_URL"; admin_var="DIRECTUS_${side}_ADMIN_TOKEN"; token_var="DIRECTUS_${side}_SYNC_TOKEN"
     wait_for "${!url_var}"
     collection "${!url_var}" "${!admin_var}"
-    directus-sync provision --url "${!url_var}" --collection articles --token "${!token_var}" \
+    directus-sync provision --url "${!url_var}" --schema "$schema" --token "${!token_var}" \
         --admin-token "${!admin_var}" --conn-id "directus_${side,,}" >/dev/null
 done
 
 directus-sync db init
-schema='[{"name": "articles", "fields": ["title", "body"]}]'
 directus-sync remote add a_to_b --source directus_a --remote directus_b --schema "$schema" --schedule "*/2 * * * *" --replace
 directus-sync remote add b_to_a --source directus_b --remote directus_a --schema "$schema" --schedule "*/2 * * * *" --replace
 echo "setup done: edit articles on http://localhost:8055 or :8056 and watch the DAGs on http://localhost:8080"

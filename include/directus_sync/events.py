@@ -237,7 +237,9 @@ class DirectusActivityTrigger(BaseEventTrigger):
 
         from directus_sync.hook import DirectusAsyncClient  # the Directus protocol, loaded in the triggerer only
 
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+        # trust_env: HTTP(S)_PROXY and NO_PROXY count here as they do for the tasks' requests sessions.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                         trust_env=True) as session:
             client = await DirectusAsyncClient.connect(self.source_conn_id, session)
             poller = ActivityPoller(self.collections, await self._retrying(client.current_user_id),
                                     cursor=await self._load_cursor())

@@ -163,9 +163,11 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         # the remote (its reconcile DAG, another row's DAG) interleaves with it; record_run gives it back.
         @task(multiple_outputs=False)
         def extract_changes(**context: Any) -> dict[str, Any]:
-            from directus_sync import results, tasks
+            from directus_sync import results, staging, tasks
 
             with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=True):
+                # The next tasks may run on other workers (event mode's single task needs no such check).
+                staging.require_shared()
                 return results.dump(tasks.extract_changes(remote, context))
 
         @task(multiple_outputs=False)

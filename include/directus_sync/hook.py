@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import ssl
 import threading
@@ -178,7 +179,12 @@ class Transport:
         """What aiohttp's ``ssl=`` needs for these settings: ``False`` skips verification."""
         if self.verify is False and self.cert is None:
             return False
-        context = ssl.create_default_context(cafile=self.verify if isinstance(self.verify, str) else None)
+        # As requests does: a verify left at true takes REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE from the
+        # environment; a path may be a CA file or a folder of them.
+        bundle = self.verify if isinstance(self.verify, str) else (
+            os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") if self.verify else None)
+        context = ssl.create_default_context(cafile=bundle if bundle and not os.path.isdir(bundle) else None,
+                                             capath=bundle if bundle and os.path.isdir(bundle) else None)
         if self.verify is False:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

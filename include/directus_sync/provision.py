@@ -205,11 +205,21 @@ def _primary_key(api: _AdminApi, collection: str) -> str:
     raise ProvisionError(f"collection {collection!r} on {api.url} has no primary key")
 
 
+def _widened(granted: tuple[str, ...] | None, fields: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The fields of a grant that must now also cover ``fields``: never fewer than before, since one sync user
+    serves every remote of the instance and another remote may read the fields this one does not list
+    (``None`` is every field)."""
+    if granted is None or fields is None:
+        return None
+    return granted + tuple(f for f in fields if f not in granted)
+
+
 def _set_permissions(
     api: _AdminApi, policy_id: str, wanted: Mapping[str, tuple[str, ...] | None], enforced: bool
 ) -> list[Grant]:
     """Make the policy's permissions exactly the grants for ``wanted`` plus the collections it already
-    covers (which keep theirs); return the grants."""
+    covers (which keep theirs); a collection already covered keeps its fields and gains ``wanted``'s.
+    Return the grants."""
     existing = api.read_all("/permissions", {"filter": json.dumps({"policy": {"_eq": policy_id}}),
                                              "fields": "id,collection,action,fields,permissions,validation,presets",
                                              "sort": "id"})
@@ -218,7 +228,8 @@ def _set_permissions(
         if not _is_system(stored["collection"]) and stored["action"] == "read":
             kept = tuple(stored.get("fields") or EVERY_FIELD)
             covered[stored["collection"]] = None if kept == EVERY_FIELD else kept
-    covered.update(wanted)
+    for collection, fields in wanted.items():
+        covered[collection] = _widened(covered.get(collection, ()), fields)
     grants = grants_for(covered)
     if not enforced:
         grants = [g.whole() for g in grants]

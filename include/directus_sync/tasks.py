@@ -29,7 +29,7 @@ from directus_sync.hook import DirectusError, DirectusHook
 from directus_sync.plan import CollectionPlan, ConflictGuard, Instance, SyncPlan, plan
 from directus_sync.results import Applied, Extracted, Failed, Planned, RunOutcome, StepResult, WindowRecord, dump
 from directus_sync.schema import SchemaMismatch, check_schema
-from directus_sync.staging import StagingNotShared, read_staged, remove_folder, require_shared, run_folder
+from directus_sync.staging import StagingNotShared, read_staged, remove_folder, run_folder
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +142,6 @@ def _holder(context: Mapping[str, Any]) -> lease.Holder:
 
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extracted:
-    # The next tasks may run on other workers: staged files must be where they can read them.
-    require_shared()
     engine = store.engine_for()
     # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
     synced_until = ledger.last_window_end(engine, remote.name)

@@ -334,3 +334,13 @@ def test_the_connections_ca_bundle_wins_over_requests_ca_bundle_in_the_environme
     with pytest.raises(DirectusError):
         hook.request("GET", "/users/me")
     assert sent["verify"] == "/ca.pem"
+
+
+def test_the_triggers_tls_settings_take_the_environments_ca_bundle_as_requests_does(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """With verify left at true, requests reads REQUESTS_CA_BUNDLE: the trigger's client must trust the same CAs."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "missing-bundle.pem"))
+    with pytest.raises(FileNotFoundError):
+        Transport().ssl_context()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))  # a folder of CA files, as requests accepts
+    assert isinstance(Transport().ssl_context(), ssl.SSLContext)

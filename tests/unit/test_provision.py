@@ -115,6 +115,17 @@ def test_a_second_collection_keeps_the_first_and_widens_the_activity_filter(api:
     assert len(api.permissions) == 12
 
 
+def test_a_remote_listing_fewer_fields_never_narrows_what_another_remote_was_granted(api: FakeApi) -> None:
+    """One sync user serves every remote of an instance: remote A syncs title and body, remote B only title."""
+    prov.provision("http://cms", "admin", {"articles": ["title", "body"]}, token="t")
+    prov.provision("http://cms", "admin", {"articles": ["title"]}, token="t")
+    stored = {(p["collection"], p["action"]): p for p in api.permissions.values()}
+    assert stored["articles", "read"]["fields"] == ["id", "title", "body"]
+    prov.provision("http://cms", "admin", {"articles": ["summary"]}, token="t")
+    stored = {(p["collection"], p["action"]): p for p in api.permissions.values()}
+    assert stored["articles", "update"]["fields"] == ["id", "title", "body", "summary"]
+
+
 def test_stale_system_permissions_are_removed(api: FakeApi) -> None:
     api.permissions[1] = {"id": 1, "collection": "directus_users", "action": "read", "fields": ["*"]}
     api.permissions[2] = {"id": 2, "collection": "directus_notifications", "action": "create", "fields": ["*"]}
