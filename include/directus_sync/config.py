@@ -6,6 +6,7 @@ The table holds data, not code; every row is validated here once, and the DAG fa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -243,6 +244,11 @@ class RemoteSource(BaseModel):
     @property
     def dag_id(self) -> str:
         return dag_id_for(self.name)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the whole validated row: the tasks of one run must all be built from the same one."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
     @property
     def cron(self) -> str:

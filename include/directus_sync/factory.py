@@ -174,17 +174,22 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         def filter_schema(extracted: dict[str, Any], **context: Any) -> dict[str, Any]:
             from directus_sync import results, tasks
 
-            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
-                return results.dump(tasks.filter_schema(remote, results.Extracted.model_validate(extracted), context))
+            with tasks.errors_recorded(context):
+                upstream = results.Extracted.model_validate(extracted)
+                tasks.require_same_row(remote, upstream.row)  # before the lease: the remote may be another now
+                with tasks.lease_held(remote, context, first=False):
+                    return results.dump(tasks.filter_schema(remote, upstream, context))
 
         @task(multiple_outputs=False)
         def apply_deletes(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
             from directus_sync import results, tasks
 
             tasks.skip_in_dry_run(context)
-            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
-                return results.dump(tasks.apply_writes(remote, results.Planned.model_validate(planned), "delete",
-                                                       context))
+            with tasks.errors_recorded(context):
+                upstream = results.Planned.model_validate(planned)
+                tasks.require_same_row(remote, upstream.row)
+                with tasks.lease_held(remote, context, first=False):
+                    return results.dump(tasks.apply_writes(remote, upstream, "delete", context))
 
         # Refused items fail an apply task only after it wrote everything else; the next apply runs anyway.
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
@@ -192,18 +197,22 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
             from directus_sync import results, tasks
 
             tasks.skip_in_dry_run(context)
-            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
-                return results.dump(tasks.apply_writes(remote, results.Planned.model_validate(planned), "update",
-                                                       context))
+            with tasks.errors_recorded(context):
+                upstream = results.Planned.model_validate(planned)
+                tasks.require_same_row(remote, upstream.row)
+                with tasks.lease_held(remote, context, first=False):
+                    return results.dump(tasks.apply_writes(remote, upstream, "update", context))
 
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_creates(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
             from directus_sync import results, tasks
 
             tasks.skip_in_dry_run(context)
-            with tasks.errors_recorded(context), tasks.lease_held(remote, context, first=False):
-                return results.dump(tasks.apply_writes(remote, results.Planned.model_validate(planned), "create",
-                                                       context))
+            with tasks.errors_recorded(context):
+                upstream = results.Planned.model_validate(planned)
+                tasks.require_same_row(remote, upstream.row)
+                with tasks.lease_held(remote, context, first=False):
+                    return results.dump(tasks.apply_writes(remote, upstream, "create", context))
 
         @task
         def cleanup_staging(**context: Any) -> None:

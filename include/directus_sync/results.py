@@ -44,6 +44,8 @@ class Extracted(BaseModel):
     step: Literal["extracted"] = "extracted"
     manifest: ChangeManifest
     window: WindowRecord
+    # The fingerprint of the row the run was built from (RemoteSource.fingerprint); later steps compare.
+    row: str = ""
 
 
 class Planned(BaseModel):
@@ -52,6 +54,7 @@ class Planned(BaseModel):
     step: Literal["planned"] = "planned"
     plan: SyncPlan | None = None
     dry_run: dict[str, Any] | None = None
+    row: str = ""
 
 
 class Applied(BaseModel):

@@ -93,7 +93,7 @@ def is_permanent(exc: BaseException) -> bool:
     refuses (a 400 on a read, or Directus's "Invalid query"). A 400 about an item's data is not among
     them: the apply step isolates those items as dead letters.
     """
-    if isinstance(exc, SchemaMismatch | lease.LeaseLost | StagingNotShared):
+    if isinstance(exc, SchemaMismatch | lease.LeaseLost | StagingNotShared | RowChanged):
         return True
     if not isinstance(exc, DirectusError):
         return False
@@ -164,7 +164,25 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
     return Extracted(manifest=manifest, window=WindowRecord(
         start=window.start if window.start and not manifest.full else None, end=window.end,
         full=manifest.full, full_reason=manifest.full_reason,
-        cursor=manifest.cursor.model_dump(mode="json") if manifest.cursor else None, event_window=event_window))
+        cursor=manifest.cursor.model_dump(mode="json") if manifest.cursor else None, event_window=event_window),
+        row=remote.fingerprint)
+
+
+class RowChanged(RuntimeError):
+    """The remote's row changed while a run was under way: its steps were built from different versions."""
+
+
+def require_same_row(remote: RemoteSource, row: str) -> None:
+    """Stop a step whose row differs from the one the run's extraction was built from.
+
+    Workers build each task from the row as it is when the task starts, so a row edited mid-run (a field
+    removed, another remote) would mix two configurations in one run. The run fails instead, before this
+    step writes anything; it is not recorded as a success, so the next run reads its window again.
+    """
+    if row and row != remote.fingerprint:
+        raise RowChanged(f"the row of remote {remote.name!r} changed while this run was under way; the run stops "
+                         f"before this step writes anything, and the next run uses the row as it is now and reads "
+                         f"this run's window again")
 
 
 def filter_schema(remote: RemoteSource, extracted: Extracted, context: Mapping[str, Any]) -> Planned:
@@ -172,11 +190,11 @@ def filter_schema(remote: RemoteSource, extracted: Extracted, context: Mapping[s
     engine = store.engine_for()
     sync_plan, guard = plan_changes(remote, extracted.manifest, engine)
     if is_dry_run(context):
-        return Planned(dry_run=_dry_run_summary(remote, sync_plan, guard, context))
+        return Planned(dry_run=_dry_run_summary(remote, sync_plan, guard, context), row=extracted.row)
     store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
     for c in sync_plan.collections:
         store.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
-    return Planned(plan=sync_plan)
+    return Planned(plan=sync_plan, row=extracted.row)
 
 
 def plan_changes(remote: RemoteSource, changes: ChangeManifest, engine: Engine) -> tuple[SyncPlan, ConflictGuard]:

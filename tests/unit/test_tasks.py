@@ -359,3 +359,19 @@ def test_a_runs_outcome_adds_up_its_steps_results() -> None:
     assert (outcome.written("delete"), outcome.written("update"), outcome.written("create")) == (
         {}, {"articles": 2}, {"articles": 3})
     assert RunOutcome.of(as_xcom(Synced(steps=[EXTRACTED, PLANNED]))).succeeded
+
+
+def test_a_step_built_from_another_version_of_the_row_stops_before_writing_and_fails_without_retries() -> None:
+    """Workers build each task from the row as it is when it starts: a row edited mid-run must not mix."""
+    from directus_sync.tasks import RowChanged, require_same_row
+
+    extracted_with = remote_source().fingerprint
+    require_same_row(remote_source(), extracted_with)  # unchanged: nothing to say
+    require_same_row(remote_source(retries=3), "")  # a result from before fingerprints: not checked
+    for edited in (remote_source(schema=[{"name": "articles", "fields": ["title", "body"]}]),
+                   remote_source(remote_conn_id="directus_asia")):
+        with pytest.raises(RowChanged, match="reads this run's window again"):
+            require_same_row(edited, extracted_with)
+    ti = FakeTI()
+    with pytest.raises(AirflowFailException), errors_recorded({"ti": ti, "task": SimpleNamespace(task_id="x")}):
+        require_same_row(remote_source(remote_conn_id="directus_asia"), extracted_with)
