@@ -263,7 +263,8 @@ EDITS = st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from(["put", "put"
                  min_size=6, max_size=14)
 
 
-@pytest.mark.parametrize("seed_value", [14, 2026])
+# One seed in CI (about 4 minutes); seed 14 passed too (stop 13) and is worth a run after changing conflicts.
+@pytest.mark.parametrize("seed_value", [2026])
 def test_a_mesh_of_three_instances_converges_on_the_last_edit_under_random_concurrent_edits(
         mesh: Mesh, seed_value: int) -> None:
     for pair in mesh.pairs.values():
