@@ -24,6 +24,7 @@ DIRECTUS_VERSION = "12.4.0"  # the same as devserver.DIRECTUS_VERSION (a unit te
 DIRECTUS_NODE_ENGINES = ">=22"
 NODE_MIN_MAJOR = 20  # below this, stop
 POSTGRES = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)  # the Celery broker of tests/e2e/test_distributed.py
 CHROMIUM = Path("/usr/bin/chromium")  # where tests/e2e/test_operations.py looks for it
 TARGETS = ("demo", "test", "bench")
 
@@ -99,6 +100,14 @@ def postgres_problem(reachable: bool, target: str = "test") -> str | None:
             ".ci/run starts it)")
 
 
+def redis_problem(reachable: bool) -> str | None:
+    if reachable:
+        return None
+    host, port = REDIS
+    return (f"Redis is not answering on {host}:{port} (the distributed test's Celery broker): start it "
+            "(Debian: apt-get install redis-server, then redis-server --daemonize yes)")
+
+
 def chromium_problem(found: bool) -> str | None:
     if found:
         return None
@@ -116,9 +125,9 @@ def node_version() -> str | None:
         return ""
 
 
-def postgres_reachable(timeout: float = 3) -> bool:
+def reachable(address: tuple[str, int], timeout: float = 3) -> bool:
     try:
-        with socket.create_connection(POSTGRES, timeout=timeout):
+        with socket.create_connection(address, timeout=timeout):
             return True
     except OSError:
         return False
@@ -130,8 +139,9 @@ def check(target: str, cache_dir: Path) -> tuple[list[str], list[str]]:
     problem, warning = node_problem(node_version(), shutil.which("npm") is not None, declared_node_engines(cache_dir))
     problems.append(problem)
     if target in ("test", "bench"):
-        problems.append(postgres_problem(postgres_reachable(), target))
+        problems.append(postgres_problem(reachable(POSTGRES), target))
     if target == "test":
+        problems.append(redis_problem(reachable(REDIS)))
         problems.append(chromium_problem(CHROMIUM.exists()))
     return [p for p in problems if p], [warning] if warning else []
 

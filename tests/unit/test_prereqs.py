@@ -82,11 +82,14 @@ def test_python_below_3_11_stops(version: tuple[int, int, int], stops: bool) -> 
         assert "PYTHON=" in problem and "\n" not in problem
 
 
-def test_postgres_and_chromium_messages_say_how_to_get_them() -> None:
+def test_postgres_redis_and_chromium_messages_say_how_to_get_them() -> None:
     assert prereqs.postgres_problem(True) is None
     problem = prereqs.postgres_problem(False, "bench")
     assert problem is not None and "127.0.0.1:5432" in problem and "make bench needs it" in problem
     assert "pg_ctlcluster" in problem
+    assert prereqs.redis_problem(True) is None
+    problem = prereqs.redis_problem(False)
+    assert problem is not None and "127.0.0.1:6379" in problem and "redis-server" in problem
     assert prereqs.chromium_problem(True) is None
     problem = prereqs.chromium_problem(False)
     assert problem is not None and "apt-get install chromium" in problem and "/usr/bin/chromium" in problem
@@ -107,14 +110,14 @@ def test_the_declared_engines_come_from_the_installed_directus(tmp_path: Path) -
 def test_what_each_target_checks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(prereqs, "node_version", lambda: "v20.20.2")
     monkeypatch.setattr(prereqs.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(prereqs, "postgres_reachable", lambda: False)
+    monkeypatch.setattr(prereqs, "reachable", lambda address: False)
     monkeypatch.setattr(prereqs, "CHROMIUM", tmp_path / "no-chromium")
     problems, warnings = prereqs.check("demo", tmp_path)
-    assert problems == [] and len(warnings) == 1  # the demo needs neither PostgreSQL nor chromium
+    assert problems == [] and len(warnings) == 1  # the demo needs neither PostgreSQL, Redis nor chromium
     problems, _ = prereqs.check("bench", tmp_path)
     assert [p.split(" ")[0] for p in problems] == ["PostgreSQL"]
     problems, _ = prereqs.check("test", tmp_path)
-    assert [p.split(" ")[0] for p in problems] == ["PostgreSQL", "Debian's"]
+    assert [p.split(" ")[0] for p in problems] == ["PostgreSQL", "Redis", "Debian's"]
 
 
 def test_the_script_prints_one_line_per_missing_thing_and_exits_1(monkeypatch: pytest.MonkeyPatch,
