@@ -162,7 +162,7 @@ class Applier:
         try:
             self._send(action, records)
         except DirectusError as exc:
-            if _too_large(exc) and len(records) > 1:  # one item over the limit says nothing of the others
+            if exc.too_large and len(records) > 1:  # one item over the limit says nothing of the others
                 self._lower_budget(action, records)
             elif reroute and exc.status in KEY_STATE_STATUSES and self._reroute(action, records):
                 return
@@ -270,7 +270,3 @@ def _in_pool(batches: Iterable[list[Any]], write: Callable[[list[Any], int], Non
             for future in in_flight:
                 future.cancel()
             raise
-
-
-def _too_large(exc: DirectusError) -> bool:
-    return exc.too_large
