@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # AsyncCallback, DeadlineAlert, DeadlineReference: in airflow.sdk.__all__, missing from its 3.3.2 stub (.pyi).
 from airflow.sdk import (  # type: ignore[attr-defined]
@@ -42,6 +42,9 @@ from directus_sync.config import (
     parse_row,
 )
 from directus_sync.store import ConfigStoreError, Snapshot, default_conn_id, load_rows, read_rows_for_dag
+
+if TYPE_CHECKING:  # apply brings the HTTP stack: only the task bodies import it, when they run
+    from directus_sync.apply import Action
 
 log = logging.getLogger(__name__)
 
@@ -182,37 +185,16 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
 
         @task(multiple_outputs=False)
         def apply_deletes(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from directus_sync import results, tasks
-
-            tasks.skip_in_dry_run(context)
-            with tasks.errors_recorded(context):
-                upstream = results.Planned.model_validate(planned)
-                tasks.require_same_row(remote, upstream.row)
-                with tasks.lease_held(remote, context, first=False):
-                    return results.dump(tasks.apply_writes(remote, upstream, "delete", context))
+            return _apply(remote, planned, "delete", context)
 
         # Refused items fail an apply task only after it wrote everything else; the next apply runs anyway.
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_updates(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from directus_sync import results, tasks
-
-            tasks.skip_in_dry_run(context)
-            with tasks.errors_recorded(context):
-                upstream = results.Planned.model_validate(planned)
-                tasks.require_same_row(remote, upstream.row)
-                with tasks.lease_held(remote, context, first=False):
-                    return results.dump(tasks.apply_writes(remote, upstream, "update", context))
+            return _apply(remote, planned, "update", context)
 
         @task(multiple_outputs=False, trigger_rule="all_done_min_one_success")
         def apply_creates(planned: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from directus_sync import results, tasks
-
-            tasks.skip_in_dry_run(context)
-            with tasks.errors_recorded(context):
-                upstream = results.Planned.model_validate(planned)
-                tasks.require_same_row(remote, upstream.row)
-                with tasks.lease_held(remote, context, first=False):
-                    return results.dump(tasks.apply_writes(remote, upstream, "create", context))
+            return _apply(remote, planned, "create", context)
 
         @task
         def cleanup_staging(**context: Any) -> None:
@@ -231,6 +213,19 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         # Both read the run's outcome from every step's result (a failed step's is its failure record).
         _add_outcome_tasks(remote, [manifest, sync_plan, deletes, updates, creates])
     return dag
+
+
+def _apply(remote: RemoteSource, planned: dict[str, Any], action: Action, context: Any) -> dict[str, Any]:
+    """The body of ``apply_deletes``, ``apply_updates`` and ``apply_creates``: skipped in a dry run; the row
+    checked before the lease is renewed (the remote may be another now)."""
+    from directus_sync import results, tasks
+
+    tasks.skip_in_dry_run(context)
+    with tasks.errors_recorded(context):
+        upstream = results.Planned.model_validate(planned)
+        tasks.require_same_row(remote, upstream.row)
+        with tasks.lease_held(remote, context, first=False):
+            return results.dump(tasks.apply_writes(remote, upstream, action, context))
 
 
 def _add_event_tasks(remote: RemoteSource) -> None:
