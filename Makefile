@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Output line by line as it happens, also when piped to a file.
 RUN := PYTHONUNBUFFERED=1 $(BIN)/python -u
 # What the machine must have, checked with the machine's Python before anything is installed.
-PREREQS := $(PYTHON) include/directus_sync/prereqs.py
+PREREQS := $(PYTHON) devtools/prereqs.py
 
 .PHONY: install directus demo test lint unit e2e bench clean check-demo check-test check-bench constraints
 
@@ -49,14 +49,14 @@ check-bench:
 
 # The pinned Directus from npm into .cache/directus (once; devserver keeps its own marker).
 directus: $(VENV)/.installed-runtime
-	$(RUN) -m directus_sync.devserver install
+	$(RUN) -m devtools.devserver install
 
 demo: check-demo
 	@$(MAKE) --no-print-directory directus
-	$(RUN) -m directus_sync.demo $(ARGS)
+	$(RUN) -m devtools.demo $(ARGS)
 
 lint: install
-	$(BIN)/ruff check include dags plugins tests bench
+	$(BIN)/ruff check include devtools dags plugins tests bench
 	$(BIN)/mypy
 
 unit: install

@@ -25,11 +25,14 @@ from typing import Any
 
 import requests
 
-from directus_sync.apply import DEFAULT_MAX_REQUEST_BYTES, Action, Applier, request_batches
-from directus_sync.devserver import PostgresDatabase, default_cache_dir, ensure_directus, running_instances
-from directus_sync.hook import DirectusHook
-from directus_sync.plan import CollectionPlan
-from directus_sync.provision import provision
+# devtools/ (local Directus and Airflow) sits beside bench/ and is not installed: import it from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devtools.devserver import PostgresDatabase, default_cache_dir, ensure_directus, running_instances
+from directus_sync.directus.hook import DirectusHook
+from directus_sync.directus.provision import provision
+from directus_sync.engine.apply import DEFAULT_MAX_REQUEST_BYTES, Action, Applier, request_batches
+from directus_sync.engine.plan import CollectionPlan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sync_bench import FIELDS, make_item, send_batches

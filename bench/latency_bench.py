@@ -23,6 +23,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime
@@ -31,8 +32,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from directus_sync import store
-from directus_sync.devserver import (
+# devtools/ (local Directus and Airflow) sits beside bench/ and is not installed: import it from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devtools.devserver import (
     DirectusInstance,
     PostgresDatabase,
     default_cache_dir,
@@ -41,9 +44,10 @@ from directus_sync.devserver import (
     free_port,
     running_instances,
 )
-from directus_sync.liveairflow import dag_runs, settled_runs, unpause_when_parsed, wait_for
-from directus_sync.localairflow import LocalAirflow, Standalone
-from directus_sync.provision import provision
+from devtools.liveairflow import dag_runs, settled_runs, unpause_when_parsed, wait_for
+from devtools.localairflow import LocalAirflow, Standalone
+from directus_sync.directus.provision import provision
+from directus_sync.state import store
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS: list[dict[str, Any]] = [

@@ -87,7 +87,7 @@ def child(profile: str | None) -> int:
     from airflow.configuration import conf
     from airflow.dag_processing.dagbag import DagBag
 
-    from directus_sync.store import Snapshot
+    from directus_sync.state.store import Snapshot
 
     imported = time.perf_counter()
     snapshot = Snapshot.default()
@@ -198,9 +198,9 @@ def main() -> int:
     import sqlalchemy as sa
 
     sys.path.insert(0, str(REPO / "include"))
-    from directus_sync import store
+    from directus_sync.airflow.factory import REFRESH_ENV
     from directus_sync.config import dag_id_for
-    from directus_sync.factory import REFRESH_ENV
+    from directus_sync.state import store
 
     database = f"directus_sync_parse_bench_{os.getpid()}"
     admin = psycopg2.connect(f"{PG_HOST}/postgres")

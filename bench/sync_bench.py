@@ -69,10 +69,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from directus_sync import store
-from directus_sync.apply import DEFAULT_MAX_REQUEST_BYTES, request_batches
-from directus_sync.config import RemoteSource
-from directus_sync.devserver import (
+# devtools/ (local Directus and Airflow) sits beside bench/ and is not installed: import it from the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from devtools.devserver import (
     DirectusInstance,
     PostgresDatabase,
     default_cache_dir,
@@ -80,8 +80,11 @@ from directus_sync.devserver import (
     exit_on_sigterm,
     running_instances,
 )
-from directus_sync.localairflow import AIRFLOW_BIN, LocalAirflow
-from directus_sync.provision import provision
+from devtools.localairflow import AIRFLOW_BIN, LocalAirflow
+from directus_sync.config import RemoteSource
+from directus_sync.directus.provision import provision
+from directus_sync.engine.apply import DEFAULT_MAX_REQUEST_BYTES, request_batches
+from directus_sync.state import store
 
 FIELDS: list[dict[str, Any]] = [
     {"field": "id", "type": "integer", "meta": {"hidden": True},

@@ -4,6 +4,6 @@ Airflow only parses files that mention both "airflow" and "dag" (DAG discovery s
 builds its DAGs through the factory, so this docstring is what makes it discoverable.
 """
 
-from directus_sync.factory import generate_dags
+from directus_sync.airflow.factory import generate_dags
 
 globals().update(generate_dags())

@@ -1,6 +1,6 @@
 """Airflow plugin: the "Directus Sync" status page, in the UI's navigation.
 
-Thin on purpose: the page lives in the installed package (``directus_sync.statuspage``).
+Thin on purpose: the page lives in the installed package (``directus_sync.control.statuspage``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin  # the documented path: airflow.sdk has no AirflowPlugin
 
-from directus_sync.statuspage import URL_PREFIX, app
+from directus_sync.control.statuspage import URL_PREFIX, app
 
 
 class DirectusSyncPlugin(AirflowPlugin):

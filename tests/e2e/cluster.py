@@ -31,8 +31,8 @@ import boto3
 import redis
 import requests
 
-from directus_sync.devserver import PostgresDatabase
-from directus_sync.localairflow import AIRFLOW_BIN, DAGS_FOLDER, PLUGINS_FOLDER, Standalone, stop_process_group
+from devtools.devserver import PostgresDatabase
+from devtools.localairflow import AIRFLOW_BIN, DAGS_FOLDER, PLUGINS_FOLDER, Standalone, stop_process_group
 
 MOTO_BIN = str(Path(AIRFLOW_BIN).with_name("moto_server"))
 CELERY_BIN = str(Path(AIRFLOW_BIN).with_name("celery"))

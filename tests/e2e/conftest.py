@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from directus_sync import store
-from directus_sync.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
+from devtools.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
+from directus_sync.state import store
 
 from .harness import REPO, Airflow
 

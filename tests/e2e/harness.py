@@ -10,10 +10,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from directus_sync import store
-from directus_sync.devserver import DirectusInstance
-from directus_sync.localairflow import AIRFLOW_BIN, DAGS_FOLDER, LocalAirflow
-from directus_sync.provision import provision
+from devtools.devserver import DirectusInstance
+from devtools.localairflow import AIRFLOW_BIN, DAGS_FOLDER, LocalAirflow
+from directus_sync.directus.provision import provision
+from directus_sync.state import store
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = AIRFLOW_BIN

@@ -6,7 +6,7 @@ import json
 
 import requests
 
-from directus_sync.devserver import DirectusInstance
+from devtools.devserver import DirectusInstance
 
 from .harness import Airflow, conn_id, create_collection, run_cli
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from directus_sync import migrations, store
-from directus_sync.devserver import PostgresDatabase
+from devtools.devserver import PostgresDatabase
+from directus_sync.state import migrations, store
 
 from .harness import REPO
 
@@ -30,7 +30,7 @@ OLD_WRITES = textwrap.dedent("""
 
     import sqlalchemy as sa
 
-    from directus_sync import ledger, store
+    from directus_sync.state import ledger, store
 
     assert store.__file__.startswith(sys.argv[2]), store.__file__
     engine = sa.create_engine(sys.argv[1])
@@ -79,7 +79,7 @@ def test_a_database_made_by_62fb753_is_stamped_and_upgraded_to_head(
                       "login": database.user, "password": database.password, "schema": database.name}
         env = {**os.environ, "PYTHONPATH": str(REPO / "include"), "AIRFLOW_HOME": str(tmp_path / "airflow"),
                "AIRFLOW_CONN_DIRECTUS_SYNC_DB": json.dumps(connection), "COLUMNS": "200"}
-        cli = [sys.executable, "-m", "directus_sync.cli", "db"]
+        cli = [sys.executable, "-m", "directus_sync.control.cli", "db"]
         upgraded = subprocess.run([*cli, "upgrade"], env=env, capture_output=True, text=True, timeout=180)
         assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr[-3000:]
         assert f"from revision none (tables predating the migrations, stamped at the baseline) to " \
@@ -136,7 +136,7 @@ def _assert_schema_is_heads(engine: sa.engine.Engine) -> None:
 
 def test_what_the_add_column_era_lost_is_repaired_on_postgresql(database: PostgresDatabase) -> None:
     """Revision 0002 on PostgreSQL: a bare ADD COLUMN (NULLs, no NOT NULL, no default) and a missing index."""
-    from directus_sync.migrations import baseline
+    from directus_sync.state.migrations import baseline
 
     engine = sa.create_engine(database.url)
     try:

@@ -8,8 +8,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from directus_sync import store
-from directus_sync.devserver import DirectusInstance
+from devtools.devserver import DirectusInstance
+from directus_sync.state import store
 
 from .harness import Airflow, conn_id, create_collection, items
 from .test_sync_dags import SYNCED, add_remote, run_fails, run_ok, seed, synced_view

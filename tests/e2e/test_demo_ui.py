@@ -1,6 +1,6 @@
 """`make demo ARGS=--ui`, seen in a browser: the demo's DAGs, their successful runs and the status page.
 
-Runs the demo's own code path (``directus_sync.demo.demo`` with ``ui=True``: three Directus instances on
+Runs the demo's own code path (``devtools.demo.demo`` with ``ui=True``: three Directus instances on
 SQLite, two syncs through ``airflow dags test``, then ``airflow standalone``), logs in to the Airflow UI in
 headless Chromium (Debian's package, driven by Playwright) and saves a screenshot of a DAG's run history to
 ``test-artifacts/demo-airflow-ui.png``. With ``DIRECTUS_SYNC_UPDATE_DOCS=1`` it also writes a smaller copy
@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from directus_sync.demo import DemoUi, demo
-from directus_sync.devserver import free_port
+from devtools.demo import DemoUi, demo
+from devtools.devserver import free_port
 
 from .harness import ARTIFACTS, REPO
 from .test_operations import CHROMIUM

@@ -17,8 +17,8 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from directus_sync import store
-from directus_sync.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
+from devtools.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
+from directus_sync.state import store
 
 from .conftest import RUN_TAG
 from .harness import REPO, Airflow, create_collection, create_uuid_collection, run_cli

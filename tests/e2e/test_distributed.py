@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from directus_sync.devserver import DirectusInstance
-from directus_sync.liveairflow import unpause_when_parsed, wait_for
-from directus_sync.localairflow import Standalone
+from devtools.devserver import DirectusInstance
+from devtools.liveairflow import unpause_when_parsed, wait_for
+from devtools.localairflow import Standalone
 
 from .cluster import QUEUES, WORKERS, CeleryCluster
 from .conftest import RUN_TAG

@@ -9,8 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from directus_sync import ledger, store
-from directus_sync.devserver import DirectusInstance
+from devtools.devserver import DirectusInstance
+from directus_sync.state import ledger, store
 
 from .harness import Airflow, activity_count, conn_id, create_collection, items, run_cli
 from .test_sync_dags import add_remote, run_ok, seed

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from directus_sync.devserver import DirectusInstance, PostgresDatabase, free_port
-from directus_sync.liveairflow import dag_runs, settled_runs, unpause_when_parsed, wait_for
-from directus_sync.localairflow import Standalone
+from devtools.devserver import DirectusInstance, PostgresDatabase, free_port
+from devtools.liveairflow import dag_runs, settled_runs, unpause_when_parsed, wait_for
+from devtools.localairflow import Standalone
 
 from .conftest import RUN_TAG
 from .harness import Airflow, conn_id, create_collection, items

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from directus_sync import ledger
-from directus_sync.devserver import DirectusInstance
+from devtools.devserver import DirectusInstance
+from directus_sync.state import ledger
 
 from .faultproxy import FaultProxy
 from .harness import AIRFLOW, Airflow, conn_id, create_collection, items, sync_token

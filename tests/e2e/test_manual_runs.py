@@ -15,10 +15,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from directus_sync import ledger
-from directus_sync.devserver import DirectusInstance, PostgresDatabase, free_port
-from directus_sync.liveairflow import unpause_when_parsed, wait_for
-from directus_sync.localairflow import Standalone
+from devtools.devserver import DirectusInstance, PostgresDatabase, free_port
+from devtools.liveairflow import unpause_when_parsed, wait_for
+from devtools.localairflow import Standalone
+from directus_sync.state import ledger
 
 from .conftest import RUN_TAG
 from .harness import Airflow, create_collection

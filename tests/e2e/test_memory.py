@@ -22,10 +22,10 @@ from typing import Any
 import psycopg2
 import pytest
 
-from directus_sync import store
+from devtools.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
 from directus_sync.config import DEFAULT_BATCH_BYTES
-from directus_sync.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
-from directus_sync.pipeline import READ_AHEAD
+from directus_sync.engine.readahead import READ_AHEAD
+from directus_sync.state import store
 
 from .conftest import RUN_TAG
 from .harness import AIRFLOW, REPO, Airflow, create_collection

@@ -25,14 +25,16 @@ from airflow.sdk import ObjectStoragePath
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from directus_sync import ledger, store, tasks
-from directus_sync.apply import Applier
+from devtools.devserver import DirectusInstance
+from directus_sync.airflow import steps
 from directus_sync.config import RemoteSource
-from directus_sync.devserver import DirectusInstance
-from directus_sync.extract import compute_window, extract
-from directus_sync.hook import DirectusHook
-from directus_sync.plan import plan
-from directus_sync.schema import check_schema
+from directus_sync.directus.hook import DirectusHook
+from directus_sync.directus.schema import check_schema
+from directus_sync.engine.apply import Applier
+from directus_sync.engine.cursor import ActivityCursor
+from directus_sync.engine.extract import compute_window, extract
+from directus_sync.engine.plan import plan
+from directus_sync.state import ledger, store
 
 from .harness import ARTIFACTS, Airflow, activity_count, conn_id, create_uuid_collection
 from .test_sync_dags import add_remote, run_ok
@@ -184,16 +186,16 @@ class Pair:
         source, target = DirectusHook(remote.source_conn_id), DirectusHook(remote.remote_conn_id)
         folder = ObjectStoragePath(f"file://{self.staging}/{remote.name}/{self.runs}")
         manifest = extract(source, remote, window, folder, store.open_dead_letters(engine, remote.name),
-                           previous=ledger.last_cursor(engine, remote.name))
+                           previous=ActivityCursor.restore(ledger.last_cursor(engine, remote.name)))
         shapes = check_schema(remote.sync_schema, source, target, full=manifest.full)
-        guard = tasks.conflict_guard(remote, source, target, engine)
+        guard = steps.conflict_guard(remote, source, target, engine)
         sync_plan = plan(target, manifest, shapes, remote.batch_size, guard)
         run_id = f"mesh_{self.runs}"
         store.record_conflicts(engine, remote.name, run_id, remote.conflict_policy.value, guard.conflicts)
         written = 0
         for action in ("delete", "update", "create"):
             for planned in sync_plan.collections:
-                recorder = tasks.origin_recorder(engine, remote, planned)
+                recorder = steps.origin_recorder(engine, remote, planned)
                 outcome = Applier(target, planned, recorder=recorder).run(action, remote.batch_size)  # type: ignore[arg-type]
                 assert not outcome.failures, outcome.failures
                 written += outcome.written

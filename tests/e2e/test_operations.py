@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from directus_sync import ledger
-from directus_sync.devserver import DirectusInstance, free_port
-from directus_sync.localairflow import AIRFLOW_BIN, stop_process_group
+from devtools.devserver import DirectusInstance, free_port
+from devtools.localairflow import AIRFLOW_BIN, stop_process_group
+from directus_sync.state import ledger
 from tests.webhook import Webhook
 
 from .conftest import TABLE_DB

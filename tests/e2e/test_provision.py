@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import requests
 
-from directus_sync.devserver import DirectusInstance
-from directus_sync.provision import ACTIVITY_FIELDS, POLICY_NAME, UNENFORCED_NOTE
+from devtools.devserver import DirectusInstance
+from directus_sync.directus.provision import ACTIVITY_FIELDS, POLICY_NAME, UNENFORCED_NOTE
 
 from .harness import Airflow, conn_id, create_collection, items, run_cli, sync_token
 

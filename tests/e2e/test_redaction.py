@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from directus_sync import store
-from directus_sync.devserver import DirectusInstance
+from devtools.devserver import DirectusInstance
+from directus_sync.state import store
 from tests.webhook import Webhook
 
 from .harness import Airflow, create_collection, items

@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from directus_sync import store
-from directus_sync.devserver import DirectusInstance, PostgresDatabase
-from directus_sync.provision import provision
+from devtools.devserver import DirectusInstance, PostgresDatabase
+from directus_sync.directus.provision import provision
+from directus_sync.state import store
 
 from .faultproxy import FAULTS, FaultProxy
 from .harness import AIRFLOW, Airflow, conn_id, create_collection, items, sync_token

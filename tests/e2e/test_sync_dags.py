@@ -6,7 +6,7 @@ import json
 import time
 from datetime import UTC, datetime
 
-from directus_sync.devserver import DirectusInstance
+from devtools.devserver import DirectusInstance
 
 from .harness import Airflow, activity_count, conn_id, create_collection, items
 

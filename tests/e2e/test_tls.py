@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from directus_sync.devserver import DirectusInstance
-from directus_sync.events import DirectusActivityTrigger
-from directus_sync.hook import DirectusAsyncClient
+from devtools.devserver import DirectusInstance
+from directus_sync.airflow.events import DirectusActivityTrigger
+from directus_sync.directus.hook import DirectusAsyncClient
 
 from .harness import Airflow, create_collection, items, sync_token
 from .tlsproxy import TlsProxy, make_certificates

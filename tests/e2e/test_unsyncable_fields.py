@@ -7,7 +7,7 @@ activity, so incremental runs would never see its changes. Both must be refused,
 
 from __future__ import annotations
 
-from directus_sync.devserver import DirectusInstance
+from devtools.devserver import DirectusInstance
 
 from .harness import Airflow, create_collection, items, run_cli
 from .test_sync_dags import add_remote, run_fails, run_ok, seed

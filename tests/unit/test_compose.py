@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from directus_sync.devserver import DIRECTUS_VERSION
+from devtools.devserver import DIRECTUS_VERSION
 from tests.e2e.cluster import CONTROL_COMPONENTS, WORKERS, CeleryCluster
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 import directus_sync
-from directus_sync import cli
+from directus_sync.control import cli
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_FILES = sorted([*(REPO / "include" / "directus_sync").glob("*.py"), *(REPO / "plugins").glob("*.py"),
+RUNTIME_FILES = sorted([*(REPO / "include" / "directus_sync").rglob("*.py"), *(REPO / "plugins").glob("*.py"),
                         *(REPO / "dags").glob("*.py")])
 
 # Airflow modules the package may import outside the public ``airflow.sdk`` (and ``airflow.providers.*``, each

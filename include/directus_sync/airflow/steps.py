@@ -1,0 +1,429 @@
+"""The bodies of the sync DAG's tasks: each reads the Airflow context, calls the library, returns a typed result.
+
+They are plain functions of a :class:`RemoteSource`, the upstream steps' results and the task context,
+so the factory can wrap them with ``@task`` and the tests can read them. Each step returns its result
+(see results.py), which the factory hands on through XCom: only counts, staged-file paths, windows, keys
+and safe error texts. ``record_run`` and ``notify_on_failure`` read the run's outcome from those results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from requests import RequestException
+from sqlalchemy.engine import Engine
+
+from directus_sync.airflow import alerts, events
+from directus_sync.airflow.events import asset_for
+from directus_sync.config import BrokenRemote, RemoteSource
+from directus_sync.directus import notify
+from directus_sync.directus.hook import DirectusError, DirectusHook
+from directus_sync.directus.schema import SchemaMismatch, check_schema
+from directus_sync.engine import dryrun, origins
+from directus_sync.engine.apply import Action, Applier, Failure
+from directus_sync.engine.cursor import ActivityCursor
+from directus_sync.engine.extract import ChangeManifest, Window, compute_window, extract
+from directus_sync.engine.plan import CollectionPlan, ConflictGuard, Instance, SyncPlan, plan
+from directus_sync.engine.results import Applied, Extracted, Failed, Planned, RunOutcome, StepResult, WindowRecord, dump
+from directus_sync.engine.staging import StagingNotShared, read_staged, remove_folder, run_folder
+from directus_sync.state import leases, ledger, store
+
+log = logging.getLogger(__name__)
+
+# A task's result in XCom: what its TaskFlow arguments downstream resolve to.
+RETURN_XCOM_KEY = "return_value"
+
+
+class ConfigurationError(ValueError):
+    """The remote's row in the remote-sources table (or the table itself) is unusable."""
+
+
+@contextlib.contextmanager
+def errors_recorded(context: Mapping[str, Any]) -> Iterator[list[StepResult]]:
+    """Make a failing task deliver a :class:`Failed` result, for record_run and notify_on_failure; log its time.
+
+    The body may add to the yielded list what it finished before failing (an event-mode run's window and
+    plan); an exception that carries ``delivered`` results (:class:`PoisonItemsError`: the counts an apply
+    step wrote) adds them too. The result is pushed as the task's return value, which Airflow would not
+    push for a failing task, so that the TaskFlow arguments of the tasks after it resolve to it.
+
+    An error that no retry can fix (see :func:`is_permanent`) fails the task without Airflow's retries,
+    so that the alert goes out now rather than after every retry's delay.
+    """
+    started = time.perf_counter()
+    delivered: list[StepResult] = []
+    try:
+        yield delivered
+    except Exception as exc:
+        ti = context["ti"]
+        failed = Failed(task=ti.task_id, error=safe_error(exc)[:4000],
+                        delivered=[*delivered, *getattr(exc, "delivered", ())])
+        ti.xcom_push(key=RETURN_XCOM_KEY, value=dump(failed))
+        if is_permanent(exc):
+            raise AirflowFailException(str(exc)) from exc  # only DirectusError and our own errors are permanent
+        raise
+    finally:
+        log.info("directus-sync task time: %.3f s", time.perf_counter() - started)
+
+
+def safe_error(exc: BaseException) -> str:
+    """What may be said of ``exc`` outside the task log (XCom, the ledger, notifications, alerts).
+
+    A :class:`DirectusError` says it safely itself (codes, collection, field, key; never an item's
+    values). Other exceptions about an HTTP exchange may quote the answer, so only their kind is told.
+    """
+    if isinstance(exc, RequestException):
+        return f"{type(exc).__name__} (see the task log)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# Directus's code and words for a query it refuses (a limit over QUERY_LIMIT_MAX, an unknown field in a filter...).
+REFUSED_QUERY_CODE = "INVALID_QUERY"
+REFUSED_QUERY_REASON = "invalid query"
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether running the task again cannot help until someone fixes the configuration.
+
+    That is a schema that does not match the instances, staging other workers cannot read, a token
+    Directus does not accept (401) or whose user lacks a permission (403), and a query the instance
+    refuses (a 400 on a read, or Directus's "Invalid query"). A 400 about an item's data is not among
+    them: the apply step isolates those items as dead letters.
+    """
+    if isinstance(exc, SchemaMismatch | leases.LeaseLost | StagingNotShared | RowChanged):
+        return True
+    if not isinstance(exc, DirectusError):
+        return False
+    return exc.status in (401, 403) or (exc.status == 400 and (
+        exc.request_method == "GET" or REFUSED_QUERY_CODE in exc.codes or REFUSED_QUERY_REASON in exc.detail.lower()))
+
+
+class PoisonItemsError(AirflowFailException):
+    """The remote refused some items for their data; all others were written.
+
+    Fails without Airflow's task retries: writing the same data again cannot help; every later run
+    retries the dead letters first, with their source's current state. ``delivered`` holds what was
+    written, for the ledger (see :func:`errors_recorded`).
+    """
+
+    def __init__(self, message: str, delivered: Sequence[StepResult] = ()) -> None:
+        super().__init__(message)
+        self.delivered = list(delivered)
+
+
+def is_dry_run(context: Mapping[str, Any]) -> bool:
+    """Whether the run was triggered with ``dry_run``: extract and plan, log the plan, write nothing."""
+    return bool((context.get("params") or {}).get("dry_run"))
+
+
+def skip_in_dry_run(context: Mapping[str, Any]) -> None:
+    """Skip a writing task of a dry run (and, through the trigger rules, the cleanup after it)."""
+    if is_dry_run(context):
+        raise AirflowSkipException("dry run: nothing is written")
+
+
+def lease_held(remote: RemoteSource, context: Mapping[str, Any], first: bool
+               ) -> contextlib.AbstractContextManager[None]:
+    """The lease on the remote while a writing task runs: the run's ``first`` task waits for it, later
+    tasks renew it and fail when another run has taken it (see leases.py); ``record_run`` releases it.
+
+    A dry run writes nothing, so it takes no lease: it neither waits for nor blocks the runs that write.
+    """
+    if is_dry_run(context):
+        return contextlib.nullcontext()
+    return leases.hold(store.engine_for(), remote.remote_conn_id, _holder(context), wait=first)
+
+
+def _holder(context: Mapping[str, Any]) -> leases.Holder:
+    return leases.Holder(context["dag"].dag_id, context["run_id"])
+
+
+def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extracted:
+    engine = store.engine_for()
+    # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
+    synced_until = ledger.last_window_end(engine, remote.name)
+    event_window = events.uses_event_window(remote, context)
+    if event_window:
+        window = events.event_window(remote, context, events.load_watermark(remote) or synced_until,
+                                     full_resync=bool(context["params"].get("full_resync")))
+    else:
+        window = run_window(remote, context, synced_until)
+    log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
+    folder = run_folder(context["dag"].dag_id, context["run_id"])
+    retry_keys = store.open_dead_letters(engine, remote.name)
+    # A backfill reads its own interval only; every other run also reads on from the last cursor.
+    backfill = _run_type(context) == "backfill"
+    manifest = extract(hook_for(remote, remote.source_conn_id), remote, window, folder, retry_keys,
+                       list_source_keys=bool(context["params"].get("prune")),
+                       previous=None if backfill else ActivityCursor.restore(ledger.last_cursor(engine, remote.name)),
+                       keep_cursor=not backfill)
+    # The window goes with the manifest, for the run ledger and an event-mode run's watermark.
+    return Extracted(manifest=manifest, window=WindowRecord(
+        start=window.start if window.start and not manifest.full else None, end=window.end,
+        full=manifest.full, full_reason=manifest.full_reason,
+        cursor=manifest.cursor.model_dump(mode="json") if manifest.cursor else None, event_window=event_window),
+        row=remote.fingerprint)
+
+
+class RowChanged(RuntimeError):
+    """The remote's row changed while a run was under way: its steps were built from different versions."""
+
+
+def require_same_row(remote: RemoteSource, row: str) -> None:
+    """Stop a step whose row differs from the one the run's extraction was built from.
+
+    Workers build each task from the row as it is when the task starts, so a row edited mid-run (a field
+    removed, another remote) would mix two configurations in one run. The run fails instead, before this
+    step writes anything; it is not recorded as a success, so the next run reads its window again.
+    """
+    if row and row != remote.fingerprint:
+        raise RowChanged(f"the row of remote {remote.name!r} changed while this run was under way; the run stops "
+                         f"before this step writes anything, and the next run uses the row as it is now and reads "
+                         f"this run's window again")
+
+
+def filter_schema(remote: RemoteSource, extracted: Extracted, context: Mapping[str, Any]) -> Planned:
+    """Plan the run's writes; in a dry run, return (and log) the plan's summary instead, recording nothing."""
+    engine = store.engine_for()
+    sync_plan, guard = plan_changes(remote, extracted.manifest, engine)
+    if is_dry_run(context):
+        return Planned(dry_run=_dry_run_summary(remote, sync_plan, guard, context), row=extracted.row)
+    store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
+    for c in sync_plan.collections:
+        store.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
+    return Planned(plan=sync_plan, row=extracted.row)
+
+
+def plan_changes(remote: RemoteSource, changes: ChangeManifest, engine: Engine) -> tuple[SyncPlan, ConflictGuard]:
+    """Check the schema on both instances and stage the writes ``changes`` need on the remote.
+
+    Planning writes nothing but staged files: the caller records conflicts and clears dead letters (or,
+    in a dry run, does not), and the apply step records the origins of what it writes.
+    """
+    source, target = hook_for(remote, remote.source_conn_id), hook_for(remote, remote.remote_conn_id)
+    shapes = check_schema(remote.sync_schema, source, target, full=changes.full,
+                          reconcile=bool(remote.reconcile_schedule))
+    guard = conflict_guard(remote, source, target, engine)
+    return plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune), guard
+
+
+def _dry_run_summary(remote: RemoteSource, sync_plan: SyncPlan, guard: ConflictGuard,
+                     context: Mapping[str, Any]) -> dict[str, Any]:
+    """Log the plan's summary and drop the staged files: the writing tasks (and the cleanup) are skipped."""
+    summary = dryrun.summarize(sync_plan, guard.conflicts, remote.conflict_policy)
+    for line in dryrun.render(summary):
+        log.info("%s", line)
+    cleanup_staging(context)
+    return summary
+
+
+def conflict_guard(remote: RemoteSource, source: DirectusHook, target: DirectusHook, engine: Engine) -> ConflictGuard:
+    """The conflict check of ``remote``'s runs: instances are named by their connection ids."""
+    return ConflictGuard(Instance(source, remote.source_conn_id, source.current_user_id()),
+                         Instance(target, remote.remote_conn_id, target.current_user_id()),
+                         engine, policy=remote.conflict_policy)
+
+
+def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context: Mapping[str, Any]) -> Applied:
+    """Run one of ``apply_creates``, ``apply_updates`` or ``apply_deletes`` over every collection.
+
+    Items the remote refuses go to the dead-letter table and fail the task once every other item is
+    written (the failure carries the counts written); dead letters written successfully now leave the table.
+    """
+    if planned.plan is None:
+        raise ValueError("a dry run's plan has nothing to apply")
+    target = hook_for(remote, remote.remote_conn_id)
+    # Deletes include the prunes of a reconcile, checked against the source right before deleting.
+    source = hook_for(remote, remote.source_conn_id) if action == "delete" else None
+    engine = store.engine_for()
+    open_letters = store.open_dead_letters(engine, remote.name)
+    written: dict[str, int] = {}
+    failures: list[Failure] = []
+    for c in planned.plan.collections:
+        outcome = Applier(target, c, open_letters.get(c.collection), source, origin_recorder(engine, remote, c)).run(
+            action, remote.batch_size, concurrency=remote.write_concurrency)
+        store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
+        written[c.collection] = outcome.written
+        failures += outcome.failures
+    applied = Applied(action=action, written=written)
+    if failures:
+        store.record_dead_letters(engine, remote.name, context["run_id"], failures)
+        shown = "; ".join(f"{f.collection} {f.key}: {f.error}" for f in failures[:5])
+        # The ledger counts what was written even when the task fails for refused items.
+        raise PoisonItemsError(f"the remote refused {len(failures)} items (now in the dead-letter table), "
+                               f"all others were written: {shown}", delivered=[applied])
+    return applied
+
+
+def origin_recorder(engine: Engine, remote: RemoteSource, planned: CollectionPlan) -> origins.Recorder | None:
+    """What records, as the remote accepts them, the origins of ``planned``'s writes (see origins.py)."""
+    if not planned.origins_path:
+        return None
+    staged = read_staged(ObjectStoragePath(planned.origins_path), planned.origins, "filter_schema")
+    return origins.Recorder(engine, remote.remote_conn_id, planned.collection, staged)
+
+
+def record_run(remote: RemoteSource, results: Sequence[Mapping[str, Any] | None],
+               context: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the run's ledger rows from its sync tasks' ``results``; on success, emit one Asset event per
+    collection with its counts.
+
+    The run succeeded when every sync task delivered its result (see results.py). A failed run is recorded
+    too, then this task skips: Asset events only ever announce synced data. Either way the run gives back
+    its lease on the remote. A dry run is neither recorded (its window was not synced, so the next run must
+    read it) nor announced, and held no leases.
+    """
+    if is_dry_run(context):
+        log.info("dry run: nothing recorded")
+        raise AirflowSkipException("dry run: no ledger row and no Asset events")
+    try:
+        return _record_run(remote, RunOutcome.of(results), context)
+    finally:
+        leases.release(store.engine_for(), remote.remote_conn_id, _holder(context))
+
+
+def _record_run(remote: RemoteSource, outcome: RunOutcome, context: Mapping[str, Any]) -> dict[str, Any]:
+    status = ledger.RunStatus.SUCCESS if outcome.succeeded else ledger.RunStatus.FAILED
+    window = outcome.window
+    engine = store.engine_for()
+    counts = _collection_counts(remote, outcome, ledger.dead_letters_of_run(engine, remote.name, context["run_id"]))
+    errors = outcome.errors
+    dag_run = context["dag_run"]
+    run = ledger.RunRecord(
+        remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"], status=status,
+        finished_at=datetime.now(UTC), run_type=_run_type(context),
+        window_start=window.start if window else None, window_end=window.end if window else None,
+        full_copy=bool(window and window.full), full_reason=window.full_reason if window else None,
+        cursor=window.cursor if window and status is ledger.RunStatus.SUCCESS else None,
+        started_at=getattr(dag_run, "start_date", None),
+        error="; ".join(f"{t}: {e}" for t, e in errors.items()) or None, collections=counts)
+    ledger.record(engine, run)
+    summary = {c.collection: c.written for c in counts}
+    log.info("Run recorded as %s: %s", status.value, summary)
+    if status is not ledger.RunStatus.SUCCESS:
+        raise AirflowSkipException(f"the run failed ({', '.join(errors) or 'see the tasks'}); no Asset events")
+    for c in counts:
+        context["outlet_events"][asset_for(remote, c.collection)].extra = {
+            "created": c.created, "updated": c.updated, "deleted": c.deleted, "skipped": c.skipped,
+            "window_end": window.end.isoformat() if window else None, "run_id": context["run_id"]}
+    return {"status": status.value, "written": summary}
+
+
+def _collection_counts(remote: RemoteSource, outcome: RunOutcome, dead: Mapping[str, int]
+                       ) -> list[ledger.CollectionCounts]:
+    written = {action: outcome.written(action) for action in ("create", "update", "delete")}
+    planned = {c.collection: c for c in outcome.plan.collections} if outcome.plan else {}
+    return [ledger.CollectionCounts(
+        collection=name, created=written["create"].get(name, 0), updated=written["update"].get(name, 0),
+        deleted=written["delete"].get(name, 0), skipped=planned[name].unchanged if name in planned else 0,
+        conflicts=planned[name].conflicts if name in planned else 0, dead_letters=dead.get(name, 0),
+    ) for name in remote.collections]
+
+
+def _run_type(context: Mapping[str, Any]) -> str:
+    run_type = context["dag_run"].run_type
+    return str(getattr(run_type, "value", run_type))
+
+
+def cleanup_staging(context: Mapping[str, Any]) -> None:
+    remove_folder(run_folder(context["dag"].dag_id, context["run_id"]))
+
+
+def notify_on_failure(remote: RemoteSource | BrokenRemote, results: Sequence[Mapping[str, Any] | None],
+                      context: Mapping[str, Any]) -> None:
+    """Notify the remote's users of the errors in the run's ``results``, then fail: Airflow's "watcher"
+    pattern, so that the run is marked failed even when this task, a leaf of the DAG, did its job."""
+    outcome = RunOutcome.of(results)
+    errors = outcome.errors
+    report = notify.FailureReport(remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"],
+                                  errors=errors)
+    if outcome.plan:
+        report.keys, report.counts = _pending_keys(outcome.plan)
+    summary = "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see the task logs"
+    if is_dry_run(context):  # it writes nothing anywhere, notifications included; the run still shows red
+        raise AirflowFailException(f"The dry run of remote {remote.name!r} failed: {summary}")
+    if remote.source_conn_id is None:
+        log.warning("The source connection of %s is unknown; nobody can be notified", remote.name)
+    else:
+        notify.send(hook_for(remote, remote.source_conn_id), remote.notify_users, report)
+    channels = remote.alerts or alerts.global_channels()
+    alerts.send(alerts.Alert("run_failed", remote.name, report.dag_id, report.run_id, report.subject, report.message),
+                channels, context)
+    raise AirflowFailException(f"The sync of remote {remote.name!r} failed: {summary}")
+
+
+def validate_configuration(broken: BrokenRemote) -> None:
+    raise ConfigurationError(broken.error)
+
+
+def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """The first keys of each collection's pending writes, for the message, and their totals.
+
+    Both come from the plan in XCom, not from the staged files: this task may run on another machine,
+    after the files are gone.
+    """
+    keys = {c.collection: c.first_keys for c in sync_plan.collections}
+    counts = {c.collection: c.creates + c.updates + c.deletes + c.prunes for c in sync_plan.collections}
+    return keys, counts
+
+
+def hook_for(remote: RemoteSource | BrokenRemote, conn_id: str) -> DirectusHook:
+    if isinstance(remote, BrokenRemote):
+        return DirectusHook(directus_conn_id=conn_id)
+    return DirectusHook(directus_conn_id=conn_id, timeout=remote.http_timeout_seconds, retries=remote.http_retries,
+                        pool_size=max(8, remote.write_concurrency))
+
+
+def _resolved(value: Any) -> datetime | None:
+    """Airflow hands some context values as lazy proxies, and a proxy of None is not ``None``."""
+    if not value:
+        return None
+    resolved: datetime = getattr(value, "__wrapped__", value)
+    return resolved
+
+
+def run_window(remote: RemoteSource, context: Mapping[str, Any], synced_until: datetime | None) -> Window:
+    """The window of a sync DAG's run (event-mode runs have theirs in :mod:`events`).
+
+    It starts at the end of the last successful window (``synced_until``, from the ledger; else Airflow's
+    ``prev_data_interval_end_success``, which a run without a logical date lacks and which follows
+    logical dates, not the order runs synced in). A manual run reads from there to now, not from its
+    data interval: that is the last complete interval, which may lie anywhere relative to what was
+    synced. Scheduled runs are widened back to their interval's start. A backfill replays its interval,
+    widened back only as far as Airflow's previous success (by logical date); the ledger only keeps the
+    first interval of a backfill of a remote synced before from becoming a full copy.
+    """
+    airflow_prev = _resolved(context.get("prev_data_interval_end_success"))
+    backfill = _run_type(context) == "backfill"
+    return compute_window(
+        interval_start=None if _run_type(context) == "manual" else context.get("data_interval_start"),
+        interval_end=_window_end(context),
+        prev_success_end=(airflow_prev or synced_until) if backfill else (synced_until or airflow_prev),
+        overlap=remote.overlap,
+        full_resync=bool(context["params"].get("full_resync")),
+    )
+
+
+def _window_end(context: Mapping[str, Any]) -> datetime:
+    """The data interval's end; a manual run's window reaches to now: the latest of its data interval's end,
+    its logical date, when it was triggered (``run_after``) and when it started.
+
+    Interval timetables give a manual run the last *complete* interval, which would leave out the edits
+    a user triggered the run for; a run without a logical date has no interval at all; ``airflow dags
+    test`` with a past date starts "at" that date but is triggered now. Reading further is safe: the next
+    run starts from this window's end.
+    """
+    dag_run = context["dag_run"]
+    end: datetime | None = context.get("data_interval_end")
+    if _run_type(context) == "manual" or end is None:
+        moments = [end, context.get("logical_date"), getattr(dag_run, "run_after", None),
+                   getattr(dag_run, "start_date", None)]
+        end = max(m for m in moments if m is not None)
+    return end

@@ -1,0 +1,340 @@
+"""Provision an instance for syncing: the "Data Sync" policy, its permissions, and an API-only user.
+
+This replaces the original extension's manual setup steps. It runs with an admin token and is
+idempotent: running it again sets the policy's permissions to what the sync needs and keeps the user.
+
+The policy asks only for what the sync uses (see :func:`grants_for`): the synced collections limited to
+their primary key and listed fields, the activity of the synced collections limited to the fields the
+sync reads, the schema reads of those collections, and notifications limited to what the sync sends.
+Directus's core licence (no licence key) refuses to store such filters and field limits, and ignores
+any stored ones (``custom_permission_rules_enabled`` is off): there, provision grants whole collections
+and says so (:data:`UNENFORCED_NOTE`).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from directus_sync.directus.hook import LIMIT_REFUSED
+
+POLICY_NAME = "Data Sync"
+USER_EMAIL = "directus-sync@example.com"
+ITEM_ACTIONS = ("create", "read", "update", "delete")
+# The activity fields the sync reads or filters on (hook.activity_filter, changes_filter, the cursor).
+ACTIVITY_FIELDS = ("id", "action", "collection", "item", "timestamp", "user")
+# What ``DirectusHook.notify`` sends.
+NOTIFICATION_FIELDS = ("recipient", "subject", "message")
+# ``/collections/{c}``: whether a collection's activity is tracked (meta.accountability).
+COLLECTION_META_FIELDS = ("collection", "accountability")
+# ``/fields/{c}`` needs only read access to directus_fields; the fields it lists are those the user may read.
+FIELD_META_FIELDS = ("collection", "field")
+EVERY_FIELD = ("*",)
+# What the sync reads or writes besides the synced collections.
+SYSTEM_PERMISSIONS = (
+    ("directus_activity", "read"),
+    ("directus_collections", "read"),
+    ("directus_fields", "read"),
+    ("directus_notifications", "create"),
+)
+UNENFORCED_NOTE = ("this instance's licence does not enforce permission filters or field limits: the sync user "
+                   "can read the activity of every collection, with IP addresses and user agents, and every "
+                   "field of the synced collections")
+
+
+class ProvisionError(RuntimeError):
+    """The instance refused a provisioning call; the message says which and why."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One permission of the sync policy: ``action`` on ``collection``, limited to ``fields`` and to the
+    items ``filter`` selects (``None``: every item)."""
+
+    collection: str
+    action: str
+    fields: tuple[str, ...] = EVERY_FIELD
+    filter: dict[str, Any] | None = None
+
+    @property
+    def restricted(self) -> bool:
+        """Whether Directus counts it as a custom permission rule (a licence feature)."""
+        return self.fields != EVERY_FIELD or bool(self.filter)
+
+    def whole(self) -> Grant:
+        """The same permission without field limit or filter, as the core licence allows."""
+        return Grant(self.collection, self.action)
+
+    def payload(self, policy_id: str) -> dict[str, Any]:
+        return {"policy": policy_id, "collection": self.collection, "action": self.action,
+                "fields": list(self.fields), "permissions": self.filter or {}, "validation": {}, "presets": None}
+
+    def matches(self, stored: Mapping[str, Any]) -> bool:
+        """Whether a permission as Directus stores it says exactly this."""
+        return (tuple(stored.get("fields") or ()) == self.fields and (stored.get("permissions") or None) == self.filter
+                and not stored.get("validation") and not stored.get("presets"))
+
+    def describe(self) -> tuple[str, str, str, str]:
+        """Collection, action, fields and filter, as printed."""
+        fields = "every field" if self.fields == EVERY_FIELD else ", ".join(self.fields)
+        return (self.collection, self.action, fields,
+                json.dumps(self.filter, separators=(",", ":")) if self.filter else "every item")
+
+
+@dataclass(frozen=True)
+class SyncUser:
+    """The sync user's id and static token on one instance, and what its policy grants."""
+
+    url: str
+    user_id: str
+    token: str
+    email: str = USER_EMAIL
+    grants: tuple[Grant, ...] = ()
+    rules_enforced: bool = True
+
+    def connection(self) -> dict[str, str]:
+        """The Airflow connection for this instance, in the JSON form of ``AIRFLOW_CONN_<ID>``."""
+        return {"conn_type": "http", "host": self.url, "password": self.token}
+
+
+def with_key(pk: str, fields: Sequence[str]) -> tuple[str, ...]:
+    """The primary key and the listed fields, each once, key first."""
+    return (pk, *dict.fromkeys(f for f in fields if f != pk))
+
+
+def grants_for(collections: Mapping[str, Sequence[str] | None]) -> list[Grant]:
+    """The permissions the sync needs for ``collections`` (name -> the fields it may touch, primary key
+    included, or ``None`` for every field), in the order they are printed."""
+    names = sorted(collections)
+    synced = {"collection": {"_in": names}}
+    grants = [Grant(name, action, tuple(collections[name] or EVERY_FIELD)) for name in names for action in ITEM_ACTIONS]
+    grants += [
+        Grant("directus_activity", "read", ACTIVITY_FIELDS, synced),
+        Grant("directus_collections", "read", COLLECTION_META_FIELDS, synced),
+        Grant("directus_fields", "read", FIELD_META_FIELDS, synced),
+        Grant("directus_notifications", "create", NOTIFICATION_FIELDS),
+    ]
+    return grants
+
+
+def provision(
+    url: str,
+    admin_token: str,
+    collections: Sequence[str] | Mapping[str, Sequence[str] | None],
+    token: str | None = None,
+    email: str = USER_EMAIL,
+) -> SyncUser:
+    """Create or update the sync policy, permissions and user on the instance at ``url``.
+
+    ``collections`` are the synced collections, or a mapping of each to its listed fields (the sync's
+    schema; the primary key is added), where ``None`` grants every field of that collection. Collections
+    the policy already covers keep their permissions, so several remotes can share one sync user.
+    """
+    url = url.rstrip("/")
+    api = _AdminApi(url, admin_token)
+    wanted = dict.fromkeys(collections) if not isinstance(collections, Mapping) else dict(collections)
+    policy_id = _ensure_policy(api)
+    enforced = _rules_enforced(api)
+    fields = {name: None if listed is None else with_key(_primary_key(api, name), listed)
+              for name, listed in wanted.items()}
+    try:
+        grants = _set_permissions(api, policy_id, fields, enforced)
+    except _Restricted:
+        enforced = False
+        grants = _set_permissions(api, policy_id, fields, enforced)
+    user = _ensure_user(api, policy_id, token, email)
+    return SyncUser(url, user["id"], user["token"], email, tuple(grants), enforced)
+
+
+def _ensure_policy(api: _AdminApi) -> str:
+    found = api.call("GET", "/policies", params={"filter": json.dumps({"name": {"_eq": POLICY_NAME}}),
+                                                  "fields": "id,admin_access,app_access"})
+    for policy in found or []:
+        powers = [name for name, on in (("admin access", policy.get("admin_access")),
+                                        ("app access", policy.get("app_access"))) if on]
+        if powers:
+            raise ProvisionError(
+                f'the policy "{POLICY_NAME}" ({policy["id"]}) on {api.url} has {" and ".join(powers)}, which the sync '
+                "user must not have: rename or delete that policy, or turn its admin and app access off, then run "
+                "provision again")
+    if found:
+        return str(found[0]["id"])
+    created = api.call("POST", "/policies", json={"name": POLICY_NAME, "icon": "sync", "app_access": False,
+                                                  "admin_access": False,
+                                                  "description": "Used by directus-sync"})
+    return str(created["id"])
+
+
+def _rules_enforced(api: _AdminApi) -> bool:
+    """Whether the instance's licence enforces permission filters and field limits (``/license``, admins
+    only; an instance without that endpoint is assumed to, and a refused permission corrects that)."""
+    try:
+        license_ = api.call("GET", "/license") or {}
+    except ProvisionError as exc:
+        if exc.status in (403, 404):
+            return True
+        raise
+    entitlement = (license_.get("entitlements") or {}).get("custom_permission_rules_enabled")
+    if isinstance(entitlement, dict):
+        value = entitlement.get("override")
+        return bool(entitlement.get("default") if value is None else value)
+    return bool(entitlement) if entitlement is not None else True
+
+
+def _primary_key(api: _AdminApi, collection: str) -> str:
+    try:
+        fields = api.call("GET", f"/fields/{collection}") or []
+    except ProvisionError as exc:
+        if exc.status in (403, 404):
+            raise ProvisionError(f"collection {collection!r} does not exist on {api.url}: create it before "
+                                 "provisioning its fields") from None
+        raise
+    for found in fields:
+        if (found.get("schema") or {}).get("is_primary_key"):
+            return str(found["field"])
+    raise ProvisionError(f"collection {collection!r} on {api.url} has no primary key")
+
+
+def _widened(granted: tuple[str, ...] | None, fields: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The fields of a grant that must now also cover ``fields``: never fewer than before, since one sync user
+    serves every remote of the instance and another remote may read the fields this one does not list
+    (``None`` is every field)."""
+    if granted is None or fields is None:
+        return None
+    return granted + tuple(f for f in fields if f not in granted)
+
+
+def _set_permissions(
+    api: _AdminApi, policy_id: str, wanted: Mapping[str, tuple[str, ...] | None], enforced: bool
+) -> list[Grant]:
+    """Make the policy's permissions exactly the grants for ``wanted`` plus the collections it already
+    covers (which keep theirs); a collection already covered keeps its fields and gains ``wanted``'s.
+    Return the grants."""
+    existing = api.read_all("/permissions", {"filter": json.dumps({"policy": {"_eq": policy_id}}),
+                                             "fields": "id,collection,action,fields,permissions,validation,presets",
+                                             "sort": "id"})
+    covered: dict[str, tuple[str, ...] | None] = {}
+    for stored in existing:
+        if not _is_system(stored["collection"]) and stored["action"] == "read":
+            kept = tuple(stored.get("fields") or EVERY_FIELD)
+            covered[stored["collection"]] = None if kept == EVERY_FIELD else kept
+    for collection, fields in wanted.items():
+        covered[collection] = _widened(covered.get(collection, ()), fields)
+    grants = grants_for(covered)
+    if not enforced:
+        grants = [g.whole() for g in grants]
+    kept_collections = set(covered) - set(wanted)
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for stored in existing:
+        by_pair.setdefault((stored["collection"], stored["action"]), []).append(stored)
+    obsolete: list[Any] = []
+    for grant in grants:
+        rows = by_pair.pop((grant.collection, grant.action), [])
+        if grant.collection in kept_collections and rows:
+            continue  # another remote's collection: left as it is
+        if rows and grant.matches(rows[0]):
+            obsolete += [r["id"] for r in rows[1:]]
+        elif rows:
+            api.change("PATCH", f"/permissions/{rows[0]['id']}", grant.payload(policy_id))
+            obsolete += [r["id"] for r in rows[1:]]
+        else:
+            api.change("POST", "/permissions", grant.payload(policy_id))
+    for (collection, _), rows in by_pair.items():
+        if _is_system(collection) or collection in wanted:
+            obsolete += [r["id"] for r in rows]  # what an earlier version granted, or a duplicate
+    if obsolete:
+        api.call("DELETE", "/permissions", json=obsolete)
+    return grants
+
+
+def _is_system(collection: str) -> bool:
+    return collection.startswith("directus_")
+
+
+def _ensure_user(api: _AdminApi, policy_id: str, token: str | None, email: str) -> dict[str, Any]:
+    """Create the user, or give the existing one ``token``; Directus never reads a token back, so
+    without ``token`` an existing user's token is rotated."""
+    token = token or _new_token()
+    found = api.call("GET", "/users", params={"filter": json.dumps({"email": {"_eq": email}}),
+                                              "fields": "id"})
+    if found:
+        user_id = found[0]["id"]
+        api.call("PATCH", f"/users/{user_id}", json={"token": token, "status": "active"}, params={"fields": "id"})
+    else:
+        user_id = api.call("POST", "/users", params={"fields": "id"}, json={
+            "first_name": "Data", "last_name": "Sync", "email": email,
+            "token": token, "status": "active", "provider": "default"})["id"]
+    attached = api.call("GET", "/access", params={
+        "filter": json.dumps({"_and": [{"user": {"_eq": user_id}}, {"policy": {"_eq": policy_id}}]}),
+        "fields": "id"})
+    if not attached:
+        api.call("POST", "/access", json={"policy": policy_id, "user": user_id})
+    return {"id": str(user_id), "token": token}
+
+
+def _new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class _Restricted(Exception):
+    """The instance's licence refused a permission with a filter or field limit."""
+
+
+class _AdminApi:
+    def __init__(self, url: str, admin_token: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {admin_token}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(method, self.url + path, timeout=30, **kwargs)
+        except requests.RequestException as exc:
+            raise ProvisionError(f"{self.url} is not reachable: {exc}", None) from exc
+        if response.status_code >= 400:
+            raise ProvisionError(f"{method} {path} on {self.url} failed ({response.status_code}): "
+                              f"{response.text[:500]}", response.status_code, _error_code(response))
+        return response.json().get("data") if response.content else None
+
+    def change(self, method: str, path: str, payload: dict[str, Any]) -> None:
+        """Write one permission; :class:`_Restricted` when the licence refuses its filter or field limit."""
+        try:
+            self.call(method, path, json=payload, params={"fields": "id"})
+        except ProvisionError as exc:
+            if exc.code == "RESOURCE_RESTRICTED":
+                raise _Restricted(str(exc)) from exc
+            raise
+
+    def read_all(self, path: str, params: dict[str, Any], page_size: int = 100) -> list[dict[str, Any]]:
+        """Every row of a read, in pages the instance accepts (``limit=-1`` is cut to its QUERY_LIMIT_MAX)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            try:
+                page = self.call("GET", path, params={**params, "limit": page_size, "offset": len(rows)}) or []
+            except ProvisionError as exc:
+                cap = LIMIT_REFUSED.search(str(exc))
+                if cap is None or int(cap.group(1)) >= page_size:
+                    raise
+                page_size = int(cap.group(1))
+                continue
+            rows += page
+            if len(page) < page_size:
+                return rows
+
+
+def _error_code(response: requests.Response) -> str | None:
+    try:
+        errors = response.json().get("errors") or []
+        return str(errors[0]["extensions"]["code"]) if errors else None
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None

@@ -1,0 +1,189 @@
+"""The sync schema against real instances: which fields exist, the primary key, and pruning.
+
+Only the listed fields and the primary key ever reach a remote, whatever the source returns. Fields the
+API cannot carry (aliases, concealed and encrypted values) are refused, and so are incremental runs of
+collections whose changes leave no activity to read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from directus_sync.config import CollectionSchema
+from directus_sync.directus.hook import DirectusError, DirectusHook
+
+log = logging.getLogger(__name__)
+
+INTEGER_TYPES = {"integer", "bigInteger"}
+# Specials whose values Directus reads back as "**********" through the API (services/payload.js).
+MASKED_SPECIALS = ("conceal", "encrypt")
+UNTRACKED_FIX = "set the collection's Activity tracking to 'all' or set reconcile_schedule"
+
+
+class SchemaMismatch(ValueError):
+    """Listed fields are missing or cannot be synced; the message names each field and instance."""
+
+
+@dataclass(frozen=True)
+class CollectionShape:
+    """A collection as one instance has it: its primary key and the listed fields it holds."""
+
+    collection: str
+    pk: str
+    pk_type: str
+    fields: tuple[str, ...]
+
+    @property
+    def read_fields(self) -> list[str]:
+        return [self.pk, *(f for f in self.fields if f != self.pk)]
+
+    @property
+    def keyset(self) -> bool:
+        """Whether reads can page on the key with ``_gt`` (Directus allows it on numeric keys only)."""
+        return self.pk_type in INTEGER_TYPES
+
+    def canonical_key(self, key: Any) -> str:
+        """One text form per key, wherever the key comes from (activity, reads, dead letters).
+
+        Activity logs a key as it was sent, while reads return the stored form: Directus accepts an
+        upper-case UUID and hands it back lower-case, and logs integer keys as text.
+        """
+        if self.pk_type in INTEGER_TYPES:
+            return str(int(key))
+        return str(key).lower() if self.pk_type == "uuid" else str(key)
+
+    def key_forms(self, key: str) -> list[str]:
+        """The forms a canonical key may have in another instance's activity log."""
+        return [key, key.upper()] if self.pk_type == "uuid" and key != key.upper() else [key]
+
+    def typed_key(self, key: Any) -> Any:
+        """A canonical key as writes want it: integer keys as integers."""
+        return int(key) if self.pk_type in INTEGER_TYPES else self.canonical_key(key)
+
+
+def describe_fields(hook: DirectusHook, collection: str) -> dict[str, dict[str, Any]]:
+    """The collection's fields by name; a missing or unreadable collection is a schema problem."""
+    try:
+        return {f["field"]: f for f in hook.fields(collection)}
+    except DirectusError as exc:
+        if exc.status in (403, 404):
+            raise SchemaMismatch(
+                f"collection {collection!r} does not exist on {hook.directus_conn_id!r} or its sync user "
+                f"may not read it (Directus answered {exc.status})") from exc
+        raise
+
+
+def shape_of(hook: DirectusHook, schema: CollectionSchema) -> CollectionShape:
+    """The listed fields of ``schema`` that exist on ``hook``'s instance, and its primary key."""
+    fields = describe_fields(hook, schema.name)
+    pk = primary_key(fields, schema.name, hook.directus_conn_id)
+    return CollectionShape(schema.name, pk, fields[pk].get("type", ""),
+                           tuple(f for f in schema.fields if f in fields))
+
+
+def primary_key(fields: dict[str, dict[str, Any]], collection: str, conn_id: str) -> str:
+    for name, field in fields.items():
+        if (field.get("schema") or {}).get("is_primary_key"):
+            return name
+    raise SchemaMismatch(f"collection {collection!r} on {conn_id!r} has no primary key")
+
+
+def schema_problems(
+    schema: CollectionSchema, conn_id: str, fields: dict[str, dict[str, Any]], other_pk: str | None = None
+) -> list[str]:
+    """What stops ``schema`` from syncing with the instance ``conn_id`` whose fields are ``fields``."""
+    problems = []
+    for name in schema.fields:
+        field = fields.get(name)
+        if field is None:
+            problems.append(f"field {schema.name}.{name} is missing on {conn_id!r}")
+        elif field.get("type") == "alias" or not field.get("schema"):
+            special = ",".join(_specials(field)) or "alias"
+            problems.append(f"field {schema.name}.{name} on {conn_id!r} is a relational or presentation "
+                            f"field ({special}) that has no column; sync the foreign-key side instead")
+        elif masked := [s for s in _specials(field) if s in MASKED_SPECIALS]:
+            problems.append(f"field {schema.name}.{name} on {conn_id!r} is {'/'.join(masked)}: Directus "
+                            "returns '**********' instead of its value through the API, so it cannot be "
+                            "copied (a create would write that text, an update would never be seen); "
+                            "remove it from the schema")
+    if other_pk is not None:
+        pk = next((n for n, f in fields.items() if (f.get("schema") or {}).get("is_primary_key")), None)
+        if pk != other_pk:
+            problems.append(f"collection {schema.name!r} has primary key {pk!r} on {conn_id!r} but "
+                            f"{other_pk!r} on the source")
+    return problems
+
+
+def _specials(field: dict[str, Any]) -> list[str]:
+    return list((field.get("meta") or {}).get("special") or [])
+
+
+def activity_tracked(hook: DirectusHook, collection: str) -> bool:
+    """Whether ``collection`` on ``hook``'s instance logs activity; unreadable settings are a schema problem."""
+    try:
+        return hook.activity_tracked(collection)
+    except DirectusError as exc:
+        if exc.status in (403, 404):
+            raise SchemaMismatch(
+                f"the sync user on {hook.directus_conn_id!r} may not read the settings of collection "
+                f"{collection!r} (Directus answered {exc.status}); it needs read access to "
+                "directus_collections: rerun `directus-sync provision`") from exc
+        raise
+
+
+def untracked_message(collection: str, conn_id: str) -> str:
+    """Why a collection without activity tracking cannot be synced from its activity."""
+    return (f"activity tracking is off for {collection} on the source {conn_id!r}: its changes leave no "
+            "activity, so only full comparisons (full_resync or the reconcile DAG) see them")
+
+
+def check_schema(
+    schemas: Iterable[CollectionSchema], source: DirectusHook, remote: DirectusHook, *, full: bool = False,
+    reconcile: bool = False,
+) -> dict[str, CollectionShape]:
+    """Check every listed field against both instances; raise one error listing every problem.
+
+    A collection whose activity is not tracked on the source is a problem for an incremental run (it would
+    silently miss every change) unless the remote has a reconcile DAG (``reconcile``); a ``full`` run
+    compares every item, so it syncs such a collection and only says so.
+    """
+    shapes: dict[str, CollectionShape] = {}
+    problems: list[str] = []
+    for schema in schemas:
+        try:
+            source_fields = describe_fields(source, schema.name)
+            source_pk = primary_key(source_fields, schema.name, source.directus_conn_id)
+            problems += schema_problems(schema, source.directus_conn_id, source_fields)
+            remote_fields = describe_fields(remote, schema.name)
+            problems += schema_problems(schema, remote.directus_conn_id, remote_fields, source_pk)
+            problems += _tracking_problems(source, schema.name, full, reconcile)
+        except SchemaMismatch as exc:
+            problems.append(str(exc))
+            continue
+        shapes[schema.name] = CollectionShape(schema.name, source_pk, source_fields[source_pk].get("type", ""),
+                                              schema.fields)
+    if problems:
+        raise SchemaMismatch("the sync schema does not match the instances:\n- " + "\n- ".join(problems))
+    return shapes
+
+
+def _tracking_problems(source: DirectusHook, collection: str, full: bool, reconcile: bool) -> list[str]:
+    """Refuse an incremental run of an untracked collection without a reconcile DAG; otherwise say so."""
+    if activity_tracked(source, collection):
+        return []
+    untracked = untracked_message(collection, source.directus_conn_id)
+    if full:
+        log.warning("%s; this run compares every item, so it syncs the collection", untracked)
+    elif reconcile:
+        log.warning("%s; this run cannot see its changes, the reconcile DAG syncs them", untracked)
+    else:
+        return [f"{untracked}; {UNTRACKED_FIX}"]
+    return []
+
+
+def prune(item: dict[str, Any], shape: CollectionShape) -> dict[str, Any]:
+    """Keep the primary key and the listed fields; drop everything else."""
+    return {name: item[name] for name in shape.read_fields if name in item}

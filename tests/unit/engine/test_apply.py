@@ -1,0 +1,257 @@
+"""Request batches are bounded by item count and by body size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from airflow.sdk import ObjectStoragePath
+
+from directus_sync.directus.hook import DirectusError, encode_json
+from directus_sync.engine import origins
+from directus_sync.engine.apply import Applier, request_batches
+from directus_sync.engine.origins import Origin
+from directus_sync.engine.plan import CollectionPlan
+from directus_sync.engine.staging import StagedFileError, write_jsonl
+from directus_sync.state import store
+
+
+def body_size(batch: list[dict[str, object]]) -> int:
+    return len(encode_json(batch))
+
+
+def test_batches_respect_the_count() -> None:
+    batches = list(request_batches(({"id": n} for n in range(10)), max_count=4, max_bytes=10_000))
+    assert [len(b) for b in batches] == [4, 4, 2]
+
+
+def test_batches_respect_the_body_size() -> None:
+    items = [{"id": n, "body": "x" * 300} for n in range(20)]
+    batches = list(request_batches(items, max_count=100, max_bytes=1_000))
+    assert sum(len(b) for b in batches) == 20
+    assert all(body_size(b) <= 1_000 for b in batches)
+    assert [item for b in batches for item in b] == items
+
+
+def test_an_item_larger_than_the_limit_travels_alone() -> None:
+    items = [{"id": 1}, {"id": 2, "body": "x" * 5_000}, {"id": 3}]
+    assert [len(b) for b in request_batches(items, max_count=10, max_bytes=1_000)] == [1, 1, 1]
+
+
+def test_a_budget_lowered_meanwhile_applies_to_the_next_batch() -> None:
+    budget = [10_000]
+    items = ({"id": n, "body": "x" * 90} for n in range(40))
+    sizes = []
+    for batch in request_batches(items, max_count=100, max_bytes=lambda: budget[0]):
+        sizes.append(body_size(batch))
+        budget[0] = 1_000
+    assert sizes[0] > 1_000 and all(size <= 1_000 for size in sizes[1:])
+
+
+def test_multibyte_text_counts_in_bytes() -> None:
+    items = [{"id": n, "t": "é" * 100} for n in range(10)]
+    assert all(body_size(b) <= 1_000 for b in request_batches(items, max_count=100, max_bytes=1_000))
+
+
+class FakeRemote:
+    """A remote whose collection refuses titles longer than 5 characters, like a tighter column would."""
+
+    def __init__(self, existing: dict[int, dict[str, Any]] | None = None) -> None:
+        self.items: dict[int, dict[str, Any]] = dict(existing or {})
+        self.requests = 0
+
+    def _check(self, items: list[dict[str, Any]]) -> None:
+        self.requests += 1
+        if too_long := [i for i in items if len(str(i.get("title", ""))) > 5]:
+            raise DirectusError.from_errors("remote", "POST", "/items/a", 400, [{
+                "message": f'Value "{too_long[0]["title"]}" for field "title" in collection "a" is too long.',
+                "extensions": {"code": "VALUE_TOO_LONG", "collection": "a", "field": "title",
+                               "value": too_long[0]["title"]}}])
+
+    def create_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+        self._check(items)
+        if any(i["id"] in self.items for i in items):
+            raise DirectusError("remote", "POST", "/items/a", 400, "Value for field id has to be unique")
+        self.items.update({i["id"]: dict(i) for i in items})
+
+    def update_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+        self._check(items)
+        if any(i["id"] not in self.items for i in items):
+            raise DirectusError("remote", "PATCH", "/items/a", 403, "Forbidden")
+        for i in items:
+            self.items[i["id"]].update(i)
+
+    def delete_items(self, collection: str, keys: list[Any]) -> None:
+        self.requests += 1
+        if any(k not in self.items for k in keys):
+            raise DirectusError("remote", "DELETE", "/items/a", 403, "Forbidden")
+        for k in keys:
+            del self.items[k]
+
+    def read_items(self, collection: str, pk: str, keys: list[Any], fields: list[str]) -> list[dict[str, Any]]:
+        return [{"id": k} for k in keys if int(k) in self.items]
+
+
+def plan_with(tmp_path: Path, creates: list[Any] = (), updates: list[Any] = (), deletes: list[Any] = ()
+              ) -> CollectionPlan:
+    paths = {name: ObjectStoragePath(f"file://{tmp_path}/{name}.jsonl") for name in ("c", "u", "d")}
+    write_jsonl(paths["c"], creates)
+    write_jsonl(paths["u"], updates)
+    write_jsonl(paths["d"], deletes)
+    return CollectionPlan(collection="a", pk="id", fields=["id", "title"], creates_path=str(paths["c"]),
+                          updates_path=str(paths["u"]), deletes_path=str(paths["d"]), creates=len(creates),
+                          updates=len(updates), deletes=len(deletes))
+
+
+def test_a_refused_item_is_isolated_and_every_other_item_is_written(tmp_path: Path) -> None:
+    items = [{"id": n, "title": "ok"} for n in range(1, 41)]
+    items[16]["title"] = "far too long"
+    remote = FakeRemote()
+    outcome = Applier(remote, plan_with(tmp_path, creates=items)).run("create", max_count=40)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [n for n in range(1, 41) if n != 17]
+    assert [(f.key, f.action) for f in outcome.failures] == [("17", "create")]
+    # The dead letter names the code, field and collection, never the value Directus quoted.
+    assert 'VALUE_TOO_LONG: field "title" in collection "a" is too long' in outcome.failures[0].error
+    assert "far too long" not in outcome.failures[0].error
+    assert outcome.written == 39
+    assert remote.requests <= 2 * 6 + 1  # bisection, not one request per item
+
+
+def test_creates_whose_keys_exist_become_updates_and_gone_deletes_are_done(tmp_path: Path) -> None:
+    remote = FakeRemote({1: {"id": 1, "title": "old"}, 3: {"id": 3, "title": "x"}})
+    plan = plan_with(tmp_path, creates=[{"id": 1, "title": "new"}, {"id": 2, "title": "two"}], deletes=[3, 4])
+    created = Applier(remote, plan).run("create", max_count=10)  # type: ignore[arg-type]
+    deleted = Applier(remote, plan).run("delete", max_count=10)  # type: ignore[arg-type]
+    assert remote.items == {1: {"id": 1, "title": "new"}, 2: {"id": 2, "title": "two"}}
+    assert (created.written, created.failures) == (2, [])
+    assert (deleted.written, deleted.failures) == (2, [])
+
+
+def test_updates_of_keys_gone_from_the_remote_are_created(tmp_path: Path) -> None:
+    remote = FakeRemote({1: {"id": 1, "title": "old"}})
+    plan = plan_with(tmp_path, updates=[
+        {"key": 1, "changes": {"title": "new"}, "item": {"id": 1, "title": "new"}},
+        {"key": 2, "changes": {"title": "back"}, "item": {"id": 2, "title": "back"}}])
+    outcome = Applier(remote, plan, watch_keys={"2"}).run("update", max_count=10)  # type: ignore[arg-type]
+    assert remote.items == {1: {"id": 1, "title": "new"}, 2: {"id": 2, "title": "back"}}
+    assert outcome.written_keys == {"2"}
+
+
+def test_a_permission_error_stops_the_task_instead_of_filling_dead_letters(tmp_path: Path) -> None:
+    class NoPermission(FakeRemote):
+        def create_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+            raise DirectusError("remote", "POST", "/items/a", 403, "Forbidden")
+
+    with pytest.raises(DirectusError, match="403"):
+        Applier(NoPermission(), plan_with(tmp_path, creates=[{"id": 1, "title": "a"}])).run(  # type: ignore[arg-type]
+            "create", max_count=10)
+
+
+class SmallBodyLimit(FakeRemote):
+    """A remote whose MAX_PAYLOAD_SIZE is 3,000 bytes: Directus answers a larger body with a 400."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = 0
+
+    def create_items(self, collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+        if len(encode_json(items)) > 3_000:
+            self.refused += 1
+            raise DirectusError.from_errors("remote", "POST", "/items/a", 400, [{
+                "message": "Invalid payload. request entity too large.",
+                "extensions": {"code": "INVALID_PAYLOAD", "reason": "request entity too large"}}])
+        super().create_items(collection, pk, items)
+
+
+def test_a_remote_with_a_smaller_body_limit_lowers_the_budget_for_the_rest_of_the_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    items = [{"id": n, "title": "ok", "body": "x" * 200} for n in range(1, 2001)]  # 20 batches of 100
+    remote = SmallBodyLimit()
+    outcome = Applier(remote, plan_with(tmp_path, creates=items)).run(  # type: ignore[arg-type]
+        "create", max_count=100, max_bytes=900_000)
+    assert (outcome.written, outcome.failures) == (2000, [])
+    assert sorted(remote.items) == list(range(1, 2001))
+    # Only the batches cut before the first refusal are split; halving every batch would cost 140 refusals.
+    assert remote.refused <= 3 * 7
+    assert "sending at most" in caplog.text
+
+
+def test_update_batches_are_sized_by_what_is_sent_not_by_the_staged_record(tmp_path: Path) -> None:
+    # Staged updates carry the whole item (for rerouting) but send only the changed fields.
+    updates = [{"key": n, "changes": {"title": "new"}, "item": {"id": n, "title": "new", "body": "x" * 400}}
+               for n in range(1, 21)]
+    remote = FakeRemote({n: {"id": n, "title": "old"} for n in range(1, 21)})
+    sent: list[int] = []
+    original = remote.update_items
+
+    def update_items(collection: str, pk: str, items: list[dict[str, Any]]) -> None:
+        sent.append(len(encode_json(items)))
+        original(collection, pk, items)
+
+    remote.update_items = update_items  # type: ignore[method-assign]
+    outcome = Applier(remote, plan_with(tmp_path, updates=updates)).run(  # type: ignore[arg-type]
+        "update", max_count=100, max_bytes=1_000)
+    assert outcome.written == 20
+    assert len(sent) == 1 and sent[0] <= 1_000  # the staged records would have needed about ten requests
+
+
+def test_a_dead_lettered_delete_whose_key_is_already_gone_is_resolved(tmp_path: Path) -> None:
+    remote = FakeRemote({3: {"id": 3, "title": "x"}})
+    outcome = Applier(remote, plan_with(tmp_path, deletes=[3, 4]), watch_keys={"4"}).run(  # type: ignore[arg-type]
+        "delete", max_count=10)
+    assert remote.items == {}
+    assert (outcome.written, outcome.written_keys, outcome.failures) == (2, {"4"}, [])
+
+
+def test_a_missing_staged_file_fails_before_anything_is_written(tmp_path: Path) -> None:
+    plan = plan_with(tmp_path, creates=[{"id": 1, "title": "a"}, {"id": 2, "title": "b"}])
+    ObjectStoragePath(plan.creates_path).unlink()
+    remote = FakeRemote()
+    with pytest.raises(StagedFileError, match=r"c\.jsonl does not exist, but filter_schema staged 2 records"):
+        Applier(remote, plan).run("create", max_count=10)  # type: ignore[arg-type]
+    assert remote.requests == 0
+
+
+def test_a_short_staged_file_fails_after_writing_what_it_holds(tmp_path: Path) -> None:
+    plan = plan_with(tmp_path, deletes=[1, 2])
+    write_jsonl(ObjectStoragePath(plan.deletes_path), [1])
+    remote = FakeRemote({1: {"id": 1}, 2: {"id": 2}})
+    with pytest.raises(StagedFileError, match="holds 1 records, but filter_schema staged 2"):
+        Applier(remote, plan).run("delete", max_count=10)  # type: ignore[arg-type]
+
+
+def test_pruned_keys_the_source_has_again_are_spared_and_not_counted(tmp_path: Path) -> None:
+    # Planned from the source's keys at extraction: 5 and 6 were not there, 7 was never on the source.
+    # Since then the source created 5 and 6, and another run copied them to the remote.
+    remote = FakeRemote({n: {"id": n, "title": "x"} for n in (1, 5, 6, 7)})
+    source = FakeRemote({n: {"id": n, "title": "x"} for n in (1, 5, 6)})
+    plan = plan_with(tmp_path, deletes=[1])
+    write_jsonl(ObjectStoragePath(f"file://{tmp_path}/p.jsonl"), [5, 6, 7])
+    plan.prunes_path, plan.prunes = f"file://{tmp_path}/p.jsonl", 3
+    outcome = Applier(remote, plan, source=source).run("delete", max_count=2)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [5, 6]
+    assert (outcome.written, outcome.spared, outcome.failures) == (2, 2, [])  # the delete of 1, the prune of 7
+
+
+def test_prunes_without_the_source_fail_before_deleting_them(tmp_path: Path) -> None:
+    remote = FakeRemote({7: {"id": 7, "title": "x"}})
+    plan = plan_with(tmp_path)
+    write_jsonl(ObjectStoragePath(f"file://{tmp_path}/p.jsonl"), [7])
+    plan.prunes_path, plan.prunes = f"file://{tmp_path}/p.jsonl", 1
+    with pytest.raises(ValueError, match="pruning needs the source"):
+        Applier(remote, plan).run("delete", max_count=2)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [7]
+
+
+def test_only_writes_the_remote_accepted_have_their_origins_recorded(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/origins.db")
+    store.migrate(engine)
+    items = [{"id": 1, "title": "ok"}, {"id": 2, "title": "far too long"}, {"id": 3, "title": "ok"}]
+    carried = [origins.staged_record(i["id"], str(i["id"]), Origin.of_change("2026-11-26T12:00:00Z", "a"))
+               for i in items]
+    recorder = origins.Recorder(engine, "b", "a", carried)
+    Applier(FakeRemote(), plan_with(tmp_path, creates=items), recorder=recorder).run(  # type: ignore[arg-type]
+        "create", max_count=10)
+    assert sorted(origins.recorded(engine, "b", "a", ["1", "2", "3"])) == ["1", "3"]
