@@ -25,6 +25,9 @@ from typing import Any
 
 import requests
 
+from directus_sync.directus.client import DirectusClient
+from directus_sync.directus.errors import DirectusError
+
 DIRECTUS_VERSION = "12.4.0"
 log = logging.getLogger(__name__)
 
@@ -173,16 +176,20 @@ class DirectusInstance:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_path: Path | None = None
     launch: tuple[list[str], dict[str, str], Path] | None = field(default=None, repr=False)
+    _clients: dict[str, DirectusClient] = field(default_factory=dict, repr=False)
 
-    def api(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
-        """Call the instance's REST API as the admin (or with ``token``) and return the ``data`` member."""
-        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
-        response = requests.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
-        if response.status_code >= 400:
-            raise DevServerError(f"{self.name}: {method} {path} -> {response.status_code} {response.text[:800]}")
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json().get("data")
+    def api(self, method: str, path: str, token: str | None = None, *, json: Any = None,
+            params: dict[str, Any] | None = None) -> Any:
+        """Call the instance's REST API as the admin (or with ``token``) and return the ``data`` member, through
+        the package's own client (:class:`~directus_sync.directus.client.DirectusClient`)."""
+        client = self._clients.get(token or self.admin_token)
+        if client is None:
+            client = DirectusClient.connect(self.url, token or self.admin_token, retries=0, name=self.name)
+            self._clients[token or self.admin_token] = client
+        try:
+            return client.request(method, path, params=params, payload=json)
+        except DirectusError as exc:
+            raise DevServerError(f"{self.name}: {exc.detail}") from exc
 
     def start(self, timeout: float = 120) -> None:
         """Start the ``directus start`` process (again), on the same port and database."""

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from devtools.devserver import DirectusInstance
-from directus_sync.airflow.events import DirectusActivityTrigger
-from directus_sync.directus.hook import DirectusAsyncClient
+from directus_sync.airflow.trigger import DirectusActivityTrigger
+from directus_sync.directus.async_hook import DirectusAsyncHook
 
 from .harness import Airflow, create_collection, items, sync_token
 from .tlsproxy import TlsProxy, make_certificates
@@ -72,7 +72,7 @@ def test_the_trigger_trusts_the_connections_ca_bundle_and_refuses_the_instance_w
 
     async def refused() -> None:
         async with aiohttp.ClientSession() as session:
-            client = await DirectusAsyncClient.connect("source_untrusted", session)
+            client = await DirectusAsyncHook.connect("source_untrusted", session)
             with pytest.raises(aiohttp.ClientConnectorCertificateError):
                 await client.current_user_id()
 

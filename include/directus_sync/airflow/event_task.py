@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from directus_sync.airflow import events, steps
+from directus_sync.airflow import steps, watermark
 from directus_sync.config import RemoteSource
 from directus_sync.engine.results import StepResult, Synced
 
@@ -56,4 +56,4 @@ def _sync(remote: RemoteSource, context: Any, done: list[StepResult]) -> None:
         raise steps.PoisonItemsError("; ".join(refused))
     steps.cleanup_staging(context)
     if extracted.window.event_window:  # a backfill's interval must not move the watermark
-        events.mark_synced(remote, extracted.window.end)
+        watermark.mark_synced(remote, extracted.window.end)

@@ -30,7 +30,7 @@ from airflow.sdk import (  # type: ignore[attr-defined]
 
 # The task bodies import directus_sync.airflow.steps (and event_dag) when they run: through them come the HTTP
 # provider, requests and aiohttp, which no parse of the DAG file needs (a quarter of a second each parse).
-from directus_sync.airflow import events
+from directus_sync.airflow import schedule
 from directus_sync.airflow.alerts import on_deadline_missed
 from directus_sync.config import (
     DAG_ID_PREFIX,
@@ -132,7 +132,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
     with DAG(
         dag_id=remote.reconcile_dag_id if reconcile else remote.dag_id,
         description=remote.description or _describe(remote, reconcile),
-        schedule=CronDataIntervalTimetable(cron, timezone="UTC") if reconcile else events.schedule_for(remote),
+        schedule=CronDataIntervalTimetable(cron, timezone="UTC") if reconcile else schedule.schedule_for(remote),
         start_date=remote.start_date,
         catchup=False,
         max_active_runs=1,
@@ -252,7 +252,7 @@ def _add_outcome_tasks(remote: RemoteSource, upstream: list[Any]) -> None:
 
     # Every run is recorded, failed ones too; only successful ones emit Asset events.
     @task(multiple_outputs=False, trigger_rule="all_done",
-          outlets=[events.asset_for(remote, c) for c in remote.collections])
+          outlets=[schedule.asset_for(remote, c) for c in remote.collections])
     def record_run(*step_results: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
         from directus_sync.airflow import steps
 

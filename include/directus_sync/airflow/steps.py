@@ -20,11 +20,12 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from requests import RequestException
 from sqlalchemy.engine import Engine
 
-from directus_sync.airflow import alerts, events
-from directus_sync.airflow.events import asset_for
+from directus_sync.airflow import alerts, watermark
+from directus_sync.airflow.schedule import asset_for
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.directus import notify
-from directus_sync.directus.hook import DirectusError, DirectusHook
+from directus_sync.directus.errors import DirectusError
+from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.schema import SchemaMismatch, check_schema
 from directus_sync.engine import dryrun, origins
 from directus_sync.engine.apply import Action, Applier, Failure
@@ -149,9 +150,9 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
     engine = store.engine_for()
     # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
     synced_until = ledger.last_window_end(engine, remote.name)
-    event_window = events.uses_event_window(remote, context)
+    event_window = watermark.uses_event_window(remote, context)
     if event_window:
-        window = events.event_window(remote, context, events.load_watermark(remote) or synced_until,
+        window = watermark.event_window(remote, context, watermark.load_watermark(remote) or synced_until,
                                      full_resync=bool(context["params"].get("full_resync")))
     else:
         window = run_window(remote, context, synced_until)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from directus_sync.config import RemoteSource
-from directus_sync.directus.hook import DirectusError, DirectusHook
-from directus_sync.directus.provision import ITEM_ACTIONS, UNENFORCED_NOTE
+from directus_sync.directus.errors import DirectusError
+from directus_sync.directus.hook import DirectusHook
+from directus_sync.directus.provision import CRUD_ACTIONS, UNENFORCED_NOTE
 from directus_sync.directus.schema import (
     UNTRACKED_FIX,
     SchemaMismatch,
@@ -50,7 +51,7 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
         access = _check_access(hook, where, problems)
         if access is None:
             continue
-        needed = [(c, a) for c in remote.collections for a in ITEM_ACTIONS]
+        needed = [(c, a) for c in remote.collections for a in CRUD_ACTIONS]
         needed += [("directus_activity", "read"), ("directus_fields", "read")]
         if role == "source":
             needed.append(("directus_collections", "read"))  # whether activity is tracked

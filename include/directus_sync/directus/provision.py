@@ -19,14 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
-from directus_sync.directus.hook import LIMIT_REFUSED
+from directus_sync.directus.client import DirectusClient, segment
+from directus_sync.directus.errors import DirectusError, refused_limit
 
 POLICY_NAME = "Data Sync"
 USER_EMAIL = "directus-sync@example.com"
-ITEM_ACTIONS = ("create", "read", "update", "delete")
-# The activity fields the sync reads or filters on (hook.activity_filter, changes_filter, the cursor).
+# The permissions the sync user needs on each synced collection (not the activity actions, see activity.py).
+CRUD_ACTIONS = ("create", "read", "update", "delete")
+# The activity fields the sync reads or filters on (activity.activity_filter, changes_filter, the cursor).
 ACTIVITY_FIELDS = ("id", "action", "collection", "item", "timestamp", "user")
 # What ``DirectusHook.notify`` sends.
 NOTIFICATION_FIELDS = ("recipient", "subject", "message")
@@ -117,7 +117,7 @@ def grants_for(collections: Mapping[str, Sequence[str] | None]) -> list[Grant]:
     included, or ``None`` for every field), in the order they are printed."""
     names = sorted(collections)
     synced = {"collection": {"_in": names}}
-    grants = [Grant(name, action, tuple(collections[name] or EVERY_FIELD)) for name in names for action in ITEM_ACTIONS]
+    grants = [Grant(name, action, tuple(collections[name] or EVERY_FIELD)) for name in names for action in CRUD_ACTIONS]
     grants += [
         Grant("directus_activity", "read", ACTIVITY_FIELDS, synced),
         Grant("directus_collections", "read", COLLECTION_META_FIELDS, synced),
@@ -193,7 +193,7 @@ def _rules_enforced(api: _AdminApi) -> bool:
 
 def _primary_key(api: _AdminApi, collection: str) -> str:
     try:
-        fields = api.call("GET", f"/fields/{collection}") or []
+        fields = api.call("GET", f"/fields/{segment(collection)}") or []
     except ProvisionError as exc:
         if exc.status in (403, 404):
             raise ProvisionError(f"collection {collection!r} does not exist on {api.url}: create it before "
@@ -291,20 +291,21 @@ class _Restricted(Exception):
 
 
 class _AdminApi:
+    """The admin's calls, through the same client as the sync's (retries, encoding, Directus's errors)."""
+
     def __init__(self, url: str, admin_token: str) -> None:
         self.url = url
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {admin_token}"
+        self.client = DirectusClient.connect(url, admin_token, timeout=30)
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         try:
-            response = self.session.request(method, self.url + path, timeout=30, **kwargs)
-        except requests.RequestException as exc:
-            raise ProvisionError(f"{self.url} is not reachable: {exc}", None) from exc
-        if response.status_code >= 400:
-            raise ProvisionError(f"{method} {path} on {self.url} failed ({response.status_code}): "
-                              f"{response.text[:500]}", response.status_code, _error_code(response))
-        return response.json().get("data") if response.content else None
+            return self.client.request(method, path, params=params, payload=json)
+        except DirectusError as exc:
+            if exc.status is None:
+                raise ProvisionError(f"{self.url} is not reachable: {exc.detail}", None) from exc
+            # The admin's own terminal: Directus's full messages help fix the instance.
+            raise ProvisionError(f"{method} {path} on {self.url} failed ({exc.status}): {exc.detail}", exc.status,
+                                 exc.codes[0] if exc.codes else None) from exc
 
     def change(self, method: str, path: str, payload: dict[str, Any]) -> None:
         """Write one permission; :class:`_Restricted` when the licence refuses its filter or field limit."""
@@ -320,21 +321,14 @@ class _AdminApi:
         rows: list[dict[str, Any]] = []
         while True:
             try:
-                page = self.call("GET", path, params={**params, "limit": page_size, "offset": len(rows)}) or []
-            except ProvisionError as exc:
-                cap = LIMIT_REFUSED.search(str(exc))
-                if cap is None or int(cap.group(1)) >= page_size:
-                    raise
-                page_size = int(cap.group(1))
+                page = self.client.request("GET", path, params={**params, "limit": page_size,
+                                                                "offset": len(rows)}) or []
+            except DirectusError as exc:
+                cap = refused_limit(exc)
+                if cap is None or cap >= page_size:
+                    raise ProvisionError(f"GET {path} on {self.url} failed: {exc.detail}", exc.status) from exc
+                page_size = cap
                 continue
             rows += page
             if len(page) < page_size:
                 return rows
-
-
-def _error_code(response: requests.Response) -> str | None:
-    try:
-        errors = response.json().get("errors") or []
-        return str(errors[0]["extensions"]["code"]) if errors else None
-    except (ValueError, KeyError, TypeError, IndexError):
-        return None

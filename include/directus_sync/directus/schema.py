@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from directus_sync.config import CollectionSchema
-from directus_sync.directus.hook import DirectusError, DirectusHook
+from directus_sync.directus.errors import DirectusError
+from directus_sync.directus.hook import DirectusHook
 
 log = logging.getLogger(__name__)
 

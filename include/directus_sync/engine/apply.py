@@ -32,7 +32,9 @@ from typing import Any, Literal
 from airflow.sdk import ObjectStoragePath
 
 from directus_sync.config import batch_bytes
-from directus_sync.directus.hook import DirectusError, DirectusHook, encode_json
+from directus_sync.directus.client import encode_json
+from directus_sync.directus.errors import DirectusError
+from directus_sync.directus.hook import DirectusHook
 from directus_sync.engine import origins
 from directus_sync.engine.plan import CollectionPlan
 from directus_sync.engine.staging import batched_by_size, read_staged

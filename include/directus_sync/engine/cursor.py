@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
+from directus_sync.directus.activity import iso_timestamp, parse_timestamp
 from directus_sync.directus.hook import DirectusHook
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,3 @@ def _merged(gaps: list[Gap]) -> list[Gap]:
         else:
             merged.append(gap)
     return merged
-
-
-def parse_timestamp(timestamp: str) -> datetime:
-    """An activity timestamp as Directus writes it (ISO 8601, ``Z`` or an offset)."""
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-
-
-def iso_timestamp(moment: datetime) -> str:
-    """A moment as Directus filters take it: UTC, milliseconds, ``Z``."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

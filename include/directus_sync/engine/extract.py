@@ -18,10 +18,12 @@ from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel
 
 from directus_sync.config import RemoteSource
-from directus_sync.directus.hook import DirectusHook, sized_batches
+from directus_sync.directus.activity import iso_timestamp, parse_timestamp
+from directus_sync.directus.hook import DirectusHook
+from directus_sync.directus.paging import sized_batches
 from directus_sync.directus.schema import CollectionShape, shape_of
 from directus_sync.engine import cursor
-from directus_sync.engine.cursor import ActivityCursor, iso_timestamp, parse_timestamp
+from directus_sync.engine.cursor import ActivityCursor
 from directus_sync.engine.readahead import READ_AHEAD, read_ahead
 from directus_sync.engine.staging import JsonlWriter, write_jsonl
 

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from directus_sync.engine.cursor import parse_timestamp
+from directus_sync.directus.activity import parse_timestamp
 from directus_sync.state.store import origins
 
 # Keys asked for in one query: well under every database's bound-parameter limit.

@@ -22,10 +22,10 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from directus_sync.config import ConflictPolicy, batch_bytes
+from directus_sync.directus.activity import iso_timestamp, parse_timestamp
 from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.schema import CollectionShape, prune
 from directus_sync.engine import origins
-from directus_sync.engine.cursor import iso_timestamp, parse_timestamp
 from directus_sync.engine.extract import ChangeManifest, CollectionChanges
 from directus_sync.engine.origins import UNKNOWN_TIME, Origin, newer
 from directus_sync.engine.readahead import READ_AHEAD, read_ahead

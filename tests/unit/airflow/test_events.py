@@ -15,18 +15,13 @@ import pytest
 from aiohttp import web
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
 
-from directus_sync.airflow.events import (
-    ActivityPoller,
-    DirectusActivityTrigger,
-    activity_asset,
-    event_window,
-    newest_activity_params,
-    schedule_for,
-    uses_event_window,
-)
 from directus_sync.airflow.factory import build_sync_dag
+from directus_sync.airflow.schedule import activity_asset, schedule_for
+from directus_sync.airflow.trigger import ActivityPoller, DirectusActivityTrigger
+from directus_sync.airflow.watermark import event_window, uses_event_window
 from directus_sync.config import RemoteSource, TriggerMode, parse_row
-from directus_sync.directus.hook import base_url_of
+from directus_sync.directus.activity import newest_change_params
+from directus_sync.directus.client import base_url_of
 
 SYNC_USER = "sync-user"
 EDITOR = "editor"
@@ -94,7 +89,7 @@ def poll(poller: ActivityPoller, log: ActivityLog) -> dict[str, Any] | None:
 
 
 def test_one_small_request_per_poll_asks_only_for_the_newest_foreign_item_change() -> None:
-    params = newest_activity_params(["articles", "authors"], 41, SYNC_USER)
+    params = newest_change_params(["articles", "authors"], 41, SYNC_USER)
     assert (params["sort"], params["limit"], params["fields"]) == ("-id", 1, "id,timestamp")
     clauses = json.loads(params["filter"])["_and"]
     assert {"id": {"_gt": 41}} in clauses
@@ -231,7 +226,7 @@ def test_the_trigger_fires_for_past_activity_then_for_each_new_burst(
 
 def test_the_trigger_serializes_connection_ids_and_names_only() -> None:
     classpath, kwargs = activity_asset(remote()).watchers[0].trigger.serialize()
-    assert classpath == "directus_sync.airflow.events.DirectusActivityTrigger"
+    assert classpath == "directus_sync.airflow.trigger.DirectusActivityTrigger"
     assert kwargs == {"source_conn_id": "directus_eu", "collections": ["articles", "authors"], "remote": "eu_to_us",
                       "poll_interval": 2.0, "timeout": 30.0}
     assert DirectusActivityTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -381,7 +376,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Steps:
         record.done.append("mark_synced")
         record.synced_until.append(window_end)
 
-    monkeypatch.setattr(event_task.events, "mark_synced", mark_synced)
+    monkeypatch.setattr(event_task.watermark, "mark_synced", mark_synced)
     return record
 
 

@@ -18,7 +18,7 @@ from lazy_object_proxy import Proxy
 from directus_sync.airflow import steps
 from directus_sync.airflow.steps import RETURN_XCOM_KEY, PoisonItemsError, errors_recorded, run_window
 from directus_sync.config import RemoteSource
-from directus_sync.directus.hook import DirectusError
+from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.schema import SchemaMismatch
 from directus_sync.engine.extract import ChangeManifest
 from directus_sync.engine.plan import CollectionPlan, SyncPlan
@@ -224,7 +224,7 @@ def window_of(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setattr(steps.store, "open_dead_letters", lambda engine, name: {})
         monkeypatch.setattr(steps.ledger, "last_window_end", lambda engine, name: synced_until)
         monkeypatch.setattr(steps.ledger, "last_cursor", lambda engine, name: None)
-        monkeypatch.setattr(steps.events, "load_watermark", lambda remote: watermark)
+        monkeypatch.setattr(steps.watermark, "load_watermark", lambda remote: watermark)
         monkeypatch.setattr(steps, "run_folder", lambda dag_id, run_id: None)
         monkeypatch.setattr(steps, "hook_for", lambda remote, conn_id: None)
         monkeypatch.setattr(steps, "extract", seen)

@@ -8,7 +8,7 @@ import pytest
 
 from directus_sync.config import RemoteSource
 from directus_sync.control import check
-from directus_sync.directus.provision import ITEM_ACTIONS, SYSTEM_PERMISSIONS
+from directus_sync.directus.provision import CRUD_ACTIONS, SYSTEM_PERMISSIONS
 
 ARTICLES = [
     {"field": "id", "type": "integer", "schema": {"is_primary_key": True}, "meta": {}},
@@ -35,7 +35,7 @@ class FakeHook:
         if (method, path) == ("GET", "/server/info"):
             return {"license": {"source": self.licence_source, "entitlements": {}}}
         assert (method, path) == ("GET", "/permissions/me")
-        allowed = {(c, a) for c in ("articles",) for a in ITEM_ACTIONS} | set(SYSTEM_PERMISSIONS)
+        allowed = {(c, a) for c in ("articles",) for a in CRUD_ACTIONS} | set(SYSTEM_PERMISSIONS)
         access: dict[str, dict[str, Any]] = {}
         for collection, action in allowed:
             access.setdefault(collection, {})[action] = {"access": "full"}

@@ -10,17 +10,11 @@ import pytest
 import requests
 
 from directus_sync.directus import hook as hook_module
-from directus_sync.directus.hook import (
-    DirectusError,
-    DirectusHook,
-    PageSizer,
-    Transport,
-    activity_filter,
-    chunk_keys,
-    refused_limit,
-    segment,
-    sized_batches,
-)
+from directus_sync.directus.activity import activity_filter
+from directus_sync.directus.client import Transport, segment
+from directus_sync.directus.errors import DirectusError, refused_limit
+from directus_sync.directus.hook import DirectusHook
+from directus_sync.directus.paging import PageSizer, chunk_keys, sized_batches
 
 
 def test_the_activity_filter_reads_item_actions_in_the_window_or_the_id_spans_after_the_cursor() -> None:
@@ -297,13 +291,22 @@ TRANSPORT_EXTRAS = [
 
 
 @pytest.mark.parametrize(("extra", "verify", "cert", "proxies"), TRANSPORT_EXTRAS, ids=str)
-def test_the_tasks_session_and_the_triggers_client_read_the_same_extras(
+def test_the_tasks_requests_and_the_triggers_hook_read_the_same_extras(
         extra: dict[str, Any], verify: Any, cert: Any, proxies: dict[str, str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_DIRECTUS_X", json.dumps(
         {"conn_type": "http", "host": "https://cms.example.com", "password": "t", "extra": extra}))
-    session = DirectusHook("directus_x").session
-    assert (session.verify, session.cert, session.proxies) == (verify, cert, proxies)
+    hook = DirectusHook("directus_x")
+    sent: dict[str, Any] = {}
+
+    def request(method: str, url: str, **kwargs: Any) -> Any:
+        sent.update(kwargs)
+        raise requests.ConnectionError("not sent")
+
+    monkeypatch.setattr(hook.client.session, "request", request)
+    with pytest.raises(DirectusError):
+        hook.request("GET", "/users/me")
+    assert (sent["verify"], sent["cert"], sent["proxies"]) == (verify, cert, proxies)
     transport = Transport.from_extra(extra)
     assert (transport.verify, transport.cert, dict(transport.proxies)) == (verify, cert, proxies)
     assert transport.proxy_for("https://cms.example.com/activity") == proxies.get("https")
@@ -330,7 +333,7 @@ def test_the_connections_ca_bundle_wins_over_requests_ca_bundle_in_the_environme
         sent.update(kwargs)
         raise requests.ConnectionError("not sent")
 
-    monkeypatch.setattr(hook.session, "request", request)
+    monkeypatch.setattr(hook.client.session, "request", request)
     with pytest.raises(DirectusError):
         hook.request("GET", "/users/me")
     assert sent["verify"] == "/ca.pem"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from directus_sync.config import CollectionSchema
-from directus_sync.directus.hook import DirectusError
+from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.schema import CollectionShape, SchemaMismatch, check_schema, prune, schema_problems
 
 

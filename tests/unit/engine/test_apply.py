@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from airflow.sdk import ObjectStoragePath
 
-from directus_sync.directus.hook import DirectusError, encode_json
+from directus_sync.directus.client import encode_json
+from directus_sync.directus.errors import DirectusError
 from directus_sync.engine import origins
 from directus_sync.engine.apply import Applier, request_batches
 from directus_sync.engine.origins import Origin

@@ -150,7 +150,7 @@ def test_an_event_mode_dry_run_plans_in_its_one_task_and_leaves_lease_and_waterm
         raise AssertionError("an event-mode dry run wrote or took the lease")
 
     monkeypatch.setattr(steps.leases, "hold", untouchable)
-    monkeypatch.setattr(event_task.events, "mark_synced", untouchable)
+    monkeypatch.setattr(event_task.watermark, "mark_synced", untouchable)
     monkeypatch.setattr(steps, "apply_writes", untouchable)
     extracted = Extracted(manifest=ChangeManifest(run_folder="f", window="w", full=False, collections=[]),
                           window=WindowRecord(end=datetime(2026, 11, 28, tzinfo=UTC)))

@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from directus_sync.config import RemoteSource
-from directus_sync.directus.hook import PageSizer
+from directus_sync.directus.paging import PageSizer
 from directus_sync.engine.cursor import ActivityCursor
 from directus_sync.engine.extract import Window, compute_window, extract
 from directus_sync.engine.staging import read_jsonl

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from airflow.sdk import ObjectStoragePath
 
 from directus_sync.config import ConflictPolicy
+from directus_sync.directus.activity import parse_timestamp
 from directus_sync.directus.schema import CollectionShape
 from directus_sync.engine import origins
-from directus_sync.engine.cursor import parse_timestamp
 from directus_sync.engine.extract import CollectionChanges
 from directus_sync.engine.origins import Origin
 from directus_sync.engine.plan import ConflictGuard, Instance, plan_collection

@@ -12,7 +12,9 @@ from requests import ConnectionError as RequestsConnectionError
 from requests import Response
 
 from directus_sync.airflow.steps import is_permanent, safe_error
-from directus_sync.directus.hook import DirectusError, DirectusHook, refused_limit, summarize
+from directus_sync.directus.client import DirectusClient
+from directus_sync.directus.errors import DirectusError, refused_limit, summarize
+from directus_sync.directus.hook import DirectusHook
 
 SECRET = "leak-me-7f3a@example.com"
 
@@ -126,11 +128,7 @@ def test_what_the_sync_relies_on_still_works_on_the_safe_error() -> None:
 
 
 class FakeSession:
-    """A requests session that answers one thing; the hook passes its TLS and proxy settings per request."""
-
-    verify: Any = True
-    cert: Any = None
-    proxies: Any = None
+    """A requests session that answers one thing."""
 
     def __init__(self, answer: Response | Exception) -> None:
         self.answer = answer
@@ -143,15 +141,15 @@ class FakeSession:
 
 def hook_answering(answer: Response | Exception) -> DirectusHook:
     hook = DirectusHook("directus_b")
-    hook.__dict__["session"] = FakeSession(answer)  # the cached session
-    hook.base_url = "http://directus.invalid"
+    hook.__dict__["client"] = DirectusClient("directus_b", "http://directus.invalid",
+                                             FakeSession(answer))  # type: ignore[arg-type]
     return hook
 
 
 def test_the_hook_raises_the_safe_error_and_logs_the_full_text_once(caplog: pytest.LogCaptureFixture) -> None:
     body = {"errors": [error("RECORD_NOT_UNIQUE", f'Value "{SECRET}" for field "email" in collection "people" '
                              "has to be unique.", collection="people", field="email", value=SECRET)]}
-    with caplog.at_level(logging.WARNING, "directus_sync.directus.hook"), pytest.raises(DirectusError) as raised:
+    with caplog.at_level(logging.WARNING, "directus_sync.directus.client"), pytest.raises(DirectusError) as raised:
         hook_answering(response(400, body)).create_items("people", "id", [{"id": 1, "email": SECRET}])
     assert SECRET not in str(raised.value)
     assert 'RECORD_NOT_UNIQUE: field "email" in collection "people" must be unique' in str(raised.value)
