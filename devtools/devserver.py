@@ -189,7 +189,8 @@ class DirectusInstance:
         try:
             return client.request(method, path, params=params, payload=json)
         except DirectusError as exc:
-            raise DevServerError(f"{self.name}: {exc.detail}") from exc
+            codes = f" [{', '.join(exc.codes)}]" if exc.codes else ""
+            raise DevServerError(f"{self.name}: {exc.detail}{codes}") from exc
 
     def start(self, timeout: float = 120) -> None:
         """Start the ``directus start`` process (again), on the same port and database."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import requests
+import pytest
 
-from devtools.devserver import DirectusInstance
+from devtools.devserver import DevServerError, DirectusInstance
 from directus_sync.directus.provision import ACTIVITY_FIELDS, POLICY_NAME, UNENFORCED_NOTE
 
 from .harness import Airflow, conn_id, create_collection, items, run_cli, sync_token
@@ -54,11 +54,10 @@ def test_provision_with_a_schema_grants_only_what_the_sync_uses_as_the_core_lice
     # The core licence: whole collections (filters and field limits are refused, see below).
     assert stored["directus_activity", "read"][0]["fields"] == ["*"]
     assert not stored["directus_activity", "read"][0]["permissions"]
-    refused = requests.post(f"{a.url}/permissions", timeout=10, headers={"Authorization": f"Bearer {a.admin_token}"},
-                            json={"policy": policy["id"], "collection": "directus_activity", "action": "read",
-                                  "fields": list(ACTIVITY_FIELDS),
-                                  "permissions": {"collection": {"_in": [collection]}}})
-    assert refused.status_code == 403 and refused.json()["errors"][0]["extensions"]["code"] == "RESOURCE_RESTRICTED"
+    with pytest.raises(DevServerError, match=r"\(403\).*\[RESOURCE_RESTRICTED\]"):
+        a.api("POST", "/permissions", json={"policy": policy["id"], "collection": "directus_activity",
+                                           "action": "read", "fields": list(ACTIVITY_FIELDS),
+                                           "permissions": {"collection": {"_in": [collection]}}})
 
     # check says what that means for both instances.
     name = f"prov_{collection}"
@@ -99,8 +98,7 @@ def test_provision_refuses_a_data_sync_policy_with_app_access_and_sets_the_users
     made = cli(airflow, "provision", "--url", c.url, "--collection", collection, "--email", email,
                "--token", f"other-{collection}", DIRECTUS_ADMIN_TOKEN=c.admin_token)
     assert made.returncode == 0, made.stdout + made.stderr
-    me = requests.get(f"{c.url}/users/me", params={"fields": "id"}, timeout=10,
-                      headers={"Authorization": f"Bearer other-{collection}"})
+    me = c.api("GET", "/users/me", token=f"other-{collection}", params={"fields": "id"})
     user = c.api("GET", "/users", params={"filter": json.dumps({"email": {"_eq": email}}), "fields": "id"})
-    assert me.status_code == 200 and me.json()["data"]["id"] == user[0]["id"]
+    assert me["id"] == user[0]["id"]
     c.api("DELETE", f"/users/{user[0]['id']}")

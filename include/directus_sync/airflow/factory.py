@@ -28,7 +28,7 @@ from airflow.sdk import (  # type: ignore[attr-defined]
     task,
 )
 
-# The task bodies import directus_sync.airflow.steps (and event_dag) when they run: through them come the HTTP
+# The task bodies import directus_sync.airflow.steps (and event_task) when they run: through them come the HTTP
 # provider, requests and aiohttp, which no parse of the DAG file needs (a quarter of a second each parse).
 from directus_sync.airflow import schedule
 from directus_sync.airflow.alerts import on_deadline_missed
