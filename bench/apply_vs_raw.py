@@ -61,7 +61,7 @@ def main() -> int:
 def measure(remote: Any, folder: Path, n: int, reps: int, batch_size: int) -> None:
     names = [f"c_{kind}_{rep}" for rep in range(reps) for kind in ("raw", "apply")]
     for name in names:
-        remote.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": FIELDS})
+        remote.create_collection(name, FIELDS)
     provision(remote.url, remote.admin_token, names, token=TOKEN)
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps({"conn_type": "http", "host": remote.url,
                                                                 "password": TOKEN})

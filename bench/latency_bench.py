@@ -42,6 +42,8 @@ from devtools.devserver import (
     ensure_directus,
     exit_on_sigterm,
     free_port,
+    key_field,
+    plain_field,
     running_instances,
 )
 from devtools.liveairflow import dag_runs, settled_runs, unpause_when_parsed, wait_for
@@ -50,13 +52,7 @@ from directus_sync.directus.provision import provision
 from directus_sync.state import store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIELDS: list[dict[str, Any]] = [
-    {"field": "id", "type": "integer", "meta": {"hidden": True},
-     "schema": {"is_primary_key": True, "has_auto_increment": True}},
-    {"field": "title", "type": "string", "meta": {}, "schema": {}},
-    {"field": "body", "type": "text", "meta": {}, "schema": {}},
-    {"field": "views", "type": "integer", "meta": {}, "schema": {}},
-]
+FIELDS = [key_field(), plain_field("title"), plain_field("body", "text"), plain_field("views", "integer")]
 SYNCED = ["title", "body", "views"]
 IMPORT_BATCH = 500
 
@@ -66,7 +62,7 @@ def token(instance: DirectusInstance) -> str:
 
 
 def create_collection(instance: DirectusInstance, name: str) -> None:
-    instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": FIELDS})
+    instance.create_collection(name, FIELDS)
     provision(instance.url, instance.admin_token, [name], token=token(instance))
 
 

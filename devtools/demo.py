@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from devtools.devserver import (
+    ARTICLE_FIELDS,
     DirectusInstance,
     SqliteDatabase,
     default_cache_dir,
@@ -136,14 +137,7 @@ def sync_twice(instances: dict[str, DirectusInstance], workdir: Path) -> LocalAi
 def prepare(instances: dict[str, DirectusInstance], airflow: LocalAirflow, table_path: Path) -> None:
     say("creating the articles collection on each instance and provisioning a sync user")
     for instance in instances.values():
-        instance.api("POST", "/collections", json={"collection": COLLECTION, "meta": {}, "schema": {}, "fields": [
-            {"field": "id", "type": "integer", "meta": {"hidden": True},
-             "schema": {"is_primary_key": True, "has_auto_increment": True}},
-            {"field": "title", "type": "string", "meta": {}, "schema": {}},
-            {"field": "body", "type": "text", "meta": {}, "schema": {}},
-            {"field": "views", "type": "integer", "meta": {}, "schema": {}},
-            {"field": "internal_note", "type": "string", "meta": {}, "schema": {}},
-        ]})
+        instance.create_collection(COLLECTION, ARTICLE_FIELDS)
         user = provision(instance.url, instance.admin_token, [COLLECTION])
         airflow.connections[f"directus_{instance.name}"] = user.connection()
     say("preparing Airflow (SQLite metadata) and the remote-sources table")

@@ -166,6 +166,25 @@ class SqliteDatabase:
         return {"DB_CLIENT": "sqlite3", "DB_FILENAME": str(self.path)}
 
 
+def key_field(kind: str = "integer") -> dict[str, Any]:
+    """A collection's primary key: an auto-increment integer, or a UUID Directus fills in."""
+    if kind == "uuid":
+        return {"field": "id", "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},
+                "schema": {"is_primary_key": True}}
+    return {"field": "id", "type": "integer", "meta": {"hidden": True},
+            "schema": {"is_primary_key": True, "has_auto_increment": True}}
+
+
+def plain_field(name: str, kind: str = "string", **schema: Any) -> dict[str, Any]:
+    """A field of type ``kind`` (``string``, ``text``, ``integer``...), with ``schema`` options."""
+    return {"field": name, "type": kind, "meta": {}, "schema": schema}
+
+
+# The articles of the demo and the tests: integer key, title, body, views, and a field never synced.
+ARTICLE_FIELDS = (key_field(), plain_field("title"), plain_field("body", "text"), plain_field("views", "integer"),
+                  plain_field("internal_note"))
+
+
 @dataclass
 class DirectusInstance:
     """A running local Directus: its URL, its admin's static token and its process."""
@@ -191,6 +210,10 @@ class DirectusInstance:
         except DirectusError as exc:
             codes = f" [{', '.join(exc.codes)}]" if exc.codes else ""
             raise DevServerError(f"{self.name}: {exc.detail}{codes}") from exc
+
+    def create_collection(self, name: str, fields: Sequence[dict[str, Any]]) -> None:
+        """Create the collection ``name`` with ``fields`` (see :func:`key_field`, :func:`plain_field`)."""
+        self.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": list(fields)})
 
     def start(self, timeout: float = 120) -> None:
         """Start the ``directus start`` process (again), on the same port and database."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from devtools.devserver import DirectusInstance
+from devtools.devserver import ARTICLE_FIELDS, DirectusInstance, key_field, plain_field
 from devtools.localairflow import AIRFLOW_BIN, DAGS_FOLDER, LocalAirflow
 from directus_sync.directus.provision import provision
 from directus_sync.state import store
@@ -32,27 +32,13 @@ def conn_id(instance: DirectusInstance) -> str:
 
 def create_collection(instance: DirectusInstance, name: str, extra_fields: tuple[str, ...] = ()) -> None:
     """An ``articles``-like collection: integer key, title, body, views, and a field never synced."""
-    fields: list[dict[str, Any]] = [
-        {"field": "id", "type": "integer", "meta": {"hidden": True},
-         "schema": {"is_primary_key": True, "has_auto_increment": True}},
-        {"field": "title", "type": "string", "meta": {}, "schema": {}},
-        {"field": "body", "type": "text", "meta": {}, "schema": {}},
-        {"field": "views", "type": "integer", "meta": {}, "schema": {}},
-        {"field": "internal_note", "type": "string", "meta": {}, "schema": {}},
-    ]
-    fields += [{"field": f, "type": "string", "meta": {}, "schema": {}} for f in extra_fields]
-    instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": fields})
+    instance.create_collection(name, [*ARTICLE_FIELDS, *(plain_field(f) for f in extra_fields)])
     provision(instance.url, instance.admin_token, [name], token=sync_token(instance))
 
 
 def create_uuid_collection(instance: DirectusInstance, name: str) -> None:
     """A collection keyed by UUIDs (title and views), as several instances creating items should use."""
-    instance.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": [
-        {"field": "id", "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},
-         "schema": {"is_primary_key": True}},
-        {"field": "title", "type": "string", "meta": {}, "schema": {}},
-        {"field": "views", "type": "integer", "meta": {}, "schema": {}},
-    ]})
+    instance.create_collection(name, [key_field("uuid"), plain_field("title"), plain_field("views", "integer")])
     provision(instance.url, instance.admin_token, [name], token=sync_token(instance))
 
 

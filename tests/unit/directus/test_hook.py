@@ -290,13 +290,8 @@ TRANSPORT_EXTRAS = [
 ]
 
 
-@pytest.mark.parametrize(("extra", "verify", "cert", "proxies"), TRANSPORT_EXTRAS, ids=str)
-def test_the_tasks_requests_and_the_triggers_hook_read_the_same_extras(
-        extra: dict[str, Any], verify: Any, cert: Any, proxies: dict[str, str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_DIRECTUS_X", json.dumps(
-        {"conn_type": "http", "host": "https://cms.example.com", "password": "t", "extra": extra}))
-    hook = DirectusHook("directus_x")
+def what_a_request_sends(hook: DirectusHook, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The keyword arguments the hook's session is called with for one request (which is not sent)."""
     sent: dict[str, Any] = {}
 
     def request(method: str, url: str, **kwargs: Any) -> Any:
@@ -306,6 +301,16 @@ def test_the_tasks_requests_and_the_triggers_hook_read_the_same_extras(
     monkeypatch.setattr(hook.client.session, "request", request)
     with pytest.raises(DirectusError):
         hook.request("GET", "/users/me")
+    return sent
+
+
+@pytest.mark.parametrize(("extra", "verify", "cert", "proxies"), TRANSPORT_EXTRAS, ids=str)
+def test_the_tasks_requests_and_the_triggers_hook_read_the_same_extras(
+        extra: dict[str, Any], verify: Any, cert: Any, proxies: dict[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_DIRECTUS_X", json.dumps(
+        {"conn_type": "http", "host": "https://cms.example.com", "password": "t", "extra": extra}))
+    sent = what_a_request_sends(DirectusHook("directus_x"), monkeypatch)
     assert (sent["verify"], sent["cert"], sent["proxies"]) == (verify, cert, proxies)
     transport = Transport.from_extra(extra)
     assert (transport.verify, transport.cert, dict(transport.proxies)) == (verify, cert, proxies)
@@ -326,17 +331,7 @@ def test_the_connections_ca_bundle_wins_over_requests_ca_bundle_in_the_environme
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     monkeypatch.setenv("AIRFLOW_CONN_DIRECTUS_X", json.dumps(
         {"conn_type": "http", "host": "https://cms.example.com", "password": "t", "extra": {"verify": "/ca.pem"}}))
-    hook = DirectusHook("directus_x")
-    sent: dict[str, Any] = {}
-
-    def request(method: str, url: str, **kwargs: Any) -> Any:
-        sent.update(kwargs)
-        raise requests.ConnectionError("not sent")
-
-    monkeypatch.setattr(hook.client.session, "request", request)
-    with pytest.raises(DirectusError):
-        hook.request("GET", "/users/me")
-    assert sent["verify"] == "/ca.pem"
+    assert what_a_request_sends(DirectusHook("directus_x"), monkeypatch)["verify"] == "/ca.pem"
 
 
 def test_the_triggers_tls_settings_take_the_environments_ca_bundle_as_requests_does(
