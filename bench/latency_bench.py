@@ -49,7 +49,7 @@ from devtools.devserver import (
 from devtools.liveairflow import dag_runs, settled_runs, unpause_when_parsed, wait_for
 from devtools.localairflow import LocalAirflow, Standalone
 from directus_sync.directus.provision import provision
-from directus_sync.state import store
+from directus_sync.state import sources, tables
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = [key_field(), plain_field("title"), plain_field("body", "text"), plain_field("views", "integer")]
@@ -169,12 +169,12 @@ def run(tmp: Path, source: DirectusInstance, remote: DirectusInstance, metadata_
         airflow.connections[f"directus_{instance.name}"] = {"conn_type": "http", "host": instance.url,
                                                             "password": token(instance)}
     engine = sa.create_engine(f"sqlite:///{table}")
-    store.migrate(engine)
+    tables.migrate(engine)
     common = {"status": "published", "source_conn_id": f"directus_{source.name}",
               "remote_conn_id": f"directus_{remote.name}", "retries": 0}
     for name, collection, mode in (("lat_edits", "edits", "events"), ("lat_bulk", "bulk_events", "events"),
                                    ("lat_sched", "bulk_scheduled", "schedule")):
-        store.upsert_row(engine, {**common, "name": name, "schema": [{"name": collection, "fields": SYNCED}],
+        sources.upsert_row(engine, {**common, "name": name, "schema": [{"name": collection, "fields": SYNCED}],
                                   "trigger": mode, "event_poll_seconds": args.poll, "schedule": "@hourly"})
     with airflow.standalone(port=free_port()) as server:
         print(f"airflow standalone at {server.url}", flush=True)

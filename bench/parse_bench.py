@@ -87,10 +87,10 @@ def child(profile: str | None) -> int:
     from airflow.configuration import conf
     from airflow.dag_processing.dagbag import DagBag
 
-    from directus_sync.state.store import Snapshot
+    from directus_sync.state import sources
 
     imported = time.perf_counter()
-    snapshot = Snapshot.default()
+    snapshot = sources.Snapshot.default()
     age_before = snapshot.age()
     profiler = None
     if profile:
@@ -200,7 +200,7 @@ def main() -> int:
     sys.path.insert(0, str(REPO / "include"))
     from directus_sync.airflow.factory import REFRESH_ENV
     from directus_sync.config import dag_id_for
-    from directus_sync.state import store
+    from directus_sync.state import sources, tables
 
     database = f"directus_sync_parse_bench_{os.getpid()}"
     admin = psycopg2.connect(f"{PG_HOST}/postgres")
@@ -220,9 +220,9 @@ def main() -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     try:
         engine = sa.create_engine(table_uri.replace("postgresql://", "postgresql+psycopg2://"))
-        store.migrate(engine)
+        tables.migrate(engine)
         for row in made:
-            store.upsert_row(engine, row)
+            sources.upsert_row(engine, row)
         engine.dispose()
         print(f"table: {args.rows} published rows in {database} -> {n_dags} DAGs; worker parses {dag_id}", flush=True)
         with tempfile.TemporaryDirectory(prefix="directus-sync-parse-bench-") as tmp:

@@ -84,7 +84,7 @@ from devtools.localairflow import AIRFLOW_BIN, LocalAirflow
 from directus_sync.config import RemoteSource
 from directus_sync.directus.provision import provision
 from directus_sync.engine.apply import DEFAULT_MAX_REQUEST_BYTES, request_batches
-from directus_sync.state import store
+from directus_sync.state import sources, tables
 
 FIELDS: list[dict[str, Any]] = [
     {"field": "id", "type": "integer", "meta": {"hidden": True},
@@ -299,7 +299,7 @@ def setup_size(bench: Bench, n: int, engine: sa.engine.Engine) -> str:
                   token=token)
         bench.airflow.connections[f"bench_{instance.name}"] = {"conn_type": "http", "host": instance.url,
                                                                  "password": token}
-    store.upsert_row(engine, {"name": name, "status": "published", "source_conn_id": f"bench_{bench.source.name}",
+    sources.upsert_row(engine, {"name": name, "status": "published", "source_conn_id": f"bench_{bench.source.name}",
                               "remote_conn_id": f"bench_{bench.remote.name}", "retries": 0,
                               "schedule": SCHEDULE, "overlap_seconds": OVERLAP_SECONDS,
                               "write_concurrency": bench.write_concurrency,
@@ -514,7 +514,7 @@ def main() -> int:
         airflow.connections["directus_sync_db"] = {"conn_type": "sqlite", "host": str(table)}
         airflow.migrate()
         engine = sa.create_engine(f"sqlite:///{table}")
-        store.migrate(engine)
+        tables.migrate(engine)
         bench = Bench(source, remote, airflow, tuple(args.methods), args.profile, args.logs)
         bench.last_phase, bench.write_concurrency = args.stop_after, args.write_concurrency
         phases = len(args.n) * (PHASES.index(args.stop_after) + 1)

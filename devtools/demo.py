@@ -32,7 +32,7 @@ from devtools.devserver import (
 from devtools.liveairflow import settled_runs, unpause_when_parsed
 from devtools.localairflow import LocalAirflow, Standalone
 from directus_sync.directus.provision import provision
-from directus_sync.state import ledger, store
+from directus_sync.state import ledger, sources, tables
 
 COLLECTION = "articles"
 SYNCED_FIELDS = ["title", "body", "views"]
@@ -143,9 +143,9 @@ def prepare(instances: dict[str, DirectusInstance], airflow: LocalAirflow, table
     say("preparing Airflow (SQLite metadata) and the remote-sources table")
     airflow.migrate()
     engine = sa.create_engine(f"sqlite:///{table_path}")
-    store.migrate(engine)
+    tables.migrate(engine)
     for name, remote in REMOTES.items():
-        store.upsert_row(engine, {
+        sources.upsert_row(engine, {
             "name": name, "status": "published", "source_conn_id": "directus_source",
             "remote_conn_id": f"directus_{remote}", "schedule": "*/5 * * * *",
             "schema": [{"name": COLLECTION, "fields": SYNCED_FIELDS}], "notify_users": []})

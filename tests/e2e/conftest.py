@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from devtools.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
-from directus_sync.state import store
+from directus_sync.state import tables
 
 from .harness import REPO, Airflow
 
@@ -54,7 +54,7 @@ def airflow(instances: dict[str, DirectusInstance], tmp_path_factory: pytest.Tem
     af = Airflow(home=Path(tmp_path_factory.mktemp("airflow_home")), table_db=TABLE_DB)
     for instance in instances.values():
         af.add_instance(instance)
-    store.migrate(af.engine())
+    tables.migrate(af.engine())
     result = af.run("db", "migrate")
     assert result.returncode == 0, result.stderr[-3000:]
     yield af

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from devtools.devserver import ARTICLE_FIELDS, DirectusInstance, key_field, plain_field
 from devtools.localairflow import AIRFLOW_BIN, DAGS_FOLDER, LocalAirflow
 from directus_sync.directus.provision import provision
-from directus_sync.state import store
+from directus_sync.state import sources
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = AIRFLOW_BIN
@@ -78,7 +78,7 @@ class Airflow(LocalAirflow):
     def add_remote(self, **row: Any) -> str:
         row.setdefault("status", "published")
         row.setdefault("retries", 0)
-        store.upsert_row(self.engine(), row)
+        sources.upsert_row(self.engine(), row)
         return f"directus_sync__{row['name']}"
 
     def dagbag(self) -> dict[str, Any]:

@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from devtools.devserver import PostgresDatabase
-from directus_sync.state import migrations, store
+from directus_sync.state import migrations, sources, tables
+from tests.support import rows_of
 
 from .harness import REPO
 
@@ -30,7 +31,7 @@ OLD_WRITES = textwrap.dedent("""
 
     import sqlalchemy as sa
 
-    from directus_sync.state import ledger, store
+    from directus_sync import ledger, store  # 62fb753's layout: flat modules, no state/ package
 
     assert store.__file__.startswith(sys.argv[2]), store.__file__
     engine = sa.create_engine(sys.argv[1])
@@ -89,13 +90,13 @@ def test_a_database_made_by_62fb753_is_stamped_and_upgraded_to_head(
         with engine.connect() as conn:
             assert conn.execute(sa.text(f"SELECT version_num FROM {migrations.VERSION_TABLE}")).scalars().all() \
                 == [migrations.head()]
-        tables = set(sa.inspect(engine).get_table_names())
-        assert "alembic_version" not in tables  # Airflow's version table is not ours to make or touch
+        present = set(sa.inspect(engine).get_table_names())
+        assert "alembic_version" not in present  # Airflow's version table is not ours to make or touch
 
-        [row] = store.read_rows(engine)
+        [row] = sources.read_rows(engine)
         assert (row["name"], row["status"], row["batch_size"]) == ("eu_to_us", "published", 250)
         assert row["schema"] == [{"name": "articles", "fields": ["title"]}]
-        [run] = store.rows_of(engine, store.runs)
+        [run] = rows_of(engine, tables.runs)
         assert (run["run_id"], run["collection"], run["created"], run["updated"], run["activity_cursor"]) \
             == ("scheduled__1", "articles", 3, 1, {"after": 41})
 
@@ -111,11 +112,11 @@ def test_a_database_made_by_62fb753_is_stamped_and_upgraded_to_head(
 
 
 def _assert_schema_is_heads(engine: sa.engine.Engine) -> None:
-    """Columns, nullability, declared server defaults, indexes and unique constraints equal store.metadata's."""
+    """Columns, nullability, declared server defaults, indexes and unique constraints equal tables.metadata's."""
     with engine.connect() as conn:
-        assert migrations.schema_differences(conn, store.metadata) == []
+        assert migrations.schema_differences(conn, tables.metadata) == []
     inspector = sa.inspect(engine)
-    for table in store.metadata.sorted_tables:
+    for table in tables.metadata.sorted_tables:
         reflected = {c["name"]: c for c in inspector.get_columns(table.name)}
         assert set(reflected) == {c.name for c in table.columns}, table.name
         for column in table.columns:
@@ -153,7 +154,7 @@ def test_what_the_add_column_era_lost_is_repaired_on_postgresql(database: Postgr
         done = migrations.upgrade(engine)
         assert (done.before, done.after, done.stamped) == (None, migrations.head(), True)
         _assert_schema_is_heads(engine)
-        [run] = store.rows_of(engine, store.runs)
+        [run] = rows_of(engine, tables.runs)
         assert run["full_copy"] is False
         assert not migrations.upgrade(engine).changed
     finally:

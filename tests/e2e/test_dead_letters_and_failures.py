@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devtools.devserver import DirectusInstance
-from directus_sync.state import store
+from directus_sync.state import tables
+from tests.support import rows_of
 
 from .harness import Airflow, conn_id, create_collection, items
 from .test_sync_dags import SYNCED, add_remote, run_fails, run_ok, seed, synced_view
@@ -20,7 +21,7 @@ REFUSAL = "Items of this collection are archived, not deleted"
 def letters(airflow: Airflow, remote: str) -> list[tuple[str, str, int]]:
     """The remote's dead letters: key, action, attempts."""
     return [(str(r["item_key"]), str(r["action"]), int(r["attempts"]))
-            for r in store.rows_of(airflow.engine(), store.dead_letters, remote)]
+            for r in rows_of(airflow.engine(), tables.dead_letters, remote)]
 
 
 def refuse_deletes(instance: DirectusInstance, collection: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from devtools.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
-from directus_sync.state import store
+from directus_sync.state import tables
 
 from .conftest import RUN_TAG
 from .harness import REPO, Airflow, create_collection, create_uuid_collection, run_cli
@@ -75,7 +75,7 @@ def activity_ids(instance: DirectusInstance, collection: str) -> list[int]:
 
 def ledger_rows(airflow: Airflow, name: str) -> list[dict[str, Any]]:
     with airflow.engine().connect() as conn:
-        rows = conn.execute(sa.select(store.runs).where(store.runs.c.remote == name).order_by(store.runs.c.id))
+        rows = conn.execute(sa.select(tables.runs).where(tables.runs.c.remote == name).order_by(tables.runs.c.id))
         return [dict(row._mapping) for row in rows]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from devtools.devserver import DirectusInstance
-from directus_sync.state import ledger, store
+from directus_sync.state import ledger, tables
 
 from .harness import Airflow, activity_count, conn_id, create_collection, items, run_cli
 from .test_sync_dags import add_remote, run_ok, seed
@@ -32,16 +32,16 @@ def written_state(airflow: Airflow, remote: DirectusInstance, name: str, collect
         def count(table: sa.Table, *where: Any) -> int:
             return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one())
 
-        tables = {
-            "runs": count(store.runs, store.runs.c.remote == name),
-            "origins": count(store.origins, store.origins.c.instance == conn_id(remote),
-                             store.origins.c.collection == collection),
-            "conflicts": count(store.conflicts, store.conflicts.c.remote == name),
-            "dead_letters": count(store.dead_letters, store.dead_letters.c.remote == name),
-            "lease": conn.execute(sa.select(store.leases).where(
-                store.leases.c.target == conn_id(remote))).all(),
+        rows = {
+            "runs": count(tables.runs, tables.runs.c.remote == name),
+            "origins": count(tables.origins, tables.origins.c.instance == conn_id(remote),
+                             tables.origins.c.collection == collection),
+            "conflicts": count(tables.conflicts, tables.conflicts.c.remote == name),
+            "dead_letters": count(tables.dead_letters, tables.dead_letters.c.remote == name),
+            "lease": conn.execute(sa.select(tables.leases).where(
+                tables.leases.c.target == conn_id(remote))).all(),
         }
-    return {"items": items(remote, collection), "activity": activity_count(remote, collection), **tables}
+    return {"items": items(remote, collection), "activity": activity_count(remote, collection), **rows}
 
 
 def test_a_dry_run_writes_nothing_and_counts_what_the_next_run_writes(

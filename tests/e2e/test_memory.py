@@ -25,7 +25,7 @@ import pytest
 from devtools.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
 from directus_sync.config import DEFAULT_BATCH_BYTES
 from directus_sync.engine.readahead import READ_AHEAD
-from directus_sync.state import store
+from directus_sync.state import tables
 
 from .conftest import RUN_TAG
 from .harness import AIRFLOW, REPO, Airflow, create_collection
@@ -59,7 +59,7 @@ def roomy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DirectusIn
             airflow = Airflow(home=Path(tmp_path_factory.mktemp("memory_airflow")), table_db=table_db)
             for instance in started:
                 airflow.add_instance(instance)
-            store.migrate(airflow.engine())
+            tables.migrate(airflow.engine())
             airflow.migrate()
             yield started[0], started[1], airflow
             airflow.engine().dispose()

@@ -34,7 +34,7 @@ from directus_sync.engine.apply import Applier
 from directus_sync.engine.cursor import ActivityCursor
 from directus_sync.engine.extract import compute_window, extract
 from directus_sync.engine.plan import plan
-from directus_sync.state import ledger, store
+from directus_sync.state import ledger, tables
 
 from .harness import ARTIFACTS, Airflow, activity_count, conn_id, create_uuid_collection
 from .test_sync_dags import add_remote, run_ok
@@ -58,7 +58,7 @@ def put(instance: DirectusInstance, collection: str, key: str, title: str, views
 
 def conflicts_of(airflow: Airflow, remote: str) -> list[dict[str, Any]]:
     with airflow.engine().connect() as conn:
-        rows = conn.execute(sa.select(store.conflicts).where(store.conflicts.c.remote == remote))
+        rows = conn.execute(sa.select(tables.conflicts).where(tables.conflicts.c.remote == remote))
         return [dict(r._mapping) for r in rows]
 
 
@@ -185,13 +185,13 @@ class Pair:
         window = compute_window(self.last_end, end, self.last_end, remote.overlap)
         source, target = DirectusHook(remote.source_conn_id), DirectusHook(remote.remote_conn_id)
         folder = ObjectStoragePath(f"file://{self.staging}/{remote.name}/{self.runs}")
-        manifest = extract(source, remote, window, folder, store.open_dead_letters(engine, remote.name),
+        manifest = extract(source, remote, window, folder, ledger.open_dead_letters(engine, remote.name),
                            previous=ActivityCursor.restore(ledger.last_cursor(engine, remote.name)))
         shapes = check_schema(remote.sync_schema, source, target, full=manifest.full)
         guard = steps.conflict_guard(remote, source, target, engine)
         sync_plan = plan(target, manifest, shapes, remote.batch_size, guard)
         run_id = f"mesh_{self.runs}"
-        store.record_conflicts(engine, remote.name, run_id, remote.conflict_policy.value, guard.conflicts)
+        ledger.record_conflicts(engine, remote.name, run_id, remote.conflict_policy.value, guard.conflicts)
         written = 0
         for action in ("delete", "update", "create"):
             for planned in sync_plan.collections:

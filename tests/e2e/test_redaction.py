@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from devtools.devserver import DirectusInstance
-from directus_sync.state import store
+from directus_sync.state import tables
+from tests.support import rows_of
 from tests.webhook import Webhook
 
 from .harness import Airflow, create_collection, items
@@ -54,10 +55,10 @@ def test_a_unique_violation_leaves_the_value_out_of_dead_letters_ledger_xcom_not
     assert key not in items(b, collection)
 
     safe = f'RECORD_NOT_UNIQUE: field "email" in collection "{collection}" must be unique'
-    letters = store.rows_of(airflow.engine(), store.dead_letters, name)
+    letters = rows_of(airflow.engine(), tables.dead_letters, name)
     assert [(r["item_key"], r["action"]) for r in letters] == [(str(key), "create")]
     assert safe in letters[0]["error"]
-    runs = store.rows_of(airflow.engine(), store.runs, name)
+    runs = rows_of(airflow.engine(), tables.runs, name)
     assert runs and all(r["status"] == "failed" for r in runs)
     assert safe in (runs[0]["error"] or "") and f"{collection} {key}: " in (runs[0]["error"] or "")
     stored = xcoms(airflow, dag_id)

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from devtools.devserver import DirectusInstance, PostgresDatabase
 from directus_sync.directus.provision import provision
-from directus_sync.state import store
+from directus_sync.state import tables
+from tests.support import rows_of
 
 from .faultproxy import FAULTS, FaultProxy
 from .harness import AIRFLOW, Airflow, conn_id, create_collection, items, sync_token
@@ -21,7 +22,7 @@ from .test_sync_dags import SYNCED, add_remote, run_fails, run_ok, seed, synced_
 
 
 def open_letters(airflow: Airflow, remote: str) -> list[dict[str, object]]:
-    return store.rows_of(airflow.engine(), store.dead_letters, remote)
+    return rows_of(airflow.engine(), tables.dead_letters, remote)
 
 
 def test_a_remote_that_stops_mid_apply_converges_on_the_next_run(
@@ -165,7 +166,7 @@ def test_last_writer_wins_in_both_directions_and_conflicts_are_recorded(
     assert on_a[1]["title"] == "b later"
     assert on_a[3]["title"] == "b edits after a deleted"
     assert on_a[50]["title"] == "made on b, later"
-    recorded = store.rows_of(airflow.engine(), store.conflicts, f"lww_ab_{collection}")
+    recorded = rows_of(airflow.engine(), tables.conflicts, f"lww_ab_{collection}")
     assert {(r["item_key"], r["winner"]) for r in recorded} >= {("1", "remote"), ("3", "remote"), ("50", "remote")}
 
 

@@ -41,7 +41,7 @@ from directus_sync.config import (
     dag_id_for,
     parse_row,
 )
-from directus_sync.state.store import ConfigStoreError, Snapshot, default_conn_id, load_rows, read_rows_for_dag
+from directus_sync.state import sources, tables
 
 if TYPE_CHECKING:  # apply brings the HTTP stack: only the task bodies import it, when they run
     from directus_sync.engine.apply import Action
@@ -92,8 +92,8 @@ def _builders(config: RemoteSource | BrokenRemote) -> dict[str, Callable[[], DAG
 
 def _load_configs() -> list[RemoteSource | BrokenRemote]:
     """Every row, for the dag-processor: through the snapshot, and a DAG reporting an unreadable table."""
-    rows, problem = load_rows(
-        snapshot=Snapshot.default(),
+    rows, problem = sources.load_rows(
+        snapshot=sources.Snapshot.default(),
         max_age=float(os.environ.get(REFRESH_ENV, "30")),
     )
     configs: list[RemoteSource | BrokenRemote] = [parse_row(row) for row in rows]
@@ -105,10 +105,10 @@ def _load_configs() -> list[RemoteSource | BrokenRemote]:
 
 def _load_configs_for(dag_id: str) -> list[RemoteSource | BrokenRemote]:
     """The row(s) of one DAG, read from the table now, for a worker about to run one of its steps."""
-    conn_id = default_conn_id()
+    conn_id = tables.default_conn_id()
     try:
-        rows = read_rows_for_dag(dag_id, conn_id)
-    except ConfigStoreError as exc:
+        rows = sources.read_rows_for_dag(dag_id, conn_id)
+    except tables.ConfigStoreError as exc:
         log.error(
             "directus-sync: the task of DAG %s cannot run: the remote-sources table is unreachable through "
             "connection %r (%s). A worker builds its DAG from the table's current row, never from a snapshot "

@@ -34,7 +34,7 @@ from directus_sync.engine.extract import ChangeManifest, Window, compute_window,
 from directus_sync.engine.plan import CollectionPlan, ConflictGuard, Instance, SyncPlan, plan
 from directus_sync.engine.results import Applied, Extracted, Failed, Planned, RunOutcome, StepResult, WindowRecord, dump
 from directus_sync.engine.staging import StagingNotShared, read_staged, remove_folder, run_folder
-from directus_sync.state import leases, ledger, store
+from directus_sync.state import leases, ledger, tables
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def lease_held(remote: RemoteSource, context: Mapping[str, Any], first: bool
     """
     if is_dry_run(context):
         return contextlib.nullcontext()
-    return leases.hold(store.engine_for(), remote.remote_conn_id, _holder(context), wait=first)
+    return leases.hold(tables.engine_for(), remote.remote_conn_id, _holder(context), wait=first)
 
 
 def _holder(context: Mapping[str, Any]) -> leases.Holder:
@@ -147,7 +147,7 @@ def _holder(context: Mapping[str, Any]) -> leases.Holder:
 
 
 def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extracted:
-    engine = store.engine_for()
+    engine = tables.engine_for()
     # The ledger knows where the remote's last successful window ended, whatever kind of run it was.
     synced_until = ledger.last_window_end(engine, remote.name)
     event_window = watermark.uses_event_window(remote, context)
@@ -158,7 +158,7 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
         window = run_window(remote, context, synced_until)
     log.info("Remote %s: reading %s from %s", remote.name, window.describe(), remote.source_conn_id)
     folder = run_folder(context["dag"].dag_id, context["run_id"])
-    retry_keys = store.open_dead_letters(engine, remote.name)
+    retry_keys = ledger.open_dead_letters(engine, remote.name)
     # A backfill reads its own interval only; every other run also reads on from the last cursor.
     backfill = _run_type(context) == "backfill"
     manifest = extract(hook_for(remote, remote.source_conn_id), remote, window, folder, retry_keys,
@@ -192,13 +192,13 @@ def require_same_row(remote: RemoteSource, row: str) -> None:
 
 def filter_schema(remote: RemoteSource, extracted: Extracted, context: Mapping[str, Any]) -> Planned:
     """Plan the run's writes; in a dry run, return (and log) the plan's summary instead, recording nothing."""
-    engine = store.engine_for()
+    engine = tables.engine_for()
     sync_plan, guard = plan_changes(remote, extracted.manifest, engine)
     if is_dry_run(context):
         return Planned(dry_run=_dry_run_summary(remote, sync_plan, guard, context), row=extracted.row)
-    store.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
+    ledger.record_conflicts(engine, remote.name, context["run_id"], remote.conflict_policy.value, guard.conflicts)
     for c in sync_plan.collections:
-        store.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
+        ledger.clear_dead_letters(engine, remote.name, c.collection, c.resolved_dead_letters)
     return Planned(plan=sync_plan, row=extracted.row)
 
 
@@ -243,19 +243,19 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
     target = hook_for(remote, remote.remote_conn_id)
     # Deletes include the prunes of a reconcile, checked against the source right before deleting.
     source = hook_for(remote, remote.source_conn_id) if action == "delete" else None
-    engine = store.engine_for()
-    open_letters = store.open_dead_letters(engine, remote.name)
+    engine = tables.engine_for()
+    open_letters = ledger.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
     for c in planned.plan.collections:
         outcome = Applier(target, c, open_letters.get(c.collection), source, origin_recorder(engine, remote, c)).run(
             action, remote.batch_size, concurrency=remote.write_concurrency)
-        store.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
+        ledger.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
     applied = Applied(action=action, written=written)
     if failures:
-        store.record_dead_letters(engine, remote.name, context["run_id"], failures)
+        ledger.record_dead_letters(engine, remote.name, context["run_id"], failures)
         shown = "; ".join(f"{f.collection} {f.key}: {f.error}" for f in failures[:5])
         # The ledger counts what was written even when the task fails for refused items.
         raise PoisonItemsError(f"the remote refused {len(failures)} items (now in the dead-letter table), "
@@ -287,13 +287,13 @@ def record_run(remote: RemoteSource, results: Sequence[Mapping[str, Any] | None]
     try:
         return _record_run(remote, RunOutcome.of(results), context)
     finally:
-        leases.release(store.engine_for(), remote.remote_conn_id, _holder(context))
+        leases.release(tables.engine_for(), remote.remote_conn_id, _holder(context))
 
 
 def _record_run(remote: RemoteSource, outcome: RunOutcome, context: Mapping[str, Any]) -> dict[str, Any]:
     status = ledger.RunStatus.SUCCESS if outcome.succeeded else ledger.RunStatus.FAILED
     window = outcome.window
-    engine = store.engine_for()
+    engine = tables.engine_for()
     counts = _collection_counts(remote, outcome, ledger.dead_letters_of_run(engine, remote.name, context["run_id"]))
     errors = outcome.errors
     dag_run = context["dag_run"]

@@ -31,7 +31,7 @@ from directus_sync.directus.provision import UNENFORCED_NOTE, USER_EMAIL, Provis
 from directus_sync.engine import dryrun
 from directus_sync.engine.cursor import ActivityCursor
 from directus_sync.engine.extract import compute_window, extract
-from directus_sync.state import ledger, store
+from directus_sync.state import ledger, sources, tables
 
 app = typer.Typer(help="Set up and check directus-sync.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Create or migrate the package's tables (Alembic migrations, own version table).",
@@ -79,14 +79,14 @@ def fail(message: str) -> typer.Exit:
 
 def _engine(conn_id: str) -> Any:
     try:
-        return store.engine_for(conn_id)
-    except store.ConfigStoreError as exc:
+        return tables.engine_for(conn_id)
+    except tables.ConfigStoreError as exc:
         raise fail(str(exc)) from None
 
 
 def _rows(conn_id: str) -> list[dict[str, Any]]:
     try:
-        return store.read_rows(_engine(conn_id))
+        return sources.read_rows(_engine(conn_id))
     except Exception as exc:
         raise fail(f"cannot read the remote-sources table through {conn_id!r}: {exc}; "
                    "run `directus-sync db init` first if it does not exist") from None
@@ -111,7 +111,7 @@ def provision_command(
     conn_id: Annotated[str, typer.Option(help="The Airflow connection id to print.")] = "directus_default",
     token: Annotated[str | None, typer.Option(envvar="DIRECTUS_SYNC_TOKEN",
                                               help="Give the sync user this token (default: a new one).")] = None,
-    db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
+    db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID,
 ) -> None:
     """Create or update the "Data Sync" policy, its permissions and API user; print the grant and the connection.
 
@@ -183,19 +183,19 @@ def connection_uri(url: str, token: str) -> str:
 
 
 @db_app.command("init")
-def db_init(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def db_init(db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """Create the package's tables, or upgrade them to this version (safe to repeat)."""
     _migrate(db_conn_id)
 
 
 @db_app.command("upgrade")
-def db_upgrade(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def db_upgrade(db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """Run the package's Alembic migrations up to this version's head (safe to repeat)."""
     _migrate(db_conn_id)
 
 
 @db_app.command("current")
-def db_current(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def db_current(db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """Print the schema revision of the package's tables, and this version's head."""
     from directus_sync.state import migrations
 
@@ -210,7 +210,7 @@ def db_current(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
 
 def _migrate(conn_id: str) -> None:
     try:
-        done = store.migrate(_engine(conn_id))
+        done = tables.migrate(_engine(conn_id))
     except Exception as exc:
         raise fail(f"cannot migrate the database of {conn_id!r}: {exc}") from None
     before = done.before or ("none (tables predating the migrations, stamped at the baseline)" if done.stamped
@@ -240,7 +240,7 @@ def remote_add(
     replace: Annotated[bool, typer.Option(help="Overwrite a row of the same name.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other column as COLUMN=VALUE, e.g. "
                                                    "batch_size=1000 or conflict_policy=source_wins (repeat).")] = None,
-    db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
+    db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID,
 ) -> None:
     """Add a remote (validated before it is written)."""
     row: dict[str, Any] = {"name": name, "status": status, "source_conn_id": source, "remote_conn_id": remote,
@@ -255,19 +255,19 @@ def remote_add(
     engine = _engine(db_conn_id)
     if not replace and any(r["name"] == name for r in _rows(db_conn_id)):
         raise fail(f"remote {name!r} exists; pass --replace to overwrite it")
-    store.upsert_row(engine, row)
+    sources.upsert_row(engine, row)
     console.print(f"remote {name!r} saved; its DAG is {parsed.dag_id}")
 
 
 def _columns(assignments: list[str]) -> dict[str, Any]:
     """``COLUMN=VALUE`` pairs for the table's other columns; values are checked with the rest of the row."""
-    known = set(store.remote_sources.c.keys()) - {"id", "created_at", "updated_at"}
+    known = set(tables.remote_sources.c.keys()) - {"id", "created_at", "updated_at"}
     columns: dict[str, Any] = {}
     for assignment in assignments:
         column, sep, value = assignment.partition("=")
         if not sep or column not in known:
             raise fail(f"--set {assignment!r}: expected COLUMN=VALUE with COLUMN one of {', '.join(sorted(known))}")
-        if isinstance(store.remote_sources.c[column].type, sa.JSON):
+        if isinstance(tables.remote_sources.c[column].type, sa.JSON):
             columns[column] = _load_json(value, f"--set {column}")
         else:
             columns[column] = {"true": True, "false": False}.get(value.lower(), value)
@@ -291,7 +291,7 @@ def _load_json(text: str, option: str) -> Any:
 
 
 @remote_app.command("list")
-def remote_list(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_list(db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """List the remotes with their status and schema."""
     table = Table("name", "status", "source", "remote", "trigger", "schedule", "collections", "problem")
     for row in _rows(db_conn_id):
@@ -307,7 +307,7 @@ def remote_list(db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
 
 
 @remote_app.command("show")
-def remote_show(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_show(name: RemoteName, db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """Show one remote as JSON, with its validation result."""
     row = _find(name, db_conn_id)
     parsed = parse_row(row)
@@ -319,27 +319,27 @@ def remote_show(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID)
 
 
 @remote_app.command("enable")
-def remote_enable(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_enable(name: RemoteName, db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """Publish a remote: its DAG appears."""
     _set_status(name, "published", db_conn_id)
 
 
 @remote_app.command("disable")
-def remote_disable(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_disable(name: RemoteName, db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """Set a remote to draft: its DAG disappears (its run history stays in Airflow)."""
     _set_status(name, "draft", db_conn_id)
 
 
 @remote_app.command("remove")
-def remote_remove(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def remote_remove(name: RemoteName, db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """Delete a remote's row."""
     _find(name, db_conn_id)
-    store.delete_row(_engine(db_conn_id), name)
+    sources.delete_row(_engine(db_conn_id), name)
     console.print(f"remote {name!r} removed")
 
 
 @app.command("check")
-def check(name: RemoteName, db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID) -> None:
+def check(name: RemoteName, db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID) -> None:
     """Check both instances of a remote: connections, tokens, permissions, fields and their types."""
     parsed = parse_row(_find(name, db_conn_id))
     if isinstance(parsed, BrokenRemote):
@@ -369,7 +369,7 @@ def plan_command(
     full: Annotated[bool, typer.Option("--full", help="Compare every item, as a run with full_resync does.")] = False,
     prune: Annotated[bool, typer.Option("--prune", help="With --full: also list remote items the source does "
                                                         "not have, which a pruning run would delete.")] = False,
-    db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
+    db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID,
 ) -> None:
     """Show what the next sync of a remote would write, without writing anything.
 
@@ -401,7 +401,7 @@ def _dry_run(remote: RemoteSource, engine: Any, folder: Path, full: bool, prune:
                             prev_success_end=ledger.last_window_end(engine, remote.name),
                             overlap=remote.overlap, full_resync=full)
     manifest = extract(steps.hook_for(remote, remote.source_conn_id), remote, window,
-                       ObjectStoragePath(f"file://{folder}"), store.open_dead_letters(engine, remote.name),
+                       ObjectStoragePath(f"file://{folder}"), ledger.open_dead_letters(engine, remote.name),
                        list_source_keys=prune, previous=ActivityCursor.restore(ledger.last_cursor(engine, remote.name)))
     sync_plan, guard = steps.plan_changes(remote, manifest, engine)
     return dryrun.summarize(sync_plan, guard.conflicts, remote.conflict_policy)
@@ -411,7 +411,7 @@ def _dry_run(remote: RemoteSource, engine: Any, folder: Path, full: bool, prune:
 def runs(
     name: Annotated[str | None, typer.Argument(help="The remote; all remotes when left out.")] = None,
     limit: Annotated[int, typer.Option(help="How many of the latest runs to show.")] = 20,
-    db_conn_id: DbConn = store.DEFAULT_DB_CONN_ID,
+    db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID,
 ) -> None:
     """Show the run history (one line per run and collection) and how far each remote lags behind."""
     if name is not None:
@@ -469,7 +469,7 @@ def _find(name: str, conn_id: str) -> dict[str, Any]:
 
 def _set_status(name: str, status: str, conn_id: str) -> None:
     row = _find(name, conn_id)
-    store.upsert_row(_engine(conn_id), {"name": row["name"], "status": status})
+    sources.upsert_row(_engine(conn_id), {"name": row["name"], "status": status})
     console.print(f"remote {name!r} is now {status}")
 
 

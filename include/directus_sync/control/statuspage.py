@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy.engine import Engine
 
 from directus_sync.config import BrokenRemote, dag_id_for, parse_row
-from directus_sync.state import ledger, store
+from directus_sync.state import ledger, sources, tables
 
 URL_PREFIX = "/directus-sync"
 RUNS_CHARTED = 20
@@ -83,7 +83,7 @@ def collect(engine: Engine, now: datetime | None = None) -> list[RemoteStatus]:
     the DAG file makes of it (``remote_sources``).
     """
     try:
-        rows = store.read_rows(engine)
+        rows = sources.read_rows(engine)
     except Exception as exc:
         problem = f"cannot read the remote-sources table: {str(exc).splitlines()[0] if str(exc) else exc!r}"
         return [RemoteStatus(name=TABLE_DAG_NAME, dag_id=dag_id_for(TABLE_DAG_NAME), status="broken", source="",
@@ -241,7 +241,7 @@ UserDep = Annotated[Any, Depends(get_user)]  # Airflow's BaseUser; never a query
 
 @functools.cache
 def _engine() -> Engine:
-    return store.engine_for()
+    return tables.engine_for()
 
 
 def _airflow_root(request: Request) -> str:

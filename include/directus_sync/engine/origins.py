@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from directus_sync.directus.activity import parse_timestamp
-from directus_sync.state.store import origins
+from directus_sync.state.tables import origins
 
 # Keys asked for in one query: well under every database's bound-parameter limit.
 LOOKUP_CHUNK = 500

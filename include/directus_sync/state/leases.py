@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from directus_sync.state.store import leases
+from directus_sync.state.tables import leases
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The run ledger: one row per sync run and collection, beside the remote-sources table.
+"""The run ledger: one row per sync run and collection, beside the remote-sources table; and the dead
+letters (items a remote refused, retried by later runs) and conflicts (which side won an item) of runs.
 
 Each run's ``record_run`` task writes its rows (window, counts, duration, outcome, Airflow run id); the CLI
 (``directus-sync runs``) and the status page read them. Writing is idempotent per run: a cleared and
@@ -7,7 +8,6 @@ re-run Airflow run replaces its rows instead of adding more.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from directus_sync.state.store import conflicts, dead_letters, runs
+from directus_sync.state.tables import conflicts, dead_letters, json_value, runs
 
 
 class RunStatus(StrEnum):
@@ -132,8 +132,7 @@ def last_cursor(engine: Engine, remote: str) -> dict[str, Any] | None:
              .order_by(runs.c.finished_at.desc(), runs.c.id.desc()).limit(1))
     with engine.connect() as conn:
         value = conn.execute(query).scalar()
-    if isinstance(value, str):  # SQLite without JSON decoding
-        value = json.loads(value)
+    value = json_value(value)  # SQLite without JSON decoding returns the text
     return dict(value) if value else None
 
 
@@ -142,6 +141,56 @@ def lag(synced_until: datetime | None, now: datetime | None = None) -> timedelta
     if synced_until is None:
         return None
     return max((now or datetime.now(UTC)) - _utc(synced_until), timedelta(0))
+
+
+def open_dead_letters(engine: Engine, remote: str) -> dict[str, set[str]]:
+    """The keys of ``remote`` still in the dead-letter table, per collection."""
+    query = sa.select(dead_letters.c.collection, dead_letters.c.item_key).where(dead_letters.c.remote == remote)
+    found: dict[str, set[str]] = {}
+    with engine.connect() as conn:
+        for collection, key in conn.execute(query):
+            found.setdefault(collection, set()).add(key)
+    return found
+
+
+def record_dead_letters(engine: Engine, remote: str, run_id: str, failures: Iterable[Any]) -> int:
+    """Insert each failure, or bump ``attempts`` and ``last_seen`` of the one already there."""
+    now = datetime.now(UTC)
+    count = 0
+    with engine.begin() as conn:
+        for failure in failures:
+            where = sa.and_(dead_letters.c.remote == remote, dead_letters.c.collection == failure.collection,
+                            dead_letters.c.item_key == failure.key)
+            values = {"action": failure.action, "error": failure.error[:4000], "run_id": run_id, "last_seen": now}
+            updated = conn.execute(dead_letters.update().where(where).values(
+                attempts=dead_letters.c.attempts + 1, **values)).rowcount
+            if not updated:
+                conn.execute(dead_letters.insert().values(remote=remote, collection=failure.collection,
+                                                          item_key=failure.key, first_seen=now, attempts=1,
+                                                          **values))
+            count += 1
+    return count
+
+
+def clear_dead_letters(engine: Engine, remote: str, collection: str, keys: Iterable[str]) -> int:
+    keys = list(keys)
+    if not keys:
+        return 0
+    with engine.begin() as conn:
+        return int(conn.execute(dead_letters.delete().where(
+            dead_letters.c.remote == remote, dead_letters.c.collection == collection,
+            dead_letters.c.item_key.in_(keys))).rowcount)
+
+
+def record_conflicts(engine: Engine, remote: str, run_id: str, policy: str, records: Iterable[Any]) -> int:
+    now = datetime.now(UTC)
+    rows = [{"remote": remote, "collection": r.collection, "item_key": r.key, "source_changed_at": r.source_at,
+             "remote_changed_at": r.remote_at, "policy": policy, "winner": r.winner, "run_id": run_id,
+             "recorded_at": now} for r in records]
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(conflicts.insert(), rows)
+    return len(rows)
 
 
 def dead_letters_of_run(engine: Engine, remote: str, run_id: str) -> dict[str, int]:

@@ -17,7 +17,7 @@ from airflow.sdk.definitions.deadline import DeadlineReference
 from directus_sync.airflow import factory
 from directus_sync.airflow.factory import build_broken_dag, build_sync_dag, generate_dags
 from directus_sync.config import BrokenRemote, RemoteSource
-from directus_sync.state import store
+from directus_sync.state import sources, tables
 
 REMOTE = RemoteSource.model_validate({
     "name": "eu_to_us", "status": "published", "source_conn_id": "eu", "remote_conn_id": "us",
@@ -120,9 +120,9 @@ DAG_ID = "directus_sync__eu_to_us"
 def table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.engine.Engine:
     """The table on SQLite through an Airflow connection, a snapshot path of the test's own, no parsing context."""
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'table.db'}")
-    store.migrate(engine)
+    tables.migrate(engine)
     monkeypatch.setenv("AIRFLOW_CONN_TABLE_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "table.db")}))
-    monkeypatch.setenv(store.DB_CONN_ENV, "table_db")
+    monkeypatch.setenv(tables.DB_CONN_ENV, "table_db")
     monkeypatch.setenv("DIRECTUS_SYNC_SNAPSHOT", str(tmp_path / "snap.json"))
     monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", raising=False)
     monkeypatch.delenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", raising=False)
@@ -135,8 +135,8 @@ def _as_worker(monkeypatch: pytest.MonkeyPatch, dag_id: str) -> None:
     monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "extract_changes")
 
 
-def _fresh_snapshot_of(rows: list[dict[str, Any]]) -> store.Snapshot:
-    snapshot = store.Snapshot.default()
+def _fresh_snapshot_of(rows: list[dict[str, Any]]) -> sources.Snapshot:
+    snapshot = sources.Snapshot.default()
     snapshot.save(rows)
     return snapshot
 
@@ -145,9 +145,9 @@ def test_a_worker_builds_its_dag_from_the_row_as_it_is_now_not_from_a_fresh_snap
         table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     snapshot = _fresh_snapshot_of([ROW])
     before = snapshot.path.read_text()
-    store.upsert_row(table, CHANGED)  # a field removed and the remote changed since the snapshot
+    sources.upsert_row(table, CHANGED)  # a field removed and the remote changed since the snapshot
     for n in range(20):  # other rows, one of them invalid: the worker does not validate them
-        store.upsert_row(table, {**ROW, "name": f"other_{n}", "remote_conn_id": "" if n == 7 else "x"})
+        sources.upsert_row(table, {**ROW, "name": f"other_{n}", "remote_conn_id": "" if n == 7 else "x"})
     validated: list[str] = []
     real_parse_row = factory.parse_row
     monkeypatch.setattr(factory, "parse_row", lambda row: validated.append(row["name"]) or real_parse_row(row))
@@ -165,14 +165,14 @@ def test_a_worker_builds_its_dag_from_the_row_as_it_is_now_not_from_a_fresh_snap
 
 def test_a_worker_builds_the_reconcile_dag_alone_and_nothing_for_a_removed_row(
         table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    store.upsert_row(table, CHANGED)
+    sources.upsert_row(table, CHANGED)
     _as_worker(monkeypatch, DAG_ID + "__reconcile")
     [dag] = generate_dags().values()
     assert dag.dag_id == DAG_ID + "__reconcile"
     assert "remote:us_new" in dag.tags
 
     _fresh_snapshot_of([ROW])
-    store.delete_row(table, "eu_to_us")
+    sources.delete_row(table, "eu_to_us")
     _as_worker(monkeypatch, DAG_ID)
     assert generate_dags() == {}
 
@@ -180,7 +180,7 @@ def test_a_worker_builds_the_reconcile_dag_alone_and_nothing_for_a_removed_row(
 def test_a_worker_that_cannot_read_the_table_builds_nothing_and_says_why(
         table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     _fresh_snapshot_of([ROW])  # would serve a full parse, not a worker
-    monkeypatch.setenv(store.DB_CONN_ENV, "no_such_connection")
+    monkeypatch.setenv(tables.DB_CONN_ENV, "no_such_connection")
     _as_worker(monkeypatch, DAG_ID)
     with caplog.at_level(logging.ERROR, logger="directus_sync.airflow.factory"):
         assert generate_dags() == {}
@@ -192,7 +192,7 @@ def test_a_worker_that_cannot_read_the_table_builds_nothing_and_says_why(
 
 def test_a_worker_of_the_dag_reporting_an_unreadable_table_still_gets_that_dag(
         table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(store.DB_CONN_ENV, "no_such_connection")
+    monkeypatch.setenv(tables.DB_CONN_ENV, "no_such_connection")
     _as_worker(monkeypatch, "directus_sync__remote_sources")
     [dag] = generate_dags().values()
     assert "configuration-error" in dag.tags
@@ -202,7 +202,7 @@ def test_a_worker_of_the_dag_reporting_an_unreadable_table_still_gets_that_dag(
 def test_a_full_parse_builds_from_a_fresh_snapshot_and_reads_the_table_once_it_is_old(
         table: sa.engine.Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     snapshot = _fresh_snapshot_of([ROW])
-    store.upsert_row(table, CHANGED)
+    sources.upsert_row(table, CHANGED)
     dags = generate_dags()
     assert set(dags) == {DAG_ID, DAG_ID + "__reconcile"}
     assert "remote:us" in dags[DAG_ID].tags  # the snapshot's row: within its max age, the table is not read

@@ -34,7 +34,7 @@ from directus_sync.engine.results import (
     parse,
 )
 from directus_sync.engine.staging import StagedFileError, StagingNotShared
-from directus_sync.state import ledger, store
+from directus_sync.state import ledger, tables
 from directus_sync.state.leases import LeaseLost
 
 
@@ -220,8 +220,8 @@ def window_of(monkeypatch: pytest.MonkeyPatch) -> Any:
         def seen(source: Any, remote: RemoteSource, window: Any, *args: Any, **kwargs: Any) -> None:
             raise WindowSeen(window)
 
-        monkeypatch.setattr(steps.store, "engine_for", lambda: None)
-        monkeypatch.setattr(steps.store, "open_dead_letters", lambda engine, name: {})
+        monkeypatch.setattr(steps.tables, "engine_for", lambda: None)
+        monkeypatch.setattr(steps.ledger, "open_dead_letters", lambda engine, name: {})
         monkeypatch.setattr(steps.ledger, "last_window_end", lambda engine, name: synced_until)
         monkeypatch.setattr(steps.ledger, "last_cursor", lambda engine, name: None)
         monkeypatch.setattr(steps.watermark, "load_watermark", lambda remote: watermark)
@@ -285,8 +285,8 @@ def as_xcom(*results: Any) -> list[dict[str, Any] | None]:
 @pytest.fixture
 def ledger_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> sa.engine.Engine:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'table.db'}")
-    store.migrate(engine)
-    monkeypatch.setattr(steps.store, "engine_for", lambda conn_id=None: engine)
+    tables.migrate(engine)
+    monkeypatch.setattr(steps.tables, "engine_for", lambda conn_id=None: engine)
     return engine
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from directus_sync.control import statuspage
-from directus_sync.state import ledger, store
+from directus_sync.state import ledger, sources, tables
 from directus_sync.state.ledger import CollectionCounts, RunRecord, RunStatus
 
 NOW = datetime.now(UTC)
@@ -25,9 +25,9 @@ ROW = {"name": "eu_to_us", "status": "published", "source_conn_id": "eu", "remot
 @pytest.fixture
 def engine(tmp_path: Path) -> sa.engine.Engine:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'table.db'}")
-    store.migrate(engine)
-    store.upsert_row(engine, ROW)
-    store.upsert_row(engine, {**ROW, "name": "eu_to_asia", "schema": "not json"})
+    tables.migrate(engine)
+    sources.upsert_row(engine, ROW)
+    sources.upsert_row(engine, {**ROW, "name": "eu_to_asia", "schema": "not json"})
     for n, status in enumerate([RunStatus.SUCCESS, RunStatus.FAILED]):
         finished = NOW - timedelta(minutes=10 - n)
         ledger.record(engine, RunRecord(

@@ -16,7 +16,7 @@ from directus_sync.engine.apply import Applier, request_batches
 from directus_sync.engine.origins import Origin
 from directus_sync.engine.plan import CollectionPlan
 from directus_sync.engine.staging import StagedFileError, write_jsonl
-from directus_sync.state import store
+from directus_sync.state import tables
 
 
 def body_size(batch: list[dict[str, object]]) -> int:
@@ -248,7 +248,7 @@ def test_prunes_without_the_source_fail_before_deleting_them(tmp_path: Path) -> 
 
 def test_only_writes_the_remote_accepted_have_their_origins_recorded(tmp_path: Path) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path}/origins.db")
-    store.migrate(engine)
+    tables.migrate(engine)
     items = [{"id": 1, "title": "ok"}, {"id": 2, "title": "far too long"}, {"id": 3, "title": "ok"}]
     carried = [origins.staged_record(i["id"], str(i["id"]), Origin.of_change("2026-11-26T12:00:00Z", "a"))
                for i in items]

@@ -20,7 +20,7 @@ from directus_sync.engine.extract import ChangeManifest
 from directus_sync.engine.plan import ConflictGuard, SyncPlan, plan_collection
 from directus_sync.engine.results import Extracted, Failed, Planned, Synced, WindowRecord
 from directus_sync.engine.staging import STAGING_URL_ENV, run_folder
-from directus_sync.state import store
+from directus_sync.state import ledger, tables
 
 from .test_plan import SHAPE, FakeRemote, guard_for, stage
 
@@ -77,7 +77,7 @@ def test_planning_records_no_origins(tmp_path: Path) -> None:
     sync_plan, guard = planned(tmp_path)
     assert sync_plan.collections[0].creates == 3  # it planned the writes...
     with guard.engine.connect() as conn:  # ...and noted none of their origins: the apply step does
-        assert conn.execute(sa.select(sa.func.count()).select_from(store.origins)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.origins)).scalar() == 0
 
 
 REMOTE = RemoteSource.model_validate({
@@ -101,9 +101,9 @@ def test_filter_schema_of_a_dry_run_records_no_conflict_clears_no_dead_letter_an
     folder = run_folder("directus_sync__eu_to_us", "manual__1")
     sync_plan, guard = planned(Path(folder.path))
     engine = guard.engine
-    store.record_dead_letters(engine, "eu_to_us", "old_run", [Failure("a", "6", "update", "refused")])
+    ledger.record_dead_letters(engine, "eu_to_us", "old_run", [Failure("a", "6", "update", "refused")])
     sync_plan.collections[0].resolved_dead_letters = ["6"]  # a real run would clear it now
-    monkeypatch.setattr(store, "engine_for", lambda conn_id=None: engine)
+    monkeypatch.setattr(tables, "engine_for", lambda conn_id=None: engine)
     monkeypatch.setattr(steps, "plan_changes", lambda remote, changes, engine: (sync_plan, guard))
 
     extracted = Extracted(manifest=ChangeManifest(run_folder=str(folder), window="w", full=False, collections=[]),
@@ -115,8 +115,8 @@ def test_filter_schema_of_a_dry_run_records_no_conflict_clears_no_dead_letter_an
     assert summary is not None
     assert summary["collections"][0]["conflicts"] == 1 and summary["collections"][0]["dead_letters_resolved"] == 1
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(store.conflicts)).scalar() == 0
-    assert store.open_dead_letters(engine, "eu_to_us") == {"a": {"6"}}
+        assert conn.execute(sa.select(sa.func.count()).select_from(tables.conflicts)).scalar() == 0
+    assert ledger.open_dead_letters(engine, "eu_to_us") == {"a": {"6"}}
     assert not folder.exists()  # the writing tasks and the cleanup are skipped, so it cleans up itself
 
 
@@ -125,7 +125,7 @@ def test_a_dry_run_takes_no_lease_skips_writes_and_records_nothing(monkeypatch: 
         raise AssertionError("a dry run touched the lease or the ledger")
 
     monkeypatch.setattr(steps.leases, "hold", untouchable)
-    monkeypatch.setattr(store, "engine_for", untouchable)
+    monkeypatch.setattr(tables, "engine_for", untouchable)
     context = dry_context()
     with steps.lease_held(REMOTE, context, first=True):
         pass

@@ -9,14 +9,14 @@ import sqlalchemy as sa
 
 from directus_sync.engine import origins
 from directus_sync.engine.origins import Origin, newer
-from directus_sync.state import store
+from directus_sync.state import tables
 
 T = "2026-11-26T12:00:00.000Z"
 
 
 def engine_at(tmp_path: Path) -> sa.engine.Engine:
     engine = sa.create_engine(f"sqlite:///{tmp_path}/origins.db")
-    store.migrate(engine)
+    tables.migrate(engine)
     return engine
 
 

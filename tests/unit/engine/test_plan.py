@@ -17,7 +17,7 @@ from directus_sync.engine.extract import CollectionChanges
 from directus_sync.engine.origins import Origin
 from directus_sync.engine.plan import ConflictGuard, Instance, plan_collection
 from directus_sync.engine.staging import StagedFileError, read_jsonl, write_jsonl
-from directus_sync.state import store
+from directus_sync.state import tables
 
 
 class FakeRemote:
@@ -53,7 +53,7 @@ def guard_for(tmp_path: Path, remote: FakeRemote, source: FakeRemote | None = No
               ) -> ConflictGuard:
     """A guard between ``source`` (instance "a") and ``remote`` ("b"), origins kept in an SQLite file."""
     engine = sa.create_engine(f"sqlite:///{tmp_path}/origins.db")
-    store.migrate(engine)
+    tables.migrate(engine)
     return ConflictGuard(Instance(source or FakeRemote([]), names[0], "sync"),  # type: ignore[arg-type]
                          Instance(remote, names[1], "sync"), engine, policy)  # type: ignore[arg-type]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from directus_sync.state import leases, store
+from directus_sync.state import leases, tables
 from directus_sync.state.leases import Holder, LeaseLost
 
 TARGET = "directus_b"
@@ -22,7 +22,7 @@ TTL = timedelta(minutes=10)
 @pytest.fixture
 def engine(tmp_path: Path) -> sa.engine.Engine:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'table.db'}")
-    store.migrate(engine)
+    tables.migrate(engine)
     return engine
 
 
@@ -30,7 +30,7 @@ def set_expiry(engine: sa.engine.Engine, seconds_from_db_now: int) -> None:
     """Move the lease's expiry relative to the database's clock, as time passing there would."""
     with engine.begin() as conn:
         now = leases.db_now(conn)
-        conn.execute(store.leases.update().values(expires_at=now + timedelta(seconds=seconds_from_db_now)))
+        conn.execute(tables.leases.update().values(expires_at=now + timedelta(seconds=seconds_from_db_now)))
 
 
 def test_one_holder_at_a_time_and_the_holder_may_take_it_again(engine: sa.engine.Engine) -> None:
@@ -127,7 +127,7 @@ def test_hold_renews_in_the_background_and_fails_the_block_when_taken_over(engin
         time.sleep(0.35)
         assert leases.state(engine, TARGET).holder == SYNC  # type: ignore[union-attr]
         with engine.begin() as conn:  # another run takes it over, as after a stall longer than the TTL
-            conn.execute(store.leases.update().values(holder_dag_id=RECONCILE.dag_id,
+            conn.execute(tables.leases.update().values(holder_dag_id=RECONCILE.dag_id,
                                                       holder_run_id=RECONCILE.run_id))
         time.sleep(0.35)
 
@@ -143,7 +143,7 @@ def test_a_writer_stops_as_soon_as_its_lease_is_taken_over(engine: sa.engine.Eng
     with pytest.raises(LeaseLost), leases.hold(engine, TARGET, SYNC, short):
         leases.check_held()  # held: writing may go on
         with engine.begin() as conn:
-            conn.execute(store.leases.update().values(holder_dag_id=RECONCILE.dag_id,
+            conn.execute(tables.leases.update().values(holder_dag_id=RECONCILE.dag_id,
                                                       holder_run_id=RECONCILE.run_id))
         time.sleep(0.25)  # the renewer notices
         with pytest.raises(LeaseLost, match="no longer holds"):

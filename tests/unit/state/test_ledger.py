@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from directus_sync.state import ledger, store
+from directus_sync.state import ledger, tables
 from directus_sync.state.ledger import CollectionCounts, RunRecord, RunStatus
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -18,7 +18,7 @@ T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 @pytest.fixture
 def engine(tmp_path: Path) -> sa.engine.Engine:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'table.db'}")
-    store.migrate(engine)
+    tables.migrate(engine)
     return engine
 
 
@@ -91,3 +91,25 @@ def test_the_last_window_end_is_the_latest_successful_one_of_the_remote_from_any
                                     dag_id="directus_sync__eu_to_us__reconcile", full_copy=True, window_start=None)
     ledger.record(engine, reconcile)
     assert ledger.last_window_end(engine, "eu_to_us") == T0 + timedelta(minutes=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Letter:
+    collection: str
+    key: str
+    action: str = "update"
+    error: str = "refused"
+
+
+def test_dead_letters_are_bumped_while_refused_and_cleared_once_written(engine: sa.engine.Engine) -> None:
+    assert ledger.record_dead_letters(engine, "eu_to_us", "r1", [Letter("articles", "6"), Letter("authors", "1")]) == 2
+    ledger.record_dead_letters(engine, "eu_to_us", "r2", [Letter("articles", "6", error="still refused")])
+    assert ledger.open_dead_letters(engine, "eu_to_us") == {"articles": {"6"}, "authors": {"1"}}
+    assert ledger.dead_letters_of_run(engine, "eu_to_us", "r2") == {"articles": 1}
+    with engine.connect() as conn:
+        attempts, error = conn.execute(sa.select(tables.dead_letters.c.attempts, tables.dead_letters.c.error)
+                                       .where(tables.dead_letters.c.item_key == "6")).one()
+    assert (attempts, error) == (2, "still refused")
+    assert ledger.clear_dead_letters(engine, "eu_to_us", "articles", ["6", "7"]) == 1
+    assert ledger.clear_dead_letters(engine, "eu_to_us", "articles", []) == 0
+    assert ledger.open_dead_letters(engine, "eu_to_us") == {"authors": {"1"}}

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from directus_sync.state import migrations, store
+from directus_sync.state import migrations, sources, tables
 from directus_sync.state.migrations import baseline
+from tests.support import rows_of
 
 
 @pytest.fixture
@@ -19,33 +20,33 @@ def engine(tmp_path: Path) -> sa.engine.Engine:
 
 def differences(engine: sa.engine.Engine) -> list[object]:
     with engine.connect() as conn:
-        return migrations.schema_differences(conn, store.metadata)
+        return migrations.schema_differences(conn, tables.metadata)
 
 
 def test_a_fresh_database_is_upgraded_from_nothing_to_head_in_its_own_version_table(
         engine: sa.engine.Engine) -> None:
-    done = store.migrate(engine)
+    done = tables.migrate(engine)
     assert (done.before, done.after, done.stamped) == (None, migrations.head(), False)
-    tables = set(sa.inspect(engine).get_table_names())
-    assert set(store.metadata.tables) <= tables
-    assert migrations.VERSION_TABLE in tables and "alembic_version" not in tables
+    present = set(sa.inspect(engine).get_table_names())
+    assert set(tables.metadata.tables) <= present
+    assert migrations.VERSION_TABLE in present and "alembic_version" not in present
     assert migrations.current(engine) == migrations.head()
     assert differences(engine) == []
 
 
 def test_upgrading_again_does_nothing(engine: sa.engine.Engine) -> None:
-    store.migrate(engine)
-    store.upsert_row(engine, {"name": "eu_to_us", "source_conn_id": "eu", "remote_conn_id": "us", "schema": []})
-    again = store.migrate(engine)
+    tables.migrate(engine)
+    sources.upsert_row(engine, {"name": "eu_to_us", "source_conn_id": "eu", "remote_conn_id": "us", "schema": []})
+    again = tables.migrate(engine)
     assert not again.changed and again.before == again.after == migrations.head()
-    assert [row["name"] for row in store.read_rows(engine)] == ["eu_to_us"]
+    assert [row["name"] for row in sources.read_rows(engine)] == ["eu_to_us"]
 
 
 def test_airflows_alembic_version_in_the_same_database_is_left_alone(engine: sa.engine.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
         conn.execute(sa.text("INSERT INTO alembic_version VALUES ('airflow_rev')"))
-    store.migrate(engine)
+    tables.migrate(engine)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == ["airflow_rev"]
 
@@ -74,29 +75,29 @@ def test_tables_predating_alembic_are_completed_stamped_at_the_baseline_and_repa
         engine: sa.engine.Engine) -> None:
     _pre_alembic_database(engine)
     assert differences(engine) != []
-    done = store.migrate(engine)
+    done = tables.migrate(engine)
     assert (done.before, done.after, done.stamped) == (None, migrations.head(), True)
     assert differences(engine) == []
     inspector = sa.inspect(engine)
     attempts = {c["name"]: c for c in inspector.get_columns("directus_sync_dead_letters")}["attempts"]
     assert attempts["nullable"] is False and attempts["default"] is not None
     assert "ix_directus_sync_runs_remote" in {i["name"] for i in inspector.get_indexes("directus_sync_runs")}
-    [row] = store.read_rows(engine)
+    [row] = sources.read_rows(engine)
     assert (row["name"], row["status"], row["trigger"]) == ("eu_to_us", "published", None)
-    [letter] = store.rows_of(engine, store.dead_letters)
+    [letter] = rows_of(engine, tables.dead_letters)
     assert letter["attempts"] == 1  # the NULL the bare column held became its default
-    assert not store.migrate(engine).changed
+    assert not tables.migrate(engine).changed
 
 
 def test_tables_matching_the_baseline_are_stamped_without_changes(engine: sa.engine.Engine) -> None:
     baseline.define().create_all(engine)
-    done = store.migrate(engine)
+    done = tables.migrate(engine)
     assert done.stamped and done.after == migrations.head()
     assert differences(engine) == []
 
 
 def test_the_head_revision_is_this_versions_metadata() -> None:
-    """A change to store.py's tables needs a revision: a fresh upgrade must equal the live metadata."""
+    """A change to tables.py's tables needs a revision: a fresh upgrade must equal the live metadata."""
     engine = sa.create_engine("sqlite://")
-    store.migrate(engine)
+    tables.migrate(engine)
     assert differences(engine) == []

@@ -1,6 +1,6 @@
 """The package's tables as release 62fb753 created them: the schema revision ``0001`` stands for.
 
-Frozen on purpose: revisions build on this, never on :mod:`directus_sync.state.store`'s live metadata, so that
+Frozen on purpose: revisions build on this, never on :mod:`directus_sync.state.tables`'s live metadata, so that
 changing the live tables later needs a new revision instead of silently rewriting an old one.
 """
 
