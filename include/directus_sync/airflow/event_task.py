@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from directus_sync.airflow import steps, watermark
+from directus_sync.airflow import failures, steps, watermark
 from directus_sync.config import RemoteSource
 from directus_sync.engine.results import StepResult, Synced
 
@@ -19,7 +19,7 @@ from directus_sync.engine.results import StepResult, Synced
 def run_sync(remote: RemoteSource, context: Any, delivered: list[StepResult] | None = None) -> Synced:
     """Extract, plan and apply one run's changes; advance the watermark when everything was written.
 
-    Each step's result goes into ``delivered`` as it is done (the list :func:`steps.errors_recorded`
+    Each step's result goes into ``delivered`` as it is done (the list :func:`failures.errors_recorded`
     yields, so that a failed run still reports its window, plan and counts), and the run returns them.
     Refused (poison) items do not stop the other actions, as in the scheduled DAG: deletes, updates and
     creates all run, then the refusals fail the task together. The remote's lease is held throughout
@@ -49,11 +49,11 @@ def _sync(remote: RemoteSource, context: Any, done: list[StepResult]) -> None:
     for action in ("delete", "update", "create"):
         try:
             done.append(steps.apply_writes(remote, planned, action, context))
-        except steps.PoisonItemsError as exc:
+        except failures.PoisonItemsError as exc:
             done += exc.delivered  # what the action wrote besides the refused items
             refused.append(str(exc))
     if refused:
-        raise steps.PoisonItemsError("; ".join(refused))
+        raise failures.PoisonItemsError("; ".join(refused))
     steps.cleanup_staging(context)
     if extracted.window.event_window:  # a backfill's interval must not move the watermark
         watermark.mark_synced(remote, extracted.window.end)

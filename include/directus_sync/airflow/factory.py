@@ -166,20 +166,20 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
         # the remote (its reconcile DAG, another row's DAG) interleaves with it; record_run gives it back.
         @task(multiple_outputs=False)
         def extract_changes(**context: Any) -> dict[str, Any]:
-            from directus_sync.airflow import steps
+            from directus_sync.airflow import failures, steps
             from directus_sync.engine import results, staging
 
-            with steps.errors_recorded(context), steps.lease_held(remote, context, first=True):
+            with failures.errors_recorded(context), steps.lease_held(remote, context, first=True):
                 # The next tasks may run on other workers (event mode's single task needs no such check).
                 staging.require_shared()
                 return results.dump(steps.extract_changes(remote, context))
 
         @task(multiple_outputs=False)
         def filter_schema(extracted: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from directus_sync.airflow import steps
+            from directus_sync.airflow import failures, steps
             from directus_sync.engine import results
 
-            with steps.errors_recorded(context):
+            with failures.errors_recorded(context):
                 upstream = results.Extracted.model_validate(extracted)
                 steps.require_same_row(remote, upstream.row)  # before the lease: the remote may be another now
                 with steps.lease_held(remote, context, first=False):
@@ -220,11 +220,11 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
 def _apply(remote: RemoteSource, planned: dict[str, Any], action: Action, context: Any) -> dict[str, Any]:
     """The body of ``apply_deletes``, ``apply_updates`` and ``apply_creates``: skipped in a dry run; the row
     checked before the lease is renewed (the remote may be another now)."""
-    from directus_sync.airflow import steps
+    from directus_sync.airflow import failures, steps
     from directus_sync.engine import results
 
     steps.skip_in_dry_run(context)
-    with steps.errors_recorded(context):
+    with failures.errors_recorded(context):
         upstream = results.Planned.model_validate(planned)
         steps.require_same_row(remote, upstream.row)
         with steps.lease_held(remote, context, first=False):
@@ -236,10 +236,10 @@ def _add_event_tasks(remote: RemoteSource) -> None:
 
     @task(multiple_outputs=False)
     def sync_changes(**context: Any) -> dict[str, Any]:
-        from directus_sync.airflow import event_task, steps
+        from directus_sync.airflow import event_task, failures
         from directus_sync.engine import results
 
-        with steps.errors_recorded(context) as delivered:
+        with failures.errors_recorded(context) as delivered:
             return results.dump(event_task.run_sync(remote, context, delivered))
 
     _add_outcome_tasks(remote, [sync_changes()])
@@ -254,9 +254,9 @@ def _add_outcome_tasks(remote: RemoteSource, upstream: list[Any]) -> None:
     @task(multiple_outputs=False, trigger_rule="all_done",
           outlets=[schedule.asset_for(remote, c) for c in remote.collections])
     def record_run(*step_results: dict[str, Any] | None, **context: Any) -> dict[str, Any]:
-        from directus_sync.airflow import steps
+        from directus_sync.airflow import outcome
 
-        return steps.record_run(remote, step_results, context)
+        return outcome.record_run(remote, step_results, context)
 
     record_run(*upstream)
     _add_notify_on_failure(remote, upstream)
@@ -267,9 +267,9 @@ def _add_notify_on_failure(remote: RemoteSource | BrokenRemote, upstream: list[A
 
     @task(trigger_rule="one_failed", retries=0)
     def notify_on_failure(*step_results: dict[str, Any] | None, **context: Any) -> None:
-        from directus_sync.airflow import steps
+        from directus_sync.airflow import outcome
 
-        steps.notify_on_failure(remote, step_results, context)
+        outcome.notify_on_failure(remote, step_results, context)
 
     notify_on_failure(*upstream)
 
@@ -318,10 +318,10 @@ def build_broken_dag(broken: BrokenRemote) -> DAG:
 
         @task(retries=0)
         def validate_configuration(**context: Any) -> None:
-            from directus_sync.airflow import steps
+            from directus_sync.airflow import failures, outcome
 
-            with steps.errors_recorded(context):
-                steps.validate_configuration(broken)
+            with failures.errors_recorded(context):
+                outcome.validate_configuration(broken)
 
         _add_notify_on_failure(broken, [validate_configuration()])
     return dag

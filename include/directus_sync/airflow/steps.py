@@ -10,113 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from requests import RequestException
+from airflow.sdk.exceptions import AirflowSkipException
 from sqlalchemy.engine import Engine
 
-from directus_sync.airflow import alerts, watermark
-from directus_sync.airflow.schedule import asset_for
+from directus_sync.airflow import watermark
+from directus_sync.airflow.failures import PoisonItemsError, RowChanged
 from directus_sync.config import BrokenRemote, RemoteSource
-from directus_sync.directus import notify
-from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
-from directus_sync.directus.schema import SchemaMismatch, check_schema
+from directus_sync.directus.schema import check_schema
 from directus_sync.engine import dryrun, origins
 from directus_sync.engine.apply import Action, Applier, Failure
 from directus_sync.engine.cursor import ActivityCursor
 from directus_sync.engine.extract import ChangeManifest, Window, compute_window, extract
 from directus_sync.engine.plan import CollectionPlan, ConflictGuard, Instance, SyncPlan, plan
-from directus_sync.engine.results import Applied, Extracted, Failed, Planned, RunOutcome, StepResult, WindowRecord, dump
-from directus_sync.engine.staging import StagingNotShared, read_staged, remove_folder, run_folder
+from directus_sync.engine.results import Applied, Extracted, Planned, WindowRecord
+from directus_sync.engine.staging import read_staged, remove_folder, run_folder
 from directus_sync.state import leases, ledger, tables
 
 log = logging.getLogger(__name__)
-
-# A task's result in XCom: what its TaskFlow arguments downstream resolve to.
-RETURN_XCOM_KEY = "return_value"
-
-
-class ConfigurationError(ValueError):
-    """The remote's row in the remote-sources table (or the table itself) is unusable."""
-
-
-@contextlib.contextmanager
-def errors_recorded(context: Mapping[str, Any]) -> Iterator[list[StepResult]]:
-    """Make a failing task deliver a :class:`Failed` result, for record_run and notify_on_failure; log its time.
-
-    The body may add to the yielded list what it finished before failing (an event-mode run's window and
-    plan); an exception that carries ``delivered`` results (:class:`PoisonItemsError`: the counts an apply
-    step wrote) adds them too. The result is pushed as the task's return value, which Airflow would not
-    push for a failing task, so that the TaskFlow arguments of the tasks after it resolve to it.
-
-    An error that no retry can fix (see :func:`is_permanent`) fails the task without Airflow's retries,
-    so that the alert goes out now rather than after every retry's delay.
-    """
-    started = time.perf_counter()
-    delivered: list[StepResult] = []
-    try:
-        yield delivered
-    except Exception as exc:
-        ti = context["ti"]
-        failed = Failed(task=ti.task_id, error=safe_error(exc)[:4000],
-                        delivered=[*delivered, *getattr(exc, "delivered", ())])
-        ti.xcom_push(key=RETURN_XCOM_KEY, value=dump(failed))
-        if is_permanent(exc):
-            raise AirflowFailException(str(exc)) from exc  # only DirectusError and our own errors are permanent
-        raise
-    finally:
-        log.info("directus-sync task time: %.3f s", time.perf_counter() - started)
-
-
-def safe_error(exc: BaseException) -> str:
-    """What may be said of ``exc`` outside the task log (XCom, the ledger, notifications, alerts).
-
-    A :class:`DirectusError` says it safely itself (codes, collection, field, key; never an item's
-    values). Other exceptions about an HTTP exchange may quote the answer, so only their kind is told.
-    """
-    if isinstance(exc, RequestException):
-        return f"{type(exc).__name__} (see the task log)"
-    return f"{type(exc).__name__}: {exc}"
-
-
-# Directus's code and words for a query it refuses (a limit over QUERY_LIMIT_MAX, an unknown field in a filter...).
-REFUSED_QUERY_CODE = "INVALID_QUERY"
-REFUSED_QUERY_REASON = "invalid query"
-
-
-def is_permanent(exc: BaseException) -> bool:
-    """Whether running the task again cannot help until someone fixes the configuration.
-
-    That is a schema that does not match the instances, staging other workers cannot read, a token
-    Directus does not accept (401) or whose user lacks a permission (403), and a query the instance
-    refuses (a 400 on a read, or Directus's "Invalid query"). A 400 about an item's data is not among
-    them: the apply step isolates those items as dead letters.
-    """
-    if isinstance(exc, SchemaMismatch | leases.LeaseLost | StagingNotShared | RowChanged):
-        return True
-    if not isinstance(exc, DirectusError):
-        return False
-    return exc.status in (401, 403) or (exc.status == 400 and (
-        exc.request_method == "GET" or REFUSED_QUERY_CODE in exc.codes or REFUSED_QUERY_REASON in exc.detail.lower()))
-
-
-class PoisonItemsError(AirflowFailException):
-    """The remote refused some items for their data; all others were written.
-
-    Fails without Airflow's task retries: writing the same data again cannot help; every later run
-    retries the dead letters first, with their source's current state. ``delivered`` holds what was
-    written, for the ledger (see :func:`errors_recorded`).
-    """
-
-    def __init__(self, message: str, delivered: Sequence[StepResult] = ()) -> None:
-        super().__init__(message)
-        self.delivered = list(delivered)
 
 
 def is_dry_run(context: Mapping[str, Any]) -> bool:
@@ -139,10 +55,10 @@ def lease_held(remote: RemoteSource, context: Mapping[str, Any], first: bool
     """
     if is_dry_run(context):
         return contextlib.nullcontext()
-    return leases.hold(tables.engine_for(), remote.remote_conn_id, _holder(context), wait=first)
+    return leases.hold(tables.engine_for(), remote.remote_conn_id, run_holder(context), wait=first)
 
 
-def _holder(context: Mapping[str, Any]) -> leases.Holder:
+def run_holder(context: Mapping[str, Any]) -> leases.Holder:
     return leases.Holder(context["dag"].dag_id, context["run_id"])
 
 
@@ -160,7 +76,7 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
     folder = run_folder(context["dag"].dag_id, context["run_id"])
     retry_keys = ledger.open_dead_letters(engine, remote.name)
     # A backfill reads its own interval only; every other run also reads on from the last cursor.
-    backfill = _run_type(context) == "backfill"
+    backfill = run_type(context) == "backfill"
     manifest = extract(hook_for(remote, remote.source_conn_id), remote, window, folder, retry_keys,
                        list_source_keys=bool(context["params"].get("prune")),
                        previous=None if backfill else ActivityCursor.restore(ledger.last_cursor(engine, remote.name)),
@@ -171,10 +87,6 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
         full=manifest.full, full_reason=manifest.full_reason,
         cursor=manifest.cursor.model_dump(mode="json") if manifest.cursor else None, event_window=event_window),
         row=remote.fingerprint)
-
-
-class RowChanged(RuntimeError):
-    """The remote's row changed while a run was under way: its steps were built from different versions."""
 
 
 def require_same_row(remote: RemoteSource, row: str) -> None:
@@ -271,108 +183,13 @@ def origin_recorder(engine: Engine, remote: RemoteSource, planned: CollectionPla
     return origins.Recorder(engine, remote.remote_conn_id, planned.collection, staged)
 
 
-def record_run(remote: RemoteSource, results: Sequence[Mapping[str, Any] | None],
-               context: Mapping[str, Any]) -> dict[str, Any]:
-    """Write the run's ledger rows from its sync tasks' ``results``; on success, emit one Asset event per
-    collection with its counts.
-
-    The run succeeded when every sync task delivered its result (see results.py). A failed run is recorded
-    too, then this task skips: Asset events only ever announce synced data. Either way the run gives back
-    its lease on the remote. A dry run is neither recorded (its window was not synced, so the next run must
-    read it) nor announced, and held no leases.
-    """
-    if is_dry_run(context):
-        log.info("dry run: nothing recorded")
-        raise AirflowSkipException("dry run: no ledger row and no Asset events")
-    try:
-        return _record_run(remote, RunOutcome.of(results), context)
-    finally:
-        leases.release(tables.engine_for(), remote.remote_conn_id, _holder(context))
-
-
-def _record_run(remote: RemoteSource, outcome: RunOutcome, context: Mapping[str, Any]) -> dict[str, Any]:
-    status = ledger.RunStatus.SUCCESS if outcome.succeeded else ledger.RunStatus.FAILED
-    window = outcome.window
-    engine = tables.engine_for()
-    counts = _collection_counts(remote, outcome, ledger.dead_letters_of_run(engine, remote.name, context["run_id"]))
-    errors = outcome.errors
-    dag_run = context["dag_run"]
-    run = ledger.RunRecord(
-        remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"], status=status,
-        finished_at=datetime.now(UTC), run_type=_run_type(context),
-        window_start=window.start if window else None, window_end=window.end if window else None,
-        full_copy=bool(window and window.full), full_reason=window.full_reason if window else None,
-        cursor=window.cursor if window and status is ledger.RunStatus.SUCCESS else None,
-        started_at=getattr(dag_run, "start_date", None),
-        error="; ".join(f"{t}: {e}" for t, e in errors.items()) or None, collections=counts)
-    ledger.record(engine, run)
-    summary = {c.collection: c.written for c in counts}
-    log.info("Run recorded as %s: %s", status.value, summary)
-    if status is not ledger.RunStatus.SUCCESS:
-        raise AirflowSkipException(f"the run failed ({', '.join(errors) or 'see the tasks'}); no Asset events")
-    for c in counts:
-        context["outlet_events"][asset_for(remote, c.collection)].extra = {
-            "created": c.created, "updated": c.updated, "deleted": c.deleted, "skipped": c.skipped,
-            "window_end": window.end.isoformat() if window else None, "run_id": context["run_id"]}
-    return {"status": status.value, "written": summary}
-
-
-def _collection_counts(remote: RemoteSource, outcome: RunOutcome, dead: Mapping[str, int]
-                       ) -> list[ledger.CollectionCounts]:
-    written = {action: outcome.written(action) for action in ("create", "update", "delete")}
-    planned = {c.collection: c for c in outcome.plan.collections} if outcome.plan else {}
-    return [ledger.CollectionCounts(
-        collection=name, created=written["create"].get(name, 0), updated=written["update"].get(name, 0),
-        deleted=written["delete"].get(name, 0), skipped=planned[name].unchanged if name in planned else 0,
-        conflicts=planned[name].conflicts if name in planned else 0, dead_letters=dead.get(name, 0),
-    ) for name in remote.collections]
-
-
-def _run_type(context: Mapping[str, Any]) -> str:
+def run_type(context: Mapping[str, Any]) -> str:
     run_type = context["dag_run"].run_type
     return str(getattr(run_type, "value", run_type))
 
 
 def cleanup_staging(context: Mapping[str, Any]) -> None:
     remove_folder(run_folder(context["dag"].dag_id, context["run_id"]))
-
-
-def notify_on_failure(remote: RemoteSource | BrokenRemote, results: Sequence[Mapping[str, Any] | None],
-                      context: Mapping[str, Any]) -> None:
-    """Notify the remote's users of the errors in the run's ``results``, then fail: Airflow's "watcher"
-    pattern, so that the run is marked failed even when this task, a leaf of the DAG, did its job."""
-    outcome = RunOutcome.of(results)
-    errors = outcome.errors
-    report = notify.FailureReport(remote=remote.name, dag_id=context["dag"].dag_id, run_id=context["run_id"],
-                                  errors=errors)
-    if outcome.plan:
-        report.keys, report.counts = _pending_keys(outcome.plan)
-    summary = "; ".join(f"{t}: {e}" for t, e in errors.items()) or "see the task logs"
-    if is_dry_run(context):  # it writes nothing anywhere, notifications included; the run still shows red
-        raise AirflowFailException(f"The dry run of remote {remote.name!r} failed: {summary}")
-    if remote.source_conn_id is None:
-        log.warning("The source connection of %s is unknown; nobody can be notified", remote.name)
-    else:
-        notify.send(hook_for(remote, remote.source_conn_id), remote.notify_users, report)
-    channels = remote.alerts or alerts.global_channels()
-    alerts.send(alerts.Alert("run_failed", remote.name, report.dag_id, report.run_id, report.subject, report.message),
-                channels, context)
-    raise AirflowFailException(f"The sync of remote {remote.name!r} failed: {summary}")
-
-
-def validate_configuration(broken: BrokenRemote) -> None:
-    raise ConfigurationError(broken.error)
-
-
-def _pending_keys(sync_plan: SyncPlan) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """The first keys of each collection's pending writes, for the message, and their totals.
-
-    Both come from the plan in XCom, not from the staged files: this task may run on another machine,
-    after the files are gone.
-    """
-    keys = {c.collection: c.first_keys for c in sync_plan.collections}
-    counts = {c.collection: c.creates + c.updates + c.deletes + c.prunes for c in sync_plan.collections}
-    return keys, counts
 
 
 def hook_for(remote: RemoteSource | BrokenRemote, conn_id: str) -> DirectusHook:
@@ -402,9 +219,9 @@ def run_window(remote: RemoteSource, context: Mapping[str, Any], synced_until: d
     first interval of a backfill of a remote synced before from becoming a full copy.
     """
     airflow_prev = _resolved(context.get("prev_data_interval_end_success"))
-    backfill = _run_type(context) == "backfill"
+    backfill = run_type(context) == "backfill"
     return compute_window(
-        interval_start=None if _run_type(context) == "manual" else context.get("data_interval_start"),
+        interval_start=None if run_type(context) == "manual" else context.get("data_interval_start"),
         interval_end=_window_end(context),
         prev_success_end=(airflow_prev or synced_until) if backfill else (synced_until or airflow_prev),
         overlap=remote.overlap,
@@ -423,7 +240,7 @@ def _window_end(context: Mapping[str, Any]) -> datetime:
     """
     dag_run = context["dag_run"]
     end: datetime | None = context.get("data_interval_end")
-    if _run_type(context) == "manual" or end is None:
+    if run_type(context) == "manual" or end is None:
         moments = [end, context.get("logical_date"), getattr(dag_run, "run_after", None),
                    getattr(dag_run, "start_date", None)]
         end = max(m for m in moments if m is not None)

@@ -4,7 +4,7 @@ A step's result is its task's XCom return value (``model_dump(mode="json")``), w
 the next steps and to ``record_run`` and ``notify_on_failure`` as TaskFlow arguments; they validate it back
 with :func:`parse`. A step that fails still delivers a result: :class:`Failed`, its safe error text and
 whatever it finished before failing (an apply step's partial counts, an event-mode run's window and plan),
-which :func:`directus_sync.airflow.steps.errors_recorded` pushes as the task's return value before the task fails.
+which :func:`directus_sync.airflow.failures.errors_recorded` pushes as the task's return value before the task fails.
 A step that never ran, was skipped or was killed delivers nothing: Airflow hands ``None`` for its result.
 
 Like every XCom of the DAG they carry counts, paths, windows, keys and safe error texts, never item contents.

@@ -34,7 +34,7 @@ class Steps:
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> Steps:
     """Replace the task bodies run_sync chains with recorders."""
-    from directus_sync.airflow import event_task, steps
+    from directus_sync.airflow import event_task, failures, steps
     from directus_sync.engine.extract import ChangeManifest
     from directus_sync.engine.plan import SyncPlan
     from directus_sync.engine.results import Applied, Extracted, Planned, WindowRecord
@@ -47,7 +47,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Steps:
         record.done.append(action)
         applied = Applied(action=action, written={"articles": 1})
         if action in record.refuse:
-            raise steps.PoisonItemsError(f"refused {action}", delivered=[applied])
+            raise failures.PoisonItemsError(f"refused {action}", delivered=[applied])
         return applied
 
     def extract_changes(remote: RemoteSource, context: Any) -> Extracted:
@@ -102,12 +102,12 @@ def test_a_run_that_did_not_read_from_the_watermark_leaves_it_alone(recorded: St
 
 
 def test_refused_items_let_the_other_actions_run_and_keep_the_watermark(recorded: Steps) -> None:
-    from directus_sync.airflow import steps
+    from directus_sync.airflow import failures
     from directus_sync.airflow.event_task import run_sync
 
     recorded.refuse.add("update")
     delivered: list[Any] = []
-    with pytest.raises(steps.PoisonItemsError, match="refused update"):
+    with pytest.raises(failures.PoisonItemsError, match="refused update"):
         run_sync(remote(trigger="events"), {}, delivered)
     assert recorded.done == ["lease (first=True)", "extract", "plan", "delete", "update", "create"
                           ]  # no cleanup, no watermark

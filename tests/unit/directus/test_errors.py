@@ -11,7 +11,7 @@ import pytest
 from requests import ConnectionError as RequestsConnectionError
 from requests import Response
 
-from directus_sync.airflow.steps import is_permanent, safe_error
+from directus_sync.airflow.failures import is_permanent, safe_error
 from directus_sync.directus.client import DirectusClient
 from directus_sync.directus.errors import DirectusError, refused_limit, summarize
 from directus_sync.directus.hook import DirectusHook

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from directus_sync.airflow import event_task, steps
+from directus_sync.airflow import event_task, outcome, steps
 from directus_sync.config import ConflictPolicy, RemoteSource
 from directus_sync.engine import dryrun
 from directus_sync.engine.apply import Failure
@@ -133,15 +133,15 @@ def test_a_dry_run_takes_no_lease_skips_writes_and_records_nothing(monkeypatch: 
         steps.skip_in_dry_run(context)
     steps.skip_in_dry_run({"params": {}})  # a real run goes on
     with pytest.raises(AirflowSkipException, match="no ledger row and no Asset events"):
-        steps.record_run(REMOTE, [None] * 5, context)
+        outcome.record_run(REMOTE, [None] * 5, context)
 
 
 def test_a_failed_dry_run_fails_red_without_notifying(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(steps.notify, "send", lambda *a: pytest.fail("a dry run notified"))
-    monkeypatch.setattr(steps.alerts, "send", lambda *a: pytest.fail("a dry run alerted"))
+    monkeypatch.setattr(outcome.notify, "send", lambda *a: pytest.fail("a dry run notified"))
+    monkeypatch.setattr(outcome.alerts, "send", lambda *a: pytest.fail("a dry run alerted"))
     failed = Failed(task="filter_schema", error="SchemaMismatch: field a.x is missing")
     with pytest.raises(AirflowFailException, match="dry run of remote 'eu_to_us' failed: filter_schema: Schema"):
-        steps.notify_on_failure(REMOTE, [None, failed.model_dump(mode="json"), None, None, None], dry_context())
+        outcome.notify_on_failure(REMOTE, [None, failed.model_dump(mode="json"), None, None, None], dry_context())
 
 
 def test_an_event_mode_dry_run_plans_in_its_one_task_and_leaves_lease_and_watermark_alone(
