@@ -159,7 +159,7 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
             _add_event_tasks(remote)
             return dag
 
-        # Each step returns its typed result as JSON (see results.py) and the factory hands it on as a
+        # Each step returns its typed result as JSON (see engine/results.py) and the factory hands it on as a
         # TaskFlow argument. Tasks returning dicts would push each key as an XCom of its own; one is enough.
 
         # From extraction to the last write the run holds the remote's lease, so that no other run writing

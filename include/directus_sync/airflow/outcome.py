@@ -29,7 +29,7 @@ def record_run(remote: RemoteSource, results: Sequence[Mapping[str, Any] | None]
     """Write the run's ledger rows from its sync tasks' ``results``; on success, emit one Asset event per
     collection with its counts.
 
-    The run succeeded when every sync task delivered its result (see results.py). A failed run is recorded
+    The run succeeded when every sync task delivered its result (see engine/results.py). A failed run is recorded
     too, then this task skips: Asset events only ever announce synced data. Either way the run gives back
     its lease on the remote. A dry run is neither recorded (its window was not synced, so the next run must
     read it) nor announced, and held no leases.

@@ -2,8 +2,9 @@
 
 They are plain functions of a :class:`RemoteSource`, the upstream steps' results and the task context,
 so the factory can wrap them with ``@task`` and the tests can read them. Each step returns its result
-(see results.py), which the factory hands on through XCom: only counts, staged-file paths, windows, keys
-and safe error texts. ``record_run`` and ``notify_on_failure`` read the run's outcome from those results.
+(see engine/results.py), which the factory hands on through XCom: only counts, staged-file paths, windows,
+keys and safe error texts. How a step fails is in :mod:`.failures`; ``record_run`` and ``notify_on_failure``
+(:mod:`.outcome`) read the run's outcome from those results.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def _resolved(value: Any) -> datetime | None:
 
 
 def run_window(remote: RemoteSource, context: Mapping[str, Any], synced_until: datetime | None) -> Window:
-    """The window of a sync DAG's run (event-mode runs have theirs in :mod:`events`).
+    """The window of a sync DAG's run (event-mode runs have theirs in :mod:`.watermark`).
 
     It starts at the end of the last successful window (``synced_until``, from the ledger; else Airflow's
     ``prev_data_interval_end_success``, which a run without a logical date lacks and which follows

@@ -34,7 +34,7 @@ class WindowRecord(BaseModel):
     # The activity cursor the next run reads on from, if the run succeeds (see cursor.py).
     cursor: dict[str, Any] | None = None
     # Whether it started at the event watermark, which a successful event-mode run advances to ``end``
-    # (not in a backfill's or the reconcile DAG's runs: see events.uses_event_window).
+    # (not in a backfill's or the reconcile DAG's runs: see airflow.watermark.uses_event_window).
     event_window: bool = False
 
 
