@@ -106,7 +106,7 @@ def record(engine: Engine, instance: str, collection: str, written: Mapping[str,
     keys = list(written)
     rows = [{"instance": instance, "collection": collection, "item_key": key, "origin_instance": o.instance,
              "origin_at": o.at, "recorded_at": now} for key, o in written.items()]
-    # Runs writing one instance never overlap (see lease.py), so delete-then-insert cannot race.
+    # Runs writing one instance never overlap (see state/leases.py), so delete-then-insert cannot race.
     with engine.begin() as conn:
         for chunk in _chunks(keys):
             conn.execute(origins.delete().where(origins.c.instance == instance, origins.c.collection == collection,

@@ -31,7 +31,7 @@ class WindowRecord(BaseModel):
     end: datetime
     full: bool = False
     full_reason: str | None = None
-    # The activity cursor the next run reads on from, if the run succeeds (see cursor.py).
+    # The activity cursor the next run reads on from, if the run succeeds (see engine/cursor.py).
     cursor: dict[str, Any] | None = None
     # Whether it started at the event watermark, which a successful event-mode run advances to ``end``
     # (not in a backfill's or the reconcile DAG's runs: see airflow.watermark.uses_event_window).

@@ -56,7 +56,7 @@ class RunRecord:
     window_end: datetime | None = None
     full_copy: bool = False
     full_reason: str | None = None
-    # The activity cursor the next run reads on from (successful runs only; see cursor.py).
+    # The activity cursor the next run reads on from (successful runs only; see engine/cursor.py).
     cursor: dict[str, Any] | None = None
     started_at: datetime | None = None
     error: str | None = None
