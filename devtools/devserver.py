@@ -203,7 +203,8 @@ class DirectusInstance:
         the package's own client (:class:`~directus_sync.directus.client.DirectusClient`)."""
         client = self._clients.get(token or self.admin_token)
         if client is None:
-            client = DirectusClient.connect(self.url, token or self.admin_token, retries=0, name=self.name)
+            # One retry of reads: a kept-alive connection the instance closed (after a restart) is no failure.
+            client = DirectusClient.connect(self.url, token or self.admin_token, retries=1, name=self.name)
             self._clients[token or self.admin_token] = client
         try:
             return client.request(method, path, params=params, payload=json)

@@ -32,7 +32,7 @@ def record_run(remote: RemoteSource, results: Sequence[Mapping[str, Any] | None]
     The run succeeded when every sync task delivered its result (see engine/results.py). A failed run is recorded
     too, then this task skips: Asset events only ever announce synced data. Either way the run gives back
     its lease on the remote. A dry run is neither recorded (its window was not synced, so the next run must
-    read it) nor announced, and held no leases.
+    read it) nor announced, and held no lease.
     """
     if is_dry_run(context):
         log.info("dry run: nothing recorded")

@@ -45,7 +45,10 @@ class DirectusAsyncHook:
         async with self.session.get(url, params=params, headers=self.headers, ssl=self._ssl,
                                     proxy=self.transport.proxy_for(url)) as response:
             if response.status >= 400:
-                body = await response.json(content_type=None) if response.content_length != 0 else None
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:  # a proxy's HTML error page: the status says it
+                    body = None
                 errors = body.get("errors") if isinstance(body, dict) else None
                 raise DirectusError.from_errors(self.conn_id, "GET", path, response.status,
                                                 [e for e in errors or [] if isinstance(e, dict)])

@@ -106,16 +106,22 @@ def base_url_of(host: str, schema: str | None, port: int | None) -> str:
     return f"{url}:{port}" if port else url
 
 
-def retry_adapter(retries: int = 5, backoff_factor: float = 0.5, pool_size: int = 8) -> HTTPAdapter:
+# Calls that may be sent again whatever happened to the first: reads. The sync's writes are idempotent too
+# (keyed creates, updates, deletes), so the sync hook retries every call; a tool creating things does not.
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def retry_adapter(retries: int = 5, backoff_factor: float = 0.5, pool_size: int = 8,
+                  methods: frozenset[str] | None = None) -> HTTPAdapter:
     """Retries of connection errors and 429/502/503/504 answers, with exponential backoff and ``Retry-After``
-    honoured."""
+    honoured; for ``methods`` only (``None``: every method)."""
     retry = Retry(
         total=retries,
         backoff_factor=backoff_factor,
         backoff_jitter=0.25,
         backoff_max=30,
         status_forcelist=RETRY_STATUSES,
-        allowed_methods=None,  # our writes are idempotent, so every verb may be retried
+        allowed_methods=methods,
         respect_retry_after_header=True,
         raise_on_status=False,
     )
@@ -130,23 +136,26 @@ class DirectusClient:
     """
 
     def __init__(self, name: str, base_url: str, session: Session, transport: Transport | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, log_errors: bool = True) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.session = session
         self.transport = transport or Transport()
         self.timeout = timeout
+        self.log_errors = log_errors
 
     @classmethod
     def connect(cls, url: str, token: str, transport: Transport | None = None, timeout: float = DEFAULT_TIMEOUT,
                 retries: int = 5, name: str | None = None) -> DirectusClient:
-        """A client for the instance at ``url`` with ``token``, outside Airflow's connections."""
+        """A client for the instance at ``url`` with ``token``, outside Airflow's connections: reads are
+        retried, writes are not (a tool's create sent twice would create twice). Errors are raised, not
+        logged: the caller reports them."""
         session = Session()
-        adapter = retry_adapter(retries)
+        adapter = retry_adapter(retries, methods=READS)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         session.headers["Authorization"] = f"Bearer {token}"
-        return cls(name or url, url, session, transport, timeout)
+        return cls(name or url, url, session, transport, timeout, log_errors=False)
 
     def request(
         self,
@@ -174,17 +183,21 @@ class DirectusClient:
         except RequestException as exc:
             error = DirectusError(self.name, method, path, None, _short(exc),
                                   safe=f"{type(exc).__name__} (no answer from the instance)")
-            log.warning("%s", error.detail)  # the full text stays in the task log
+            self._log(error)
             raise error from exc
         if response.status_code >= 400 and response.status_code not in allow_statuses:
             error = DirectusError.from_response(self.name, method, path, response)
-            log.warning("%s", error.detail)
+            self._log(error)
             raise error
         if not response.content or response.status_code >= 400:
             return None
         if measured is not None:
             measured(len(response.content))
         return response.json().get("data")
+
+    def _log(self, error: DirectusError) -> None:
+        if self.log_errors:
+            log.warning("%s", error.detail)  # the full text stays in the task log
 
 
 def segment(name: str) -> str:

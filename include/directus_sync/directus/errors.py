@@ -46,6 +46,7 @@ class DirectusError(RuntimeError):
         if safe is None:
             safe = reason if status is None else status_phrase(status)
         self.safe_reason = safe
+        self.reason = reason
         where = f"Directus connection {conn_id!r}: {method} {path}"
         self.detail = f"{where} failed ({status}): {reason}" if status else f"{where} failed: {reason}"
         super().__init__(f"{where} failed ({status}): {safe}" if status else f"{where} failed: {safe}")

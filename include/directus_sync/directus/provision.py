@@ -290,6 +290,15 @@ class _Restricted(Exception):
     """The instance's licence refused a permission with a filter or field limit."""
 
 
+def _refused(exc: DirectusError, url: str) -> ProvisionError:
+    """The admin's own terminal: Directus's full messages and codes help fix the instance."""
+    if exc.status is None:
+        return ProvisionError(f"{url} is not reachable: {exc.reason}", None)
+    codes = f" [{', '.join(exc.codes)}]" if exc.codes else ""
+    return ProvisionError(f"{exc.request_method} {exc.path} on {url} failed ({exc.status}): {exc.reason}{codes}",
+                          exc.status, exc.codes[0] if exc.codes else None)
+
+
 class _AdminApi:
     """The admin's calls, through the same client as the sync's (retries, encoding, Directus's errors)."""
 
@@ -301,11 +310,7 @@ class _AdminApi:
         try:
             return self.client.request(method, path, params=params, payload=json)
         except DirectusError as exc:
-            if exc.status is None:
-                raise ProvisionError(f"{self.url} is not reachable: {exc.detail}", None) from exc
-            # The admin's own terminal: Directus's full messages help fix the instance.
-            raise ProvisionError(f"{method} {path} on {self.url} failed ({exc.status}): {exc.detail}", exc.status,
-                                 exc.codes[0] if exc.codes else None) from exc
+            raise _refused(exc, self.url) from exc
 
     def change(self, method: str, path: str, payload: dict[str, Any]) -> None:
         """Write one permission; :class:`_Restricted` when the licence refuses its filter or field limit."""
@@ -326,7 +331,7 @@ class _AdminApi:
             except DirectusError as exc:
                 cap = refused_limit(exc)
                 if cap is None or cap >= page_size:
-                    raise ProvisionError(f"GET {path} on {self.url} failed: {exc.detail}", exc.status) from exc
+                    raise _refused(exc, self.url) from exc
                 page_size = cap
                 continue
             rows += page

@@ -8,6 +8,7 @@ re-run Airflow run replaces its rows instead of adding more.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from directus_sync.state.tables import conflicts, dead_letters, json_value, runs
+
+log = logging.getLogger(__name__)
 
 
 class RunStatus(StrEnum):
@@ -133,7 +136,10 @@ def last_cursor(engine: Engine, remote: str) -> dict[str, Any] | None:
     with engine.connect() as conn:
         value = conn.execute(query).scalar()
     value = json_value(value)  # SQLite without JSON decoding returns the text
-    return dict(value) if value else None
+    if value and not isinstance(value, dict):
+        log.warning("Remote %s: the kept activity cursor is not a JSON object; reading by time only", remote)
+        return None
+    return value or None
 
 
 def lag(synced_until: datetime | None, now: datetime | None = None) -> timedelta | None:

@@ -52,7 +52,7 @@ CREATED = Applied(action="create", written={"articles": 3})
 
 
 def as_xcom(*results: Any) -> list[dict[str, Any] | None]:
-    """The results as the tasks' return values in XCom, as TaskFlow hands them to the next steps."""
+    """The results as the tasks' return values in XCom, as TaskFlow hands them to the next tasks."""
     return [None if r is None else dump(r) for r in results]
 
 
