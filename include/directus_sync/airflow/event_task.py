@@ -45,8 +45,8 @@ def _sync(remote: RemoteSource, context: Any, done: list[StepResult]) -> None:
     planned = steps.filter_schema(remote, extracted, context)
     done.append(planned)
     refused: list[str] = []
-    # Deletes first, creates last: a unique value freed by a delete can then be taken by a create.
-    for action in ("delete", "update", "create"):
+    # In the scheduled DAG's order: deletes, creates, then updates (which set the references creates defer).
+    for action in ("delete", "create", "update"):
         try:
             done.append(steps.apply_writes(remote, planned, action, context))
         except failures.PoisonItemsError as exc:

@@ -206,11 +206,12 @@ def build_sync_dag(remote: RemoteSource, reconcile: bool = False) -> DAG:
 
         manifest = extract_changes()
         sync_plan = filter_schema(manifest)  # type: ignore[arg-type]  # TaskFlow passes XComArgs
-        # Deletes first, creates last: a unique value freed by a delete can then be taken by a create.
+        # Deletes first: a unique value freed by a delete can then be taken. Creates before updates: an update
+        # may point at an item created in this run, and the update pass sets the references creates defer.
         deletes = apply_deletes(sync_plan)  # type: ignore[arg-type]
         updates = apply_updates(sync_plan)  # type: ignore[arg-type]
         creates = apply_creates(sync_plan)  # type: ignore[arg-type]
-        deletes >> updates >> creates
+        deletes >> creates >> updates
         [deletes, updates, creates] >> cleanup_staging()
         # Both read the run's outcome from every step's result (a failed step's is its failure record).
         _add_outcome_tasks(remote, [manifest, sync_plan, deletes, updates, creates])

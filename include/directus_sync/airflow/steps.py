@@ -160,7 +160,9 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
     open_letters = ledger.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
-    for c in planned.plan.collections:
+    # The plan lists collections in write order (related ones first, see engine/order.py): deletes go in reverse.
+    in_order = planned.plan.collections
+    for c in reversed(in_order) if action == "delete" else in_order:
         outcome = Applier(target, c, open_letters.get(c.collection), source, origin_recorder(engine, remote, c)).run(
             action, remote.batch_size, concurrency=remote.write_concurrency)
         ledger.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)

@@ -36,6 +36,8 @@ class CollectionShape:
     pk: str
     pk_type: str
     fields: tuple[str, ...]
+    # The listed many-to-one fields and the collection each points at (its foreign key's table).
+    references: tuple[tuple[str, str], ...] = ()
 
     @property
     def read_fields(self) -> list[str]:
@@ -118,6 +120,44 @@ def schema_problems(
     return problems
 
 
+def references_of(schema: CollectionSchema, fields: dict[str, dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """The listed many-to-one fields and the collection each points at, from their foreign keys."""
+    found = ((name, _foreign_table(fields.get(name))) for name in schema.fields)
+    return tuple((name, table) for name, table in found if table)
+
+
+# An instance's connection id and the fields of one collection there.
+InstanceFields = tuple[str, dict[str, dict[str, Any]]]
+
+
+def reference_problems(schema: CollectionSchema, source: InstanceFields, remote: InstanceFields) -> list[str]:
+    """Listed many-to-one fields that point at different collections, or hold keys of different types, on the
+    two instances: a key copied across would name another item, or none."""
+    problems = []
+    (source_id, source_fields), (remote_id, remote_fields) = source, remote
+    for name in schema.fields:
+        mine, theirs = source_fields.get(name), remote_fields.get(name)
+        if mine is None or theirs is None:
+            continue  # reported as missing
+        here, there = _foreign_table(mine), _foreign_table(theirs)
+        if here != there:
+            problems.append(f"field {schema.name}.{name} points at {_table_text(here)} on {source_id!r} but at "
+                            f"{_table_text(there)} on {remote_id!r}: make the relation the same on both instances")
+        elif here and mine.get("type") != theirs.get("type"):
+            problems.append(f"field {schema.name}.{name} -> {here} holds {mine.get('type')} keys on {source_id!r} "
+                            f"but {theirs.get('type')} keys on {remote_id!r}")
+    return problems
+
+
+def _foreign_table(field: dict[str, Any] | None) -> str | None:
+    table = ((field or {}).get("schema") or {}).get("foreign_key_table")
+    return str(table) if table else None
+
+
+def _table_text(table: str | None) -> str:
+    return repr(table) if table else "no collection (not a many-to-one)"
+
+
 def _specials(field: dict[str, Any]) -> list[str]:
     return list((field.get("meta") or {}).get("special") or [])
 
@@ -160,12 +200,14 @@ def check_schema(
             problems += schema_problems(schema, source.directus_conn_id, source_fields)
             remote_fields = describe_fields(remote, schema.name)
             problems += schema_problems(schema, remote.directus_conn_id, remote_fields, source_pk)
+            problems += reference_problems(schema, (source.directus_conn_id, source_fields),
+                                           (remote.directus_conn_id, remote_fields))
             problems += _tracking_problems(source, schema.name, full, reconcile)
         except SchemaMismatch as exc:
             problems.append(str(exc))
             continue
         shapes[schema.name] = CollectionShape(schema.name, source_pk, source_fields[source_pk].get("type", ""),
-                                              schema.fields)
+                                              schema.fields, references_of(schema, source_fields))
     if problems:
         raise SchemaMismatch("the sync schema does not match the instances:\n- " + "\n- ".join(problems))
     return shapes

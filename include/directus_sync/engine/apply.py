@@ -35,6 +35,7 @@ from directus_sync.config import batch_bytes
 from directus_sync.directus.client import encode_json
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
+from directus_sync.directus.schema import SchemaMismatch, describe_fields, primary_key
 from directus_sync.engine import origins
 from directus_sync.engine.plan import CollectionPlan
 from directus_sync.engine.staging import batched_by_size, read_staged
@@ -48,12 +49,14 @@ DEFAULT_MAX_REQUEST_BYTES = 900_000
 KEY_STATE_STATUSES = (400, 403, 409)
 # Answers about the data itself: isolate the failing items.
 DATA_STATUSES = (400, 409, 413, 422)
+# How Directus refuses a value whose referenced item does not exist.
+FOREIGN_KEY_CODE = "INVALID_FOREIGN_KEY"
 
 
 @dataclass(frozen=True)
 class Failure:
     """One item the remote refused, and why (``error``: the safe form of Directus's answer, see
-    :class:`~directus_sync.directus.hook.DirectusError`)."""
+    :class:`~directus_sync.directus.errors.DirectusError`)."""
 
     collection: str
     key: str
@@ -173,7 +176,8 @@ class Applier:
                 raise
             if len(records) == 1:
                 # The safe form only: the dead-letter table, XCom and alerts must not hold the item's values.
-                failure = Failure(self.plan.collection, self._key(action, records[0]), action, str(exc))
+                error = str(exc) + self._missing_references(action, records[0], exc)
+                failure = Failure(self.plan.collection, self._key(action, records[0]), action, error)
                 with self._lock:
                     self.outcome.failures.append(failure)
                 return
@@ -184,12 +188,15 @@ class Applier:
         self._done(action, records)
 
     def _done(self, action: Action, records: list[Any]) -> None:
-        """Count ``records`` as applied; the dead letters among them are resolved."""
+        """Count ``records`` as applied; the dead letters among them are resolved.
+
+        An update that sets a created item's deferred references is part of that create: not counted twice.
+        """
         keys = [self._key(action, r) for r in records]
         if self.recorder is not None:
             self.recorder.written(keys)
         with self._lock:
-            self.outcome.written += len(records)
+            self.outcome.written += sum(1 for r in records if not (isinstance(r, dict) and r.get("deferred")))
             self.outcome.written_keys |= self.watch_keys.intersection(keys)
 
     def _send(self, action: Action, records: list[Any]) -> None:
@@ -251,6 +258,32 @@ class Applier:
         for action, records in parts:
             if records:
                 self._write(action, records, reroute=False)
+
+    def _missing_references(self, action: Action, record: Any, exc: DirectusError) -> str:
+        """The referenced items the remote lacks, when it refused ``record`` for a foreign key: named by
+        collection and key (keys are not item contents), so the dead letter says what has to arrive first."""
+        if action == "delete" or FOREIGN_KEY_CODE not in exc.codes or not self.plan.references:
+            return ""
+        values = record if action == "create" else record["changes"]
+        missing = []
+        for field_name, related in sorted(self.plan.references.items()):
+            value = values.get(field_name)
+            if value is None:
+                continue
+            try:
+                if self._on_remote(related, value):
+                    continue
+                missing.append(f"{field_name} -> {related} {value}")
+            except (DirectusError, SchemaMismatch):  # the sync user may not read a collection it does not sync
+                missing.append(f"{field_name} -> {related} {value} (a collection the sync user cannot read)")
+        if not missing:
+            return ""
+        return ("; references items not on the remote (" + ", ".join(missing) + "): retried by the next runs "
+                "until they arrive")
+
+    def _on_remote(self, collection: str, key: Any) -> bool:
+        pk = primary_key(describe_fields(self.remote, collection), collection, self.remote.directus_conn_id)
+        return bool(self.remote.read_items(collection, pk, [key], [pk]))
 
     def _key(self, action: Action, record: Any) -> str:
         if action == "create":

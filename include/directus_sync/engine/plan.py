@@ -12,7 +12,7 @@ opposite DAG. Equal times go to the instance whose connection id sorts last, the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +27,7 @@ from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.schema import CollectionShape, prune
 from directus_sync.engine import origins
 from directus_sync.engine.extract import ChangeManifest, CollectionChanges
+from directus_sync.engine.order import write_order
 from directus_sync.engine.origins import UNKNOWN_TIME, Origin, newer
 from directus_sync.engine.readahead import READ_AHEAD, read_ahead
 from directus_sync.engine.staging import JsonlWriter, read_staged, staged_batches
@@ -61,6 +62,9 @@ class CollectionPlan(BaseModel):
     # Per staged write, the origin it carries: recorded by the apply step once the remote has it.
     origins_path: str | None = None
     origins: int = 0
+    # The many-to-one fields and the collection each points at; those set in the update pass (see order.py).
+    references: dict[str, str] = {}
+    deferred: list[str] = []
 
 
 class SyncPlan(BaseModel):
@@ -222,8 +226,11 @@ def plan(
     ``ahead`` batches' remote reads run while the current batch is staged.
     """
     folder = ObjectStoragePath(manifest.run_folder)
-    plans = [plan_collection(remote, changes, shapes[changes.collection], folder, batch_size, guard, prune_remote,
-                             ahead) for changes in manifest.collections]
+    changes_of = {c.collection: c for c in manifest.collections}
+    order, deferred = write_order(list(changes_of), {name: dict(shapes[name].references) for name in changes_of})
+    # In write order: the apply steps create and update in it, and delete in reverse.
+    plans = [plan_collection(remote, changes_of[name], shapes[name], folder, batch_size, guard, prune_remote, ahead,
+                             deferred.get(name, ())) for name in order]
     return SyncPlan(run_folder=manifest.run_folder, window=manifest.window, collections=plans)
 
 
@@ -292,11 +299,16 @@ def plan_collection(
     guard: ConflictGuard,
     prune_remote: bool = False,
     ahead: int = READ_AHEAD,
+    deferred: Sequence[str] = (),
 ) -> CollectionPlan:
-    """Stage one collection's writes; each batch's remote reads overlap with staging the previous one."""
+    """Stage one collection's writes; each batch's remote reads overlap with staging the previous one.
+
+    Creates leave the ``deferred`` reference fields out; an update right after them sets those fields.
+    """
     name = changes.collection
     result = CollectionPlan(
-        collection=name, pk=shape.pk, fields=list(shape.read_fields),
+        collection=name, pk=shape.pk, fields=list(shape.read_fields), references=dict(shape.references),
+        deferred=list(deferred),
         creates_path=str(folder / f"{name}.creates.jsonl"),
         updates_path=str(folder / f"{name}.updates.jsonl"),
         deletes_path=str(folder / f"{name}.deletes.remote.jsonl"),
@@ -313,7 +325,7 @@ def plan_collection(
         for records, upsert_batch in read_ahead(lambda b: _read_upserts(remote, shape, b, guard, empty), upserts,
                                                 ahead):
             writes.seen(shape.canonical_key(r["item"][shape.pk]) for r in records)
-            _stage_upserts(upsert_batch, shape, guard, writes)
+            _stage_upserts(upsert_batch, shape, guard, writes, deferred)
         deletes = _staged_batches(changes.deletes_path, changes.deletes, batch_size)
         for records, delete_batch in read_ahead(lambda b: _read_deletes(remote, shape, b, guard), deletes, ahead):
             writes.seen(shape.canonical_key(r["key"]) for r in records)
@@ -371,8 +383,13 @@ def _read_upserts(
     return _UpsertBatch(differing, current, weighing, len(items) - len(differing))
 
 
-def _stage_upserts(batch: _UpsertBatch, shape: CollectionShape, guard: ConflictGuard, writes: _Writes) -> None:
-    """Stage creates and updates (changed fields plus the whole item) for one batch."""
+def _stage_upserts(batch: _UpsertBatch, shape: CollectionShape, guard: ConflictGuard, writes: _Writes,
+                   deferred: Sequence[str] = ()) -> None:
+    """Stage creates and updates (changed fields plus the whole item) for one batch.
+
+    A create leaves out its ``deferred`` references, and an update marked ``deferred`` sets them after
+    every create of the run (a cycle's items, or a parent created in the same batch, then all exist).
+    """
     writes.unchanged += batch.unchanged
     losing = guard.settle(shape.collection, batch.weighing)
     writes.kept_remote.extend(sorted(losing))
@@ -383,7 +400,10 @@ def _stage_upserts(batch: _UpsertBatch, shape: CollectionShape, guard: ConflictG
         writes.carries(item[shape.pk], key, guard.origin(batch.weighing, key))
         existing = batch.current.get(key)
         if existing is None:
-            writes.creates.write(item)
+            later = {f: item[f] for f in deferred if item.get(f) is not None}
+            writes.creates.write({f: v for f, v in item.items() if f not in later})
+            if later:
+                writes.updates.write({"key": item[shape.pk], "changes": later, "item": item, "deferred": True})
         else:
             changed = {f: v for f, v in item.items() if f != shape.pk and existing.get(f) != v}
             writes.updates.write({"key": item[shape.pk], "changes": changed, "item": item})

@@ -85,10 +85,10 @@ def test_one_task_runs_every_step_in_order_and_then_advances_the_watermark(recor
     from directus_sync.engine.results import Applied, RunOutcome, dump
 
     synced = run_sync(remote(trigger="events"), {})
-    assert recorded.done == ["lease (first=True)", "extract", "plan", "delete", "update", "create", "cleanup",
+    assert recorded.done == ["lease (first=True)", "extract", "plan", "delete", "create", "update", "cleanup",
                           "mark_synced", "lease kept"]
     assert recorded.synced_until == [WINDOW_END]  # the end of the window the extraction read
-    assert synced.steps[2:] == [Applied(action=a, written={"articles": 1}) for a in ("delete", "update", "create")]
+    assert synced.steps[2:] == [Applied(action=a, written={"articles": 1}) for a in ("delete", "create", "update")]
     assert RunOutcome.of([dump(synced)]).succeeded
 
 
@@ -109,8 +109,8 @@ def test_refused_items_let_the_other_actions_run_and_keep_the_watermark(recorded
     delivered: list[Any] = []
     with pytest.raises(failures.PoisonItemsError, match="refused update"):
         run_sync(remote(trigger="events"), {}, delivered)
-    assert recorded.done == ["lease (first=True)", "extract", "plan", "delete", "update", "create"
+    assert recorded.done == ["lease (first=True)", "extract", "plan", "delete", "create", "update"
                           ]  # no cleanup, no watermark
     # What the failure record of the task carries: the window, the plan and every action's counts.
     assert [getattr(r, "action", r.step) for r in delivered] == [
-        "extracted", "planned", "delete", "update", "create"]
+        "extracted", "planned", "delete", "create", "update"]

@@ -149,3 +149,34 @@ def test_a_sync_user_that_may_not_read_collection_settings_is_told_to_provision_
     with pytest.raises(SchemaMismatch, match="needs read access to directus_collections: rerun `directus-sync "
                                              "provision`"):
         check_schema([SCHEMA], source, remote)  # type: ignore[arg-type]
+
+
+def test_listed_many_to_one_fields_are_references_to_their_foreign_keys_table() -> None:
+    from directus_sync.config import CollectionSchema
+    from directus_sync.directus.schema import references_of
+
+    fields = {"id": {"type": "integer", "schema": {"is_primary_key": True}},
+              "title": {"type": "string", "schema": {}},
+              "author": {"type": "integer", "schema": {"foreign_key_table": "authors", "foreign_key_column": "id"}},
+              "editor": {"type": "uuid", "schema": {"foreign_key_table": "directus_users"}}}
+    schema = CollectionSchema(name="articles", fields=("title", "author"))
+    assert references_of(schema, fields) == (("author", "authors"),)  # editor is not listed
+
+
+def test_a_relation_that_differs_between_the_instances_names_both_sides() -> None:
+    from directus_sync.config import CollectionSchema
+    from directus_sync.directus.schema import reference_problems
+
+    schema = CollectionSchema(name="articles", fields=("author", "title"))
+    source = {"author": {"type": "integer", "schema": {"foreign_key_table": "authors"}}, "title": {"schema": {}}}
+    other_table = {"author": {"type": "integer", "schema": {"foreign_key_table": "people"}}, "title": {"schema": {}}}
+    plain = {"author": {"type": "integer", "schema": {}}, "title": {"schema": {}}}
+    uuid_keys = {"author": {"type": "uuid", "schema": {"foreign_key_table": "authors"}}, "title": {"schema": {}}}
+    assert reference_problems(schema, ("eu", source), ("us", source)) == []
+    assert reference_problems(schema, ("eu", source), ("us", other_table)) == [
+        "field articles.author points at 'authors' on 'eu' but at 'people' on 'us': make the relation the same "
+        "on both instances"]
+    [problem] = reference_problems(schema, ("eu", source), ("us", plain))
+    assert "at no collection (not a many-to-one) on 'us'" in problem
+    assert reference_problems(schema, ("eu", source), ("us", uuid_keys)) == [
+        "field articles.author -> authors holds integer keys on 'eu' but uuid keys on 'us'"]

@@ -256,3 +256,48 @@ def test_only_writes_the_remote_accepted_have_their_origins_recorded(tmp_path: P
     Applier(FakeRemote(), plan_with(tmp_path, creates=items), recorder=recorder).run(  # type: ignore[arg-type]
         "create", max_count=10)
     assert sorted(origins.recorded(engine, "b", "a", ["1", "2", "3"])) == ["1", "3"]
+
+
+class RelationalRemote(FakeRemote):
+    """``a.author`` references ``authors``: a value naming no author is refused as Directus does."""
+
+    def __init__(self, authors: set[int], existing: dict[int, dict[str, Any]] | None = None) -> None:
+        super().__init__(existing)
+        self.authors = authors
+        self.directus_conn_id = "remote"
+
+    def _check(self, items: list[dict[str, Any]]) -> None:
+        super()._check(items)
+        if any(i.get("author") is not None and i["author"] not in self.authors for i in items):
+            raise DirectusError.from_errors("remote", "POST", "/items/a", 400, [{
+                "message": 'Invalid foreign key for field "author" in collection "a".',
+                "extensions": {"code": "INVALID_FOREIGN_KEY", "collection": "a", "field": "author"}}])
+
+    def fields(self, collection: str) -> list[dict[str, Any]]:
+        return [{"field": "id", "type": "integer", "schema": {"is_primary_key": True}}]
+
+    def read_items(self, collection: str, pk: str, keys: list[Any], fields: list[str]) -> list[dict[str, Any]]:
+        if collection == "authors":
+            return [{"id": k} for k in keys if int(k) in self.authors]
+        return super().read_items(collection, pk, keys, fields)
+
+
+def test_an_item_referencing_a_missing_item_is_a_dead_letter_naming_the_reference(tmp_path: Path) -> None:
+    remote = RelationalRemote(authors={7})
+    plan = plan_with(tmp_path, creates=[{"id": 1, "title": "ok", "author": 7}, {"id": 2, "title": "ok", "author": 9}])
+    plan.references = {"author": "authors"}
+    outcome = Applier(remote, plan).run("create", max_count=10)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [1] and outcome.written == 1
+    [failure] = outcome.failures
+    assert failure.key == "2" and "INVALID_FOREIGN_KEY" in failure.error
+    assert "references items not on the remote (author -> authors 9)" in failure.error
+
+
+def test_an_update_setting_a_created_items_deferred_reference_is_not_counted_again(tmp_path: Path) -> None:
+    remote = RelationalRemote(authors=set(), existing={1: {"id": 1, "title": "x"}})
+    plan = plan_with(tmp_path, updates=[
+        {"key": 1, "changes": {"title": "y"}, "item": {"id": 1, "title": "y"}},
+        {"key": 2, "changes": {"title": "z"}, "item": {"id": 2, "title": "z"}, "deferred": True}])
+    remote.items[2] = {"id": 2}  # created by apply_creates
+    outcome = Applier(remote, plan).run("update", max_count=10)  # type: ignore[arg-type]
+    assert remote.items[2]["title"] == "z" and outcome.written == 1

@@ -383,3 +383,44 @@ def test_planning_reads_in_batches_within_the_byte_budget_whatever_the_batch_siz
 
     assert result.updates == 10
     assert remote.reads == 5  # two 5 kB items per 12 KiB batch
+
+
+# -- references between collections (see engine/order.py) ----------------------------------------------------
+
+PAGES = CollectionShape("a", "id", "integer", ("title", "parent"), references=(("parent", "a"),))
+
+
+def test_a_create_leaves_its_deferred_references_to_an_update_after_the_creates(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "root", "parent": None}, None),
+                             ({"id": 2, "title": "child", "parent": 1}, None),
+                             ({"id": 3, "title": "moved", "parent": 1}, None)], [])
+    remote = FakeRemote([{"id": 3, "title": "moved", "parent": None}])
+    guard = guard_for(tmp_path, remote)
+    result = plan_collection(remote, changes, PAGES, folder, 10, guard, deferred=("parent",))  # type: ignore[arg-type]
+
+    assert result.deferred == ["parent"] and result.references == {"parent": "a"}
+    # The child is created without its parent (which may be created in the same batch), then set.
+    assert list(read_jsonl(ObjectStoragePath(result.creates_path))) == [
+        {"id": 1, "title": "root", "parent": None}, {"id": 2, "title": "child"}]
+    assert list(read_jsonl(ObjectStoragePath(result.updates_path))) == [
+        {"key": 2, "changes": {"parent": 1}, "item": {"id": 2, "title": "child", "parent": 1}, "deferred": True},
+        {"key": 3, "changes": {"parent": 1}, "item": {"id": 3, "title": "moved", "parent": 1}}]
+    assert (result.creates, result.updates) == (2, 2)
+
+
+def test_the_plan_lists_collections_in_write_order_whatever_the_extraction_order(tmp_path: Path) -> None:
+    from directus_sync.engine.extract import ChangeManifest
+    from directus_sync.engine.plan import plan
+
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    a = stage(folder, [({"id": 1, "title": "article", "author": 7}, None)], [])
+    manifest = ChangeManifest(run_folder=str(folder), window="w", full=False, collections=[
+        a, CollectionChanges(collection="authors", pk="id", fields=["id"], upserts=0, deletes=0,
+                             upserts_path=str(folder / "none.jsonl"), deletes_path=str(folder / "none.jsonl"))])
+    shapes = {"a": CollectionShape("a", "id", "integer", ("title", "author"), references=(("author", "authors"),)),
+              "authors": CollectionShape("authors", "id", "integer", ("name",))}
+    remote = FakeRemote([])
+    result = plan(remote, manifest, shapes, 10, guard_for(tmp_path, remote))  # type: ignore[arg-type]
+    assert [c.collection for c in result.collections] == ["authors", "a"]
+    assert result.collections[1].references == {"author": "authors"} and result.collections[1].deferred == []
