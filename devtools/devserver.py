@@ -216,6 +216,15 @@ class DirectusInstance:
         """Create the collection ``name`` with ``fields`` (see :func:`key_field`, :func:`plain_field`)."""
         self.api("POST", "/collections", json={"collection": name, "meta": {}, "schema": {}, "fields": list(fields)})
 
+    def create_many_to_one(self, collection: str, field: str, related: str, key_type: str = "integer") -> None:
+        """Add the many-to-one ``collection.field`` -> ``related`` as the Data Studio does: the field, then
+        the relation (a foreign key that sets the field to null when the related item is deleted)."""
+        self.api("POST", f"/fields/{collection}", json={
+            "field": field, "type": key_type, "schema": {},
+            "meta": {"interface": "select-dropdown-m2o", "special": ["m2o"]}})
+        self.api("POST", "/relations", json={"collection": collection, "field": field, "related_collection": related,
+                                             "schema": {"on_delete": "SET NULL"}})
+
     def start(self, timeout: float = 120) -> None:
         """Start the ``directus start`` process (again), on the same port and database."""
         assert self.launch is not None and self.log_path is not None, "only instances from start_instance"
