@@ -49,7 +49,7 @@ def test_provision_with_a_schema_grants_only_what_the_sync_uses_as_the_core_lice
     assert all(len(rows) == 1 for rows in stored.values())
     assert {k for k in stored if k[0].startswith("directus_")} == {
         ("directus_activity", "read"), ("directus_collections", "read"), ("directus_fields", "read"),
-        ("directus_notifications", "create")}
+        ("directus_relations", "read"), ("directus_notifications", "create")}
     assert {a_ for c, a_ in stored if c == collection} == {"create", "read", "update", "delete"}
     # The core licence: whole collections (filters and field limits are refused, see below).
     assert stored["directus_activity", "read"][0]["fields"] == ["*"]

@@ -52,7 +52,7 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
         if access is None:
             continue
         needed = [(c, a) for c in remote.collections for a in CRUD_ACTIONS]
-        needed += [("directus_activity", "read"), ("directus_fields", "read")]
+        needed += [("directus_activity", "read"), ("directus_fields", "read"), ("directus_relations", "read")]
         if role == "source":
             needed.append(("directus_collections", "read"))  # whether activity is tracked
         if role == "source" and remote.notify_users:

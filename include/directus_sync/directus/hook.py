@@ -4,7 +4,7 @@ The connection is an ``http`` connection whose host is the instance URL and whos
 token of the instance's sync user. The token is sent as a Bearer header (``HttpHook`` would only do basic
 auth with a login) and Airflow masks it in logs because it is the connection's password. Connection
 reading, retries and error handling are shared with the async hook and the tools (:mod:`.client`);
-this module holds the calls: activity, items, fields, notifications, within the instance's limits.
+this module holds the calls: activity, items, fields, relations, notifications, within the instance's limits.
 """
 
 from __future__ import annotations
@@ -96,6 +96,13 @@ class DirectusHook(HttpHook):
     def fields(self, collection: str) -> list[dict[str, Any]]:
         """The fields of ``collection`` as ``/fields/{collection}`` returns them."""
         return list(self.request("GET", f"/fields/{segment(collection)}") or [])
+
+    def relations(self) -> list[dict[str, Any]]:
+        """Every relation the sync user may see, as ``/relations`` returns them (see :mod:`.relations`).
+
+        One call answers in full: Directus reads the relations without a limit, whatever ``QUERY_LIMIT_MAX``.
+        """
+        return list(self.request("GET", "/relations") or [])
 
     def activity_tracked(self, collection: str) -> bool:
         """Whether Directus logs activity for ``collection``: not when its ``meta.accountability`` is null.

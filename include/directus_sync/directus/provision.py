@@ -5,7 +5,8 @@ idempotent: running it again sets the policy's permissions to what the sync need
 
 The policy asks only for what the sync uses (see :func:`grants_for`): the synced collections limited to
 their primary key and listed fields, the activity of the synced collections limited to the fields the
-sync reads, the schema reads of those collections, and notifications limited to what the sync sends.
+sync reads, the schema reads of those collections (fields, settings, relations), and notifications
+limited to what the sync sends.
 Directus's core licence (no licence key) refuses to store such filters and field limits, and ignores
 any stored ones (``custom_permission_rules_enabled`` is off): there, provision grants whole collections
 and says so (:data:`UNENFORCED_NOTE`).
@@ -34,12 +35,17 @@ NOTIFICATION_FIELDS = ("recipient", "subject", "message")
 COLLECTION_META_FIELDS = ("collection", "accountability")
 # ``/fields/{c}`` needs only read access to directus_fields; the fields it lists are those the user may read.
 FIELD_META_FIELDS = ("collection", "field")
+# ``/relations`` asks only whether the user may read directus_relations at all: Directus reads the rows as the
+# system (no permission filter or field limit applies) and shows the relations whose collections and fields the
+# user may read (services/relations.js, filterForbidden). So the grant is whole: a filter would promise a limit
+# Directus does not apply, and the synced collections' own grants already decide what is shown.
 EVERY_FIELD = ("*",)
 # What the sync reads or writes besides the synced collections.
 SYSTEM_PERMISSIONS = (
     ("directus_activity", "read"),
     ("directus_collections", "read"),
     ("directus_fields", "read"),
+    ("directus_relations", "read"),
     ("directus_notifications", "create"),
 )
 UNENFORCED_NOTE = ("this instance's licence does not enforce permission filters or field limits: the sync user "
@@ -122,6 +128,7 @@ def grants_for(collections: Mapping[str, Sequence[str] | None]) -> list[Grant]:
         Grant("directus_activity", "read", ACTIVITY_FIELDS, synced),
         Grant("directus_collections", "read", COLLECTION_META_FIELDS, synced),
         Grant("directus_fields", "read", FIELD_META_FIELDS, synced),
+        Grant("directus_relations", "read"),
         Grant("directus_notifications", "create", NOTIFICATION_FIELDS),
     ]
     return grants

@@ -24,6 +24,7 @@ class FakeHook:
     untracked: ClassVar[set[str]] = set()
     activity_access: ClassVar[str] = "partial"
     licence_source: ClassVar[str | None] = "env"
+    withheld: ClassVar[set[tuple[str, str]]] = set()
 
     def __init__(self, directus_conn_id: str, **_: Any) -> None:
         self.directus_conn_id = directus_conn_id
@@ -35,7 +36,7 @@ class FakeHook:
         if (method, path) == ("GET", "/server/info"):
             return {"license": {"source": self.licence_source, "entitlements": {}}}
         assert (method, path) == ("GET", "/permissions/me")
-        allowed = {(c, a) for c in ("articles",) for a in CRUD_ACTIONS} | set(SYSTEM_PERMISSIONS)
+        allowed = ({(c, a) for c in ("articles",) for a in CRUD_ACTIONS} | set(SYSTEM_PERMISSIONS)) - self.withheld
         access: dict[str, dict[str, Any]] = {}
         for collection, action in allowed:
             access.setdefault(collection, {})[action] = {"access": "full"}
@@ -55,6 +56,7 @@ def fake_instances(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FakeHook, "untracked", set())
     monkeypatch.setattr(FakeHook, "activity_access", "partial")
     monkeypatch.setattr(FakeHook, "licence_source", "env")
+    monkeypatch.setattr(FakeHook, "withheld", set())
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
 
 
@@ -118,3 +120,11 @@ def test_a_licensed_instance_with_an_unfiltered_activity_read_is_told_to_provisi
     problems = check.check_remote(remote())
     assert all(p.note for p in problems) and len(problems) == 2
     assert "every collection" in problems[0].problem and "provision --schema" in problems[0].fix
+
+
+def test_a_sync_user_provisioned_before_relations_were_read_is_told_to_provision_again() -> None:
+    FakeHook.withheld = {("directus_relations", "read")}
+    problems = check.check_remote(remote())
+    assert [(p.where, p.problem, p.fix) for p in problems] == [
+        ("source directus_eu", "the sync user may not read directus_relations", check.PROVISION_FIX),
+        ("remote directus_us", "the sync user may not read directus_relations", check.PROVISION_FIX)]

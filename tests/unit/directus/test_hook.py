@@ -174,6 +174,20 @@ def test_activity_tracking_is_off_only_when_the_collection_s_accountability_is_n
         True, True, False, True]
 
 
+def test_the_relations_are_one_unpaged_read_of_relations() -> None:
+    """Directus reads the relations without a limit, whatever QUERY_LIMIT_MAX (checked on 12.4.0)."""
+    calls: list[tuple[str, str, Any]] = []
+
+    class Answering(DirectusHook):
+        def request(self, method: str, path: str, **kwargs: Any) -> Any:
+            calls.append((method, path, kwargs.get("params")))
+            return [{"collection": "articles", "field": "author", "related_collection": "authors"}]
+
+    assert Answering("directus_x").relations() == [
+        {"collection": "articles", "field": "author", "related_collection": "authors"}]
+    assert calls == [("GET", "/relations", None)]
+
+
 def test_the_page_sizer_starts_small_grows_by_four_at_most_and_shrinks_at_once() -> None:
     sizer = PageSizer(budget=1_000_000, first=16)
     assert sizer.next(1_000) == 16

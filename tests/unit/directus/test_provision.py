@@ -10,7 +10,9 @@ import pytest
 from directus_sync.directus import provision as prov
 from directus_sync.directus.provision import (
     ACTIVITY_FIELDS,
+    CRUD_ACTIONS,
     NOTIFICATION_FIELDS,
+    SYSTEM_PERMISSIONS,
     Grant,
     ProvisionError,
     grants_for,
@@ -30,11 +32,12 @@ def test_grants_limit_each_synced_collection_to_its_key_and_listed_fields() -> N
     assert activity.filter == {"collection": {"_in": ["articles", "authors"]}}
     assert grants["directus_collections", "read"].filter == activity.filter
     assert grants["directus_fields", "read"].filter == activity.filter
+    assert grants["directus_relations", "read"] == Grant("directus_relations", "read")  # Directus filters /relations
     notifications = grants["directus_notifications", "create"]
     assert notifications.fields == NOTIFICATION_FIELDS == ("recipient", "subject", "message")
     assert set(grants) == {(c, a) for c in ("articles", "authors") for a in ("create", "read", "update", "delete")} | {
         ("directus_activity", "read"), ("directus_collections", "read"), ("directus_fields", "read"),
-        ("directus_notifications", "create")}
+        ("directus_relations", "read"), ("directus_notifications", "create")}
     assert "directus_users" not in {c for c, _ in grants}
 
 
@@ -119,7 +122,7 @@ def test_a_second_collection_keeps_the_first_and_widens_the_activity_filter(api:
     assert stored["articles", "update"]["fields"] == ["id", "title"]
     assert stored["authors", "update"]["fields"] == ["*"]
     assert stored["directus_activity", "read"]["permissions"] == {"collection": {"_in": ["articles", "authors"]}}
-    assert len(api.permissions) == 12
+    assert len(api.permissions) == 2 * len(CRUD_ACTIONS) + len(SYSTEM_PERMISSIONS)
 
 
 def test_a_remote_listing_fewer_fields_never_narrows_what_another_remote_was_granted(api: FakeApi) -> None:
@@ -154,7 +157,7 @@ def test_a_licence_that_refuses_filters_after_all_falls_back_to_whole_collection
     api.licensed = False
     monkeypatch.setattr(prov, "_rules_enforced", lambda _: True)  # e.g. no /license endpoint
     user = prov.provision("http://cms", "admin", {"articles": ["title"]}, token="t")
-    assert not user.rules_enforced and len(api.permissions) == 8
+    assert not user.rules_enforced and len(api.permissions) == len(CRUD_ACTIONS) + len(SYSTEM_PERMISSIONS)
 
 
 @pytest.mark.parametrize("powers", [{"app_access": True}, {"admin_access": True}])

@@ -1,0 +1,272 @@
+"""Directus's relations as Directus 12.4.0 returns them, the order to apply collections in, and the checks
+that two instances relate their collections alike.
+
+The fixture is the admin's real ``/relations`` answer (its rows for the collections below, and one of
+Directus's own) on an instance with ``articles`` (many-to-one ``author`` -> ``authors``, an ``image`` file,
+a self reference ``parent`` with its one-to-many ``children``), many-to-many ``tags`` through
+``articles_tags``, ``translations`` through ``articles_translations`` to ``languages`` (string key
+``code``), and many-to-any ``blocks`` through ``articles_blocks`` to ``block_text`` and ``block_quote``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from directus_sync.directus.errors import DirectusError
+from directus_sync.directus.relations import (
+    Relation,
+    dependency_order,
+    key_type_problems,
+    parse_relations,
+    read_relations,
+    references,
+    related_collections,
+    relation_problems,
+)
+from directus_sync.directus.schema import SchemaMismatch
+
+ROWS: list[dict[str, Any]] = json.loads((Path(__file__).parent / "relations_directus_12.4.0.json").read_text())
+RELATIONS = parse_relations(ROWS)
+ARTICLE_FIELDS = ("title", "author", "parent", "image", "tags", "translations", "children", "blocks")
+
+
+def relation(collection: str, field: str) -> Relation:
+    return next(r for r in RELATIONS if (r.collection, r.field) == (collection, field))
+
+
+# -- how each kind of relation appears ----------------------------------------------------------------
+
+
+def test_a_many_to_one_is_one_row_on_the_side_holding_the_key() -> None:
+    assert relation("articles", "author") == Relation(
+        "articles", "author", "authors", one_field=None, junction_field=None, one_collection_field=None,
+        one_allowed_collections=(), sort_field=None, on_delete="SET NULL", system=False)
+    assert relation("articles", "image").related_collection == "directus_files"
+
+
+def test_a_one_to_many_is_the_one_field_of_the_many_to_one_it_mirrors() -> None:
+    parent = relation("articles", "parent")
+    assert (parent.related_collection, parent.one_field, parent.junction_field) == ("articles", "children", None)
+    assert not any(r.field == "children" for r in RELATIONS)
+
+
+def test_a_many_to_many_is_two_rows_on_the_junction_each_naming_the_other_as_junction_field() -> None:
+    to_articles, to_tags = relation("articles_tags", "articles_id"), relation("articles_tags", "tags_id")
+    assert (to_articles.related_collection, to_articles.one_field, to_articles.junction_field) == (
+        "articles", "tags", "tags_id")
+    assert (to_tags.related_collection, to_tags.one_field, to_tags.junction_field) == ("tags", None, "articles_id")
+
+
+def test_translations_look_like_a_many_to_many_to_languages() -> None:
+    to_articles = relation("articles_translations", "articles_id")
+    to_languages = relation("articles_translations", "languages_code")
+    assert (to_articles.one_field, to_articles.junction_field) == ("translations", "languages_code")
+    assert (to_languages.related_collection, to_languages.junction_field) == ("languages", "articles_id")
+
+
+def test_a_many_to_any_item_field_has_no_related_collection_and_no_foreign_key() -> None:
+    item = relation("articles_blocks", "item")
+    assert item.many_to_any and item.related_collection is None and item.on_delete is None
+    assert (item.one_collection_field, item.one_allowed_collections, item.junction_field) == (
+        "collection", ("block_text", "block_quote"), "articles_id")
+    assert item.target() == "any of block_text, block_quote"
+    assert item.joins() == ("articles_blocks", "block_text", "block_quote")
+    assert relation("articles_blocks", "articles_id").one_field == "blocks"
+
+
+def test_directus_own_relations_are_marked_system() -> None:
+    assert [r.name for r in RELATIONS if r.system] == ["directus_fields.collection"]
+
+
+def test_a_row_without_meta_is_a_plain_many_to_one_and_a_row_without_field_is_refused() -> None:
+    assert parse_relations([{"collection": "a", "field": "b", "related_collection": "c", "meta": None,
+                             "schema": None}]) == [Relation("a", "b", "c")]
+    with pytest.raises(ValueError, match="without a collection or field"):
+        parse_relations([{"collection": "a", "related_collection": "c"}])
+
+
+# -- reading them ---------------------------------------------------------------------------------------
+
+
+class FakeHook:
+    directus_conn_id = "directus_eu"
+
+    def __init__(self, status: int | None = None) -> None:
+        self.status = status
+
+    def relations(self) -> list[dict[str, Any]]:
+        if self.status:
+            raise DirectusError("directus_eu", "GET", "/relations", self.status, "You don't have permission")
+        return ROWS
+
+
+def test_read_relations_parses_the_hooks_answer() -> None:
+    assert read_relations(FakeHook()) == RELATIONS  # type: ignore[arg-type]
+
+
+def test_a_sync_user_without_read_access_to_directus_relations_is_told_to_rerun_provision() -> None:
+    with pytest.raises(SchemaMismatch, match=r"on 'directus_eu' may not read the relations .*403.*needs read access "
+                                             r"to directus_relations: rerun `directus-sync provision`"):
+        read_relations(FakeHook(403))  # type: ignore[arg-type]
+    with pytest.raises(DirectusError):
+        read_relations(FakeHook(500))  # type: ignore[arg-type]
+
+
+# -- references -----------------------------------------------------------------------------------------
+
+
+def test_references_are_the_listed_many_to_one_fields_in_the_listed_order() -> None:
+    assert references(RELATIONS, "articles", ARTICLE_FIELDS) == {
+        "author": "authors", "parent": "articles", "image": "directus_files"}
+    assert references(RELATIONS, "articles", ["title"]) == {}
+    assert references(RELATIONS, "articles_tags", ["tags_id", "articles_id"]) == {
+        "tags_id": "tags", "articles_id": "articles"}
+
+
+def test_a_many_to_any_item_field_is_no_reference() -> None:
+    assert references(RELATIONS, "articles_blocks", ["articles_id", "item", "collection"]) == {
+        "articles_id": "articles"}
+
+
+# -- dependency order -----------------------------------------------------------------------------------
+
+
+def test_related_collections_come_first_and_otherwise_the_given_order_holds() -> None:
+    collections = ["articles", "articles_tags", "tags", "authors"]
+    refs = {c: references(RELATIONS, c, ["author", "articles_id", "tags_id"]) for c in collections}
+    assert dependency_order(collections, refs) == (["authors", "articles", "tags", "articles_tags"], {})
+
+
+def test_a_schema_without_relations_keeps_its_order() -> None:
+    assert dependency_order(["b", "a", "c"], {}) == (["b", "a", "c"], {})
+
+
+def test_references_to_collections_not_synced_order_nothing_and_are_not_deferred() -> None:
+    assert dependency_order(["articles"], {"articles": {"image": "directus_files", "author": "authors"}}) == (
+        ["articles"], {})
+
+
+def test_a_self_reference_is_always_set_in_a_second_pass() -> None:
+    refs = {"articles": {"author": "authors", "parent": "articles"}}
+    assert dependency_order(["articles", "authors"], refs) == (["authors", "articles"], {"articles": ("parent",)})
+
+
+def test_a_two_collection_cycle_defers_one_reference_and_keeps_the_given_order() -> None:
+    refs = {"authors": {"best_article": "articles"}, "articles": {"author": "authors"}}
+    assert dependency_order(["authors", "articles"], refs) == (["authors", "articles"],
+                                                               {"authors": ("best_article",)})
+    assert dependency_order(["articles", "authors"], refs) == (["articles", "authors"], {"articles": ("author",)})
+
+
+def test_a_cycle_defers_the_fewest_fields_whatever_the_given_order() -> None:
+    # articles -> authors twice (author, editor), authors -> articles once: deferring authors' one field wins.
+    refs = {"articles": {"author": "authors", "editor": "authors"}, "authors": {"best_article": "articles"}}
+    assert dependency_order(["articles", "authors"], refs) == (["authors", "articles"],
+                                                               {"authors": ("best_article",)})
+
+
+def test_a_longer_cycle_defers_one_reference_and_a_collection_outside_it_follows_what_it_needs() -> None:
+    # a -> b -> c -> a, and d -> a outside the cycle: of the orders deferring one field, a, c, b is the
+    # closest to the given order of the cycle (a, b, c); d needs only a.
+    refs = {"a": {"to_b": "b"}, "b": {"to_c": "c"}, "c": {"to_a": "a"}, "d": {"to_a": "a"}}
+    order, deferred = dependency_order(["d", "a", "b", "c"], refs)
+    assert (order, deferred) == (["a", "d", "c", "b"], {"a": ("to_b",)})
+
+
+def test_two_overlapping_cycles_share_a_deferred_edge_when_one_breaks_both() -> None:
+    # a <-> b and a -> c -> b -> a: deferring b -> a breaks both.
+    refs = {"a": {"to_b": "b", "to_c": "c"}, "b": {"to_a": "a"}, "c": {"to_b": "b"}}
+    order, deferred = dependency_order(["b", "a", "c"], refs)
+    assert deferred == {"b": ("to_a",)} and order == ["b", "c", "a"]
+
+
+def test_every_deferred_field_points_forward_and_every_other_one_backward() -> None:
+    refs = {f"c{i}": {f"to{j}": f"c{j}" for j in range(8) if (i * 3 + j) % 4 == 0} for i in range(8)}
+    order, deferred = dependency_order([f"c{i}" for i in range(8)], refs)
+    place = {c: i for i, c in enumerate(order)}
+    for collection, fields in refs.items():
+        for field, target in fields.items():
+            assert (field in deferred.get(collection, ())) == (place[target] >= place[collection])
+    assert dependency_order([f"c{i}" for i in range(8)], refs) == (order, deferred)  # deterministic
+
+
+def test_a_cycle_group_too_large_to_try_every_order_still_gets_a_valid_order() -> None:
+    names = [f"c{i:02d}" for i in range(14)]
+    refs = {name: {"next": names[(i + 1) % len(names)]} for i, name in enumerate(names)}
+    order, deferred = dependency_order(names, refs)
+    assert sorted(order) == names and sum(len(f) for f in deferred.values()) == 1
+
+
+# -- comparing two instances ----------------------------------------------------------------------------
+
+SYNCED = ("articles", "authors", "tags", "articles_tags", "languages", "articles_translations", "articles_blocks",
+          "block_text", "block_quote")
+
+
+def replaced(collection: str, field: str, **changes: Any) -> list[Relation]:
+    return [Relation(**{**r.__dict__, **changes}) if (r.collection, r.field) == (collection, field) else r
+            for r in RELATIONS]
+
+
+def test_instances_with_the_same_relations_have_no_problems() -> None:
+    assert relation_problems(RELATIONS, list(reversed(RELATIONS)), SYNCED, "directus_eu", "directus_us") == []
+
+
+def test_a_field_pointing_elsewhere_names_both_sides() -> None:
+    remote = replaced("articles", "author", related_collection="people")
+    assert relation_problems(RELATIONS, remote, SYNCED, "directus_eu", "directus_us") == [
+        "articles.author -> authors on 'directus_eu' but -> people on 'directus_us'"]
+
+
+def test_a_different_junction_field_names_both_sides() -> None:
+    remote = replaced("articles_tags", "articles_id", junction_field="tag_id")
+    assert relation_problems(RELATIONS, remote, SYNCED, "directus_eu", "directus_us") == [
+        "articles_tags.articles_id has junction field tags_id on 'directus_eu' but tag_id on 'directus_us'"]
+
+
+def test_many_to_any_targets_compare_as_a_set() -> None:
+    reordered = replaced("articles_blocks", "item", one_allowed_collections=("block_quote", "block_text"))
+    assert relation_problems(RELATIONS, reordered, SYNCED, "directus_eu", "directus_us") == []
+    fewer = replaced("articles_blocks", "item", one_allowed_collections=("block_text",))
+    assert relation_problems(RELATIONS, fewer, SYNCED, "directus_eu", "directus_us") == [
+        "articles_blocks.item -> any of block_text, block_quote on 'directus_eu' but -> any of block_text on "
+        "'directus_us'"]
+
+
+def test_a_relation_missing_on_one_side_says_where_and_that_it_may_be_hidden() -> None:
+    remote = [r for r in RELATIONS if r.name != "articles.author"]
+    [problem] = relation_problems(RELATIONS, remote, SYNCED, "directus_eu", "directus_us")
+    assert problem.startswith("relation articles.author -> authors is on 'directus_eu' but not on 'directus_us'")
+    assert "let the sync user of 'directus_us' read every collection and field it joins" in problem
+    [problem] = relation_problems(remote, RELATIONS, SYNCED, "directus_eu", "directus_us")
+    assert "is on 'directus_us' but not on 'directus_eu'" in problem
+
+
+def test_relations_not_touching_the_synced_collections_are_not_compared() -> None:
+    remote = replaced("directus_fields", "collection", related_collection="elsewhere")
+    assert relation_problems(RELATIONS, remote, ["authors"], "directus_eu", "directus_us") == []
+    only_tags = [r for r in RELATIONS if r.collection != "articles_blocks"]
+    assert relation_problems(RELATIONS, only_tags, ["tags"], "directus_eu", "directus_us") == []
+
+
+def test_the_related_collections_include_junctions_targets_and_many_to_any_collections() -> None:
+    assert related_collections(RELATIONS, ["articles"]) == [
+        "articles_tags", "articles", "articles_translations", "articles_blocks", "directus_files", "authors"]
+    assert related_collections(RELATIONS, ["block_text"]) == ["articles_blocks", "block_text", "block_quote"]
+
+
+def fields(key: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {key: {"field": key, "type": kind, "schema": {"is_primary_key": True}},
+            "name": {"field": "name", "type": "string", "schema": {"is_primary_key": False}}}
+
+
+def test_related_keys_must_have_the_same_type_on_both_instances() -> None:
+    source = {"authors": fields("id", "integer"), "languages": fields("code", "string")}
+    remote = {"authors": fields("id", "uuid"), "languages": fields("code", "string")}
+    assert key_type_problems(["authors", "languages", "tags"], source, remote, "directus_eu", "directus_us") == [
+        "the key of authors is authors.id (integer) on 'directus_eu' but authors.id (uuid) on 'directus_us': "
+        "references to its items cannot be copied; give it the same key on both instances"]
