@@ -72,8 +72,13 @@ def _new_collections_removed(request: pytest.FixtureRequest) -> Iterator[None]:
     before = {name: _user_collections(instance) for name, instance in instances.items()}
     yield
     for name, instance in instances.items():
-        for made in sorted(_user_collections(instance) - before[name]):
-            instance.api("DELETE", f"/collections/{made}")
+        made = _user_collections(instance) - before[name]
+        # Relations first: a foreign key from another collection (a cycle's) keeps a table from being dropped.
+        for relation in instance.api("GET", "/relations"):
+            if relation["collection"] in made:
+                instance.api("DELETE", f"/relations/{relation['collection']}/{relation['field']}")
+        for collection in sorted(made):
+            instance.api("DELETE", f"/collections/{collection}")
 
 
 def _user_collections(instance: DirectusInstance) -> set[str]:

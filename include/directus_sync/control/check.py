@@ -13,6 +13,13 @@ from directus_sync.config import RemoteSource
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.provision import CRUD_ACTIONS, UNENFORCED_NOTE
+from directus_sync.directus.relations import (
+    key_type_problems,
+    of_listed_fields,
+    read_relations,
+    related_collections,
+    relation_problems,
+)
 from directus_sync.directus.schema import (
     UNTRACKED_FIX,
     SchemaMismatch,
@@ -45,8 +52,9 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
     """Every problem found on the source and remote instances of ``remote``."""
     problems = _staging_problems(remote)
     fields: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    hooks: dict[str, DirectusHook] = {}
     for role, conn_id in (("source", remote.source_conn_id), ("remote", remote.remote_conn_id)):
-        hook = DirectusHook(conn_id, timeout=15, retries=1)
+        hook = hooks[role] = DirectusHook(conn_id, timeout=15, retries=1)
         where = f"{role} {conn_id}"
         access = _check_access(hook, where, problems)
         if access is None:
@@ -71,7 +79,37 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
             problems += _tracking_problems(remote, hook, where, list(fields[role]))
     if len(fields) == 2:
         problems += _field_problems(remote, fields["source"], fields["remote"])
+        problems += _relation_problems(remote, hooks["source"], hooks["remote"])
     return problems
+
+
+def _relation_problems(remote: RemoteSource, source: DirectusHook, target: DirectusHook) -> list[Problem]:
+    """The relations of the listed fields, and the keys of the collections they join, on both instances."""
+    try:
+        on_source, on_remote = read_relations(source), read_relations(target)
+    except (SchemaMismatch, DirectusError) as exc:  # a missing grant is reported above
+        log.debug("Relations not compared: %s", exc)
+        return []
+    listed = {schema.name: schema.fields for schema in remote.sync_schema}
+    texts = relation_problems(on_source, on_remote, listed, remote.source_conn_id, remote.remote_conn_id)
+    problems = [Problem(remote.remote_conn_id, text, "make the relation the same on both instances") for text in texts]
+    joined = related_collections(of_listed_fields(on_source, listed))
+    keys = {role: _fields_of(hook, joined) for role, hook in (("source", source), ("remote", target))}
+    for text in key_type_problems(joined, keys["source"], keys["remote"], remote.source_conn_id,
+                                  remote.remote_conn_id):
+        problems.append(Problem(remote.remote_conn_id, text, "give the collection the same key on both instances"))
+    return problems
+
+
+def _fields_of(hook: DirectusHook, collections: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The fields of each of ``collections`` the sync user may read (others are left out of the comparison)."""
+    found = {}
+    for collection in collections:
+        try:
+            found[collection] = describe_fields(hook, collection)
+        except (SchemaMismatch, DirectusError):
+            continue
+    return found
 
 
 def _staging_problems(remote: RemoteSource) -> list[Problem]:

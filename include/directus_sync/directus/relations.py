@@ -1,5 +1,6 @@
-"""Directus's relations: which fields reference which collections, the order to apply collections in, and
-whether two instances relate their collections alike.
+"""Directus's relations: which fields reference which collections, and whether two instances relate the
+synced fields alike (``directus-sync check``; a run compares the listed many-to-one fields' foreign keys,
+see :func:`~directus_sync.directus.schema.reference_problems`, which needs no extra permission).
 
 Directus keeps one row per foreign-key field in ``/relations``, always on the *many* side (the collection
 holding the key). Verified against Directus 12.4.0 (SQLite; the rows are in
@@ -48,9 +49,6 @@ from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.schema import SchemaMismatch
 
-# The largest group of collections that reference each other in a cycle for which dependency_order tries
-# every order (2**n subsets); larger groups, which no real schema has, get a greedy order.
-EXACT_CYCLE_LIMIT = 12
 RELATIONS_FIX = "it needs read access to directus_relations: rerun `directus-sync provision`"
 
 Fields = Mapping[str, Mapping[str, Mapping[str, Any]]]  # per collection, describe_fields' answer
@@ -125,152 +123,27 @@ def read_relations(hook: DirectusHook) -> list[Relation]:
         raise
 
 
-def references(relations: Sequence[Relation], collection: str, fields: Iterable[str]) -> dict[str, str]:
-    """The many-to-one fields among ``fields`` of ``collection``, each with the collection it references,
-    in the order of ``fields``.
-
-    A many-to-any item field is left out: it has no foreign key (the database takes any value), and its
-    target differs from row to row.
-    """
-    related = {r.field: r.related_collection for r in relations if r.collection == collection}
-    return {f: target for f in fields if (target := related.get(f)) is not None}
-
-
-def dependency_order(
-    collections: Sequence[str], references: Mapping[str, Mapping[str, str]]
-) -> tuple[list[str], dict[str, tuple[str, ...]]]:
-    """The order to create items in, and per collection the reference fields set in a second pass.
-
-    ``references`` gives, per collection, its many-to-one fields and the collection each references (see
-    :func:`references`). Every collection comes after those it references, so related items exist when
-    an item pointing to them is created; deletes go in the reverse order. References to collections not in
-    ``collections`` do not order anything (they are on the remote, or not). Otherwise the given order holds:
-    each collection comes where it was given, preceded by the collections it needs that are not placed yet,
-    so a schema without relations keeps its order.
-
-    A cycle (A -> B -> A, or a self reference such as ``parent``) has no such order: some references are
-    deferred, the run creates the items without them and sets them in a second pass. A self reference is
-    always deferred (an item may point to one created with it). Within each group of collections that
-    reference each other in a cycle, the order chosen defers the fewest reference *fields* (each deferred
-    field costs an update of the items that set it), found by trying every order of the group (dynamic
-    programming over its subsets, exact up to :data:`EXACT_CYCLE_LIMIT` collections, greedy beyond); among
-    orders deferring equally few, the fields that the order closest to the given one (lexicographically)
-    defers win, so the result is deterministic. References between groups never need deferring. The
-    deferred fields are exactly the references to a collection that does not come earlier in the returned
-    order; collections without any are left out of the mapping.
-    """
-    names = list(dict.fromkeys(collections))
-    rank = {name: i for i, name in enumerate(names)}
-    edges = {a: _fields_per_target(references.get(a, {}), rank, a) for a in names}
-    kept = {a: set(edges[a]) for a in names}
-    for group in _cycle_groups(names, edges):
-        ordered = _least_deferring(group, edges)
-        position = {name: i for i, name in enumerate(ordered)}
-        for a in group:
-            kept[a] -= {b for b in kept[a] if b in position and position[b] > position[a]}
-    order = _topological(names, kept, rank)
-    placed = {name: i for i, name in enumerate(order)}
-    deferred = {a: tuple(f for f, b in references.get(a, {}).items() if b in placed and placed[b] >= placed[a])
-                for a in order}
-    return order, {a: fields for a, fields in deferred.items() if fields}
-
-
-def _fields_per_target(fields: Mapping[str, str], rank: Mapping[str, int], collection: str) -> dict[str, int]:
-    """How many of ``collection``'s reference fields point to each other collection being ordered."""
-    counts: dict[str, int] = {}
-    for target in fields.values():
-        if target in rank and target != collection:
-            counts[target] = counts.get(target, 0) + 1
-    return counts
-
-
-def _cycle_groups(names: list[str], edges: Mapping[str, Mapping[str, int]]) -> list[list[str]]:
-    """The strongly connected groups of more than one collection, each in the given order."""
-    reach = {name: _reachable(name, edges) for name in names}
-    groups: list[list[str]] = []
-    grouped: set[str] = set()
-    for a in names:
-        if a in grouped:
-            continue
-        group = [b for b in names if b == a or (b in reach[a] and a in reach[b])]
-        grouped.update(group)
-        if len(group) > 1:
-            groups.append(group)
-    return groups
-
-
-def _reachable(start: str, edges: Mapping[str, Mapping[str, int]]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(edges[start])
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(edges[node])
-    return seen
-
-
-def _least_deferring(group: list[str], edges: Mapping[str, Mapping[str, int]]) -> list[str]:
-    """The order of ``group`` (given in the caller's order) that defers the fewest fields, ties going to
-    the lexicographically smallest order."""
-    if len(group) > EXACT_CYCLE_LIMIT:
-        return _greedy(group, edges)
-    size = len(group)
-    weight = [[edges[a].get(b, 0) for b in group] for a in group]
-    # best[mask]: (fields deferred, order) of the best way to place the collections in ``mask`` first. Placing
-    # i after ``mask`` defers its references to the collections still to come.
-    best: dict[int, tuple[int, tuple[int, ...]]] = {0: (0, ())}
-    for mask in range(1, 1 << size):
-        best[mask] = min(
-            (best[mask ^ (1 << i)][0] + sum(weight[i][j] for j in range(size) if not mask >> j & 1),
-             (*best[mask ^ (1 << i)][1], i))
-            for i in range(size) if mask >> i & 1)
-    return [group[i] for i in best[(1 << size) - 1][1]]
-
-
-def _greedy(group: list[str], edges: Mapping[str, Mapping[str, int]]) -> list[str]:
-    """Next, always the collection deferring the fewest fields to those still to place (ties: given order)."""
-    left = list(group)
-    ordered: list[str] = []
-    while left:
-        chosen = min(left, key=lambda a: sum(n for b, n in edges[a].items() if b in left))
-        ordered.append(chosen)
-        left.remove(chosen)
-    return ordered
-
-
-def _topological(names: list[str], kept: Mapping[str, set[str]], rank: Mapping[str, int]) -> list[str]:
-    """Each collection in the given order, preceded by those it still references that are not placed yet
-    (themselves so placed, earliest given first): related collections move forward only as far as needed."""
-    order: list[str] = []
-    placed: set[str] = set()
-
-    def place(name: str) -> None:
-        if name in placed:
-            return
-        placed.add(name)  # ``kept`` has no cycle left, so marking before the references is safe
-        for needed in sorted(kept[name], key=rank.__getitem__):
-            place(needed)
-        order.append(name)
-
-    for name in names:
-        place(name)
-    return order
+def of_listed_fields(relations: Sequence[Relation], fields: Mapping[str, Iterable[str]]) -> list[Relation]:
+    """The relations of the listed fields (``fields``: per synced collection): those whose foreign-key field is
+    listed, or whose alias (``one_field``) is."""
+    listed = {(collection, name) for collection, names in fields.items() for name in names}
+    return [r for r in relations if (r.collection, r.field) in listed or (r.related_collection, r.one_field) in listed]
 
 
 def relation_problems(
-    source: Sequence[Relation], remote: Sequence[Relation], collections: Iterable[str], source_conn_id: str,
+    source: Sequence[Relation], remote: Sequence[Relation], fields: Mapping[str, Iterable[str]], source_conn_id: str,
     remote_conn_id: str,
 ) -> list[str]:
-    """How the relations touching ``collections`` differ between the source and the remote.
+    """How the relations of the listed fields differ between the source and the remote.
 
-    Both must point each foreign-key field to the same collection, pair junction fields alike and let a
-    many-to-any field reach the same collections, or items copied as they are would point elsewhere on the
-    remote. Each message names both instances; they come sorted by field.
+    ``fields`` maps each synced collection to its listed fields. A relation counts when its foreign-key
+    field is listed, or its alias (``one_field``) is. Both instances must point each such field to the
+    same collection, pair junction fields alike and let a many-to-any field reach the same collections, or
+    items copied as they are would point elsewhere on the remote. Each message names both instances; they
+    come sorted by field.
     """
-    synced = set(collections)
-    on_source = {(r.collection, r.field): r for r in source if synced.intersection(r.joins())}
-    on_remote = {(r.collection, r.field): r for r in remote if synced.intersection(r.joins())}
+    on_source = {(r.collection, r.field): r for r in of_listed_fields(source, fields)}
+    on_remote = {(r.collection, r.field): r for r in of_listed_fields(remote, fields)}
     problems: list[str] = []
     for key in sorted(on_source.keys() | on_remote.keys()):
         mine, theirs = on_source.get(key), on_remote.get(key)
@@ -305,12 +178,10 @@ def _differences(source: Relation, remote: Relation, source_conn_id: str, remote
     return problems
 
 
-def related_collections(relations: Sequence[Relation], collections: Iterable[str]) -> list[str]:
-    """Every collection joined by a relation touching ``collections`` (junctions, related and many-to-any
-    targets included), each once, in the order met: those whose keys :func:`key_type_problems` compares."""
-    synced = set(collections)
-    joined = (name for r in relations if synced.intersection(r.joins()) for name in r.joins())
-    return list(dict.fromkeys(joined))
+def related_collections(relations: Sequence[Relation]) -> list[str]:
+    """Every collection ``relations`` join (junctions, related and many-to-any targets included), each once,
+    in the order met: those whose keys :func:`key_type_problems` compares."""
+    return list(dict.fromkeys(name for r in relations for name in r.joins()))
 
 
 def key_type_problems(

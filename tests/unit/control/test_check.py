@@ -14,6 +14,7 @@ ARTICLES = [
     {"field": "id", "type": "integer", "schema": {"is_primary_key": True}, "meta": {}},
     {"field": "title", "type": "string", "schema": {"is_primary_key": False}, "meta": {}},
     {"field": "token", "type": "string", "schema": {"is_primary_key": False}, "meta": {"special": ["conceal"]}},
+    {"field": "author", "type": "integer", "schema": {"foreign_key_table": "authors"}, "meta": {"special": ["m2o"]}},
 ]
 
 
@@ -25,6 +26,8 @@ class FakeHook:
     activity_access: ClassVar[str] = "partial"
     licence_source: ClassVar[str | None] = "env"
     withheld: ClassVar[set[tuple[str, str]]] = set()
+    # The /relations rows each instance shows, by connection id (none by default).
+    relation_rows: ClassVar[dict[str, list[dict[str, Any]]]] = {}
 
     def __init__(self, directus_conn_id: str, **_: Any) -> None:
         self.directus_conn_id = directus_conn_id
@@ -49,6 +52,9 @@ class FakeHook:
     def activity_tracked(self, collection: str) -> bool:
         return collection not in self.untracked
 
+    def relations(self) -> list[dict[str, Any]]:
+        return self.relation_rows.get(self.directus_conn_id, [])
+
 
 @pytest.fixture(autouse=True)
 def fake_instances(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,6 +63,7 @@ def fake_instances(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FakeHook, "activity_access", "partial")
     monkeypatch.setattr(FakeHook, "licence_source", "env")
     monkeypatch.setattr(FakeHook, "withheld", set())
+    monkeypatch.setattr(FakeHook, "relation_rows", {})
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
 
 
@@ -128,3 +135,14 @@ def test_a_sync_user_provisioned_before_relations_were_read_is_told_to_provision
     assert [(p.where, p.problem, p.fix) for p in problems] == [
         ("source directus_eu", "the sync user may not read directus_relations", check.PROVISION_FIX),
         ("remote directus_us", "the sync user may not read directus_relations", check.PROVISION_FIX)]
+
+
+def test_a_listed_field_related_differently_on_the_two_instances_is_a_problem_naming_both() -> None:
+    def author_to(related: str) -> list[dict[str, Any]]:
+        return [{"collection": "articles", "field": "author", "related_collection": related, "meta": {}},
+                {"collection": "articles", "field": "editor", "related_collection": "elsewhere", "meta": {}}]
+
+    FakeHook.relation_rows = {"directus_eu": author_to("authors"), "directus_us": author_to("people")}
+    [problem] = check.check_remote(remote(fields=("title", "author")))
+    assert problem.problem == "articles.author -> authors on 'directus_eu' but -> people on 'directus_us'"
+    assert check.check_remote(remote(fields=("title",))) == []  # editor and author are not listed

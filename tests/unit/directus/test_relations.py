@@ -1,5 +1,5 @@
-"""Directus's relations as Directus 12.4.0 returns them, the order to apply collections in, and the checks
-that two instances relate their collections alike.
+"""Directus's relations as Directus 12.4.0 returns them, and the checks that two instances relate the listed
+fields alike.
 
 The fixture is the admin's real ``/relations`` answer (its rows for the collections below, and one of
 Directus's own) on an instance with ``articles`` (many-to-one ``author`` -> ``authors``, an ``image`` file,
@@ -19,11 +19,10 @@ import pytest
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.relations import (
     Relation,
-    dependency_order,
     key_type_problems,
+    of_listed_fields,
     parse_relations,
     read_relations,
-    references,
     related_collections,
     relation_problems,
 )
@@ -116,95 +115,10 @@ def test_a_sync_user_without_read_access_to_directus_relations_is_told_to_rerun_
         read_relations(FakeHook(500))  # type: ignore[arg-type]
 
 
-# -- references -----------------------------------------------------------------------------------------
-
-
-def test_references_are_the_listed_many_to_one_fields_in_the_listed_order() -> None:
-    assert references(RELATIONS, "articles", ARTICLE_FIELDS) == {
-        "author": "authors", "parent": "articles", "image": "directus_files"}
-    assert references(RELATIONS, "articles", ["title"]) == {}
-    assert references(RELATIONS, "articles_tags", ["tags_id", "articles_id"]) == {
-        "tags_id": "tags", "articles_id": "articles"}
-
-
-def test_a_many_to_any_item_field_is_no_reference() -> None:
-    assert references(RELATIONS, "articles_blocks", ["articles_id", "item", "collection"]) == {
-        "articles_id": "articles"}
-
-
-# -- dependency order -----------------------------------------------------------------------------------
-
-
-def test_related_collections_come_first_and_otherwise_the_given_order_holds() -> None:
-    collections = ["articles", "articles_tags", "tags", "authors"]
-    refs = {c: references(RELATIONS, c, ["author", "articles_id", "tags_id"]) for c in collections}
-    assert dependency_order(collections, refs) == (["authors", "articles", "tags", "articles_tags"], {})
-
-
-def test_a_schema_without_relations_keeps_its_order() -> None:
-    assert dependency_order(["b", "a", "c"], {}) == (["b", "a", "c"], {})
-
-
-def test_references_to_collections_not_synced_order_nothing_and_are_not_deferred() -> None:
-    assert dependency_order(["articles"], {"articles": {"image": "directus_files", "author": "authors"}}) == (
-        ["articles"], {})
-
-
-def test_a_self_reference_is_always_set_in_a_second_pass() -> None:
-    refs = {"articles": {"author": "authors", "parent": "articles"}}
-    assert dependency_order(["articles", "authors"], refs) == (["authors", "articles"], {"articles": ("parent",)})
-
-
-def test_a_two_collection_cycle_defers_one_reference_and_keeps_the_given_order() -> None:
-    refs = {"authors": {"best_article": "articles"}, "articles": {"author": "authors"}}
-    assert dependency_order(["authors", "articles"], refs) == (["authors", "articles"],
-                                                               {"authors": ("best_article",)})
-    assert dependency_order(["articles", "authors"], refs) == (["articles", "authors"], {"articles": ("author",)})
-
-
-def test_a_cycle_defers_the_fewest_fields_whatever_the_given_order() -> None:
-    # articles -> authors twice (author, editor), authors -> articles once: deferring authors' one field wins.
-    refs = {"articles": {"author": "authors", "editor": "authors"}, "authors": {"best_article": "articles"}}
-    assert dependency_order(["articles", "authors"], refs) == (["authors", "articles"],
-                                                               {"authors": ("best_article",)})
-
-
-def test_a_longer_cycle_defers_one_reference_and_a_collection_outside_it_follows_what_it_needs() -> None:
-    # a -> b -> c -> a, and d -> a outside the cycle: of the orders deferring one field, a, c, b is the
-    # closest to the given order of the cycle (a, b, c); d needs only a.
-    refs = {"a": {"to_b": "b"}, "b": {"to_c": "c"}, "c": {"to_a": "a"}, "d": {"to_a": "a"}}
-    order, deferred = dependency_order(["d", "a", "b", "c"], refs)
-    assert (order, deferred) == (["a", "d", "c", "b"], {"a": ("to_b",)})
-
-
-def test_two_overlapping_cycles_share_a_deferred_edge_when_one_breaks_both() -> None:
-    # a <-> b and a -> c -> b -> a: deferring b -> a breaks both.
-    refs = {"a": {"to_b": "b", "to_c": "c"}, "b": {"to_a": "a"}, "c": {"to_b": "b"}}
-    order, deferred = dependency_order(["b", "a", "c"], refs)
-    assert deferred == {"b": ("to_a",)} and order == ["b", "c", "a"]
-
-
-def test_every_deferred_field_points_forward_and_every_other_one_backward() -> None:
-    refs = {f"c{i}": {f"to{j}": f"c{j}" for j in range(8) if (i * 3 + j) % 4 == 0} for i in range(8)}
-    order, deferred = dependency_order([f"c{i}" for i in range(8)], refs)
-    place = {c: i for i, c in enumerate(order)}
-    for collection, fields in refs.items():
-        for field, target in fields.items():
-            assert (field in deferred.get(collection, ())) == (place[target] >= place[collection])
-    assert dependency_order([f"c{i}" for i in range(8)], refs) == (order, deferred)  # deterministic
-
-
-def test_a_cycle_group_too_large_to_try_every_order_still_gets_a_valid_order() -> None:
-    names = [f"c{i:02d}" for i in range(14)]
-    refs = {name: {"next": names[(i + 1) % len(names)]} for i, name in enumerate(names)}
-    order, deferred = dependency_order(names, refs)
-    assert sorted(order) == names and sum(len(f) for f in deferred.values()) == 1
-
-
-# -- comparing two instances ----------------------------------------------------------------------------
-
-SYNCED = ("articles", "authors", "tags", "articles_tags", "languages", "articles_translations", "articles_blocks",
-          "block_text", "block_quote")
+# The listed fields of each synced collection: the many-to-one fields and the junctions' keys.
+SYNCED = {"articles": ["title", "author", "parent"], "articles_tags": ["articles_id", "tags_id"],
+          "articles_translations": ["articles_id", "languages_code", "title"],
+          "articles_blocks": ["articles_id", "item", "collection"]}
 
 
 def replaced(collection: str, field: str, **changes: Any) -> list[Relation]:
@@ -246,17 +160,23 @@ def test_a_relation_missing_on_one_side_says_where_and_that_it_may_be_hidden() -
     assert "is on 'directus_us' but not on 'directus_eu'" in problem
 
 
-def test_relations_not_touching_the_synced_collections_are_not_compared() -> None:
+def test_only_the_relations_of_listed_fields_are_compared() -> None:
     remote = replaced("directus_fields", "collection", related_collection="elsewhere")
-    assert relation_problems(RELATIONS, remote, ["authors"], "directus_eu", "directus_us") == []
-    only_tags = [r for r in RELATIONS if r.collection != "articles_blocks"]
-    assert relation_problems(RELATIONS, only_tags, ["tags"], "directus_eu", "directus_us") == []
+    assert relation_problems(RELATIONS, remote, SYNCED, "directus_eu", "directus_us") == []
+    # articles.image is not listed: a difference there does not stop the sync of the listed fields.
+    remote = replaced("articles", "image", related_collection="elsewhere")
+    assert relation_problems(RELATIONS, remote, {"articles": ["title"]}, "directus_eu", "directus_us") == []
+
+
+def test_an_alias_counts_through_its_relation() -> None:
+    assert [r.name for r in of_listed_fields(RELATIONS, {"articles": ["tags"]})] == ["articles_tags.articles_id"]
+    assert [r.name for r in of_listed_fields(RELATIONS, {"articles": ["children"]})] == ["articles.parent"]
 
 
 def test_the_related_collections_include_junctions_targets_and_many_to_any_collections() -> None:
-    assert related_collections(RELATIONS, ["articles"]) == [
-        "articles_tags", "articles", "articles_translations", "articles_blocks", "directus_files", "authors"]
-    assert related_collections(RELATIONS, ["block_text"]) == ["articles_blocks", "block_text", "block_quote"]
+    listed = of_listed_fields(RELATIONS, {"articles": ["author", "image"], "articles_blocks": ["item"]})
+    assert related_collections(listed) == [
+        "articles", "directus_files", "authors", "articles_blocks", "block_text", "block_quote"]
 
 
 def fields(key: str, kind: str) -> dict[str, dict[str, Any]]:
