@@ -225,6 +225,20 @@ class DirectusInstance:
         self.api("POST", "/relations", json={"collection": collection, "field": field, "related_collection": related,
                                              "schema": {"on_delete": "SET NULL"}})
 
+    def create_many_to_many(self, collection: str, alias: str, related: str, junction: str) -> tuple[str, str]:
+        """Add the many-to-many alias ``collection.alias`` -> ``related`` through the ``junction`` collection, as
+        the Data Studio does (junction rows go with either side's item); returns the junction's two key fields."""
+        mine, theirs = f"{collection}_id", f"{related}_id"
+        self.create_collection(junction, [key_field(), plain_field(mine, "integer"), plain_field(theirs, "integer")])
+        self.api("POST", f"/fields/{collection}", json={
+            "field": alias, "type": "alias", "meta": {"interface": "list-m2m", "special": ["m2m"]}})
+        for key_field_name, target, one_field, other in ((mine, collection, alias, theirs),
+                                                          (theirs, related, None, mine)):
+            self.api("POST", "/relations", json={
+                "collection": junction, "field": key_field_name, "related_collection": target,
+                "meta": {"one_field": one_field, "junction_field": other}, "schema": {"on_delete": "CASCADE"}})
+        return mine, theirs
+
     def start(self, timeout: float = 120) -> None:
         """Start the ``directus start`` process (again), on the same port and database."""
         assert self.launch is not None and self.log_path is not None, "only instances from start_instance"

@@ -68,6 +68,42 @@ def test_many_to_one_references_arrive_in_dependency_order_whatever_the_listed_o
     assert items(b, articles)[first]["author"] == linus
 
 
+def test_many_to_many_links_sync_through_the_listed_junction_as_editors_make_them(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    articles, tags, junction = f"{collection}_articles", f"{collection}_tags", f"{collection}_articles_tags"
+    for instance in (a, b):
+        instance.create_collection(articles, [key_field(), plain_field("title")])
+        instance.create_collection(tags, [key_field(), plain_field("label")])
+        mine, theirs = instance.create_many_to_many(articles, "tags", tags, junction)
+        provision(instance.url, instance.admin_token, [articles, tags, junction], token=sync_token(instance))
+    # The junction listed first: its rows are still written after the articles and tags they link.
+    schema = [{"name": junction, "fields": [mine, theirs]}, {"name": articles, "fields": ["title"]},
+              {"name": tags, "fields": ["label"]}]
+    red, blue, green = (t["id"] for t in a.api("POST", f"/items/{tags}", json=[
+        {"label": "red"}, {"label": "blue"}, {"label": "green"}]))
+    # As the Data Studio saves an article with its tags: one nested write, junction rows included.
+    first = a.api("POST", f"/items/{articles}", json={"title": "one", "tags": {
+        "create": [{theirs: red}, {theirs: blue}], "update": [], "delete": []}})["id"]
+    dag_id = add_remote(airflow, f"m2m_{collection}", a, b, schema)
+    run_ok(airflow, dag_id)
+    assert graph(b, schema) == graph(a, schema)
+
+    # Re-linking in one window: blue removed, a new tag made and linked, another article linked to red, and
+    # a tag deleted (its junction rows go with it, on both instances).
+    links = {row[theirs]: row["id"] for row in items(a, junction).values()}
+    [yellow] = (t["id"] for t in a.api("POST", f"/items/{tags}", json=[{"label": "yellow"}]))
+    a.api("PATCH", f"/items/{articles}/{first}", json={"tags": {
+        "create": [{theirs: yellow}], "update": [], "delete": [links[blue]]}})
+    a.api("POST", f"/items/{articles}", json={"title": "two", "tags": {
+        "create": [{theirs: red}, {theirs: green}], "update": [], "delete": []}})
+    a.api("DELETE", f"/items/{tags}/{green}")
+    run_ok(airflow, dag_id)
+    assert graph(b, schema) == graph(a, schema)
+    linked = {(row[mine], row[theirs]) for row in items(b, junction).values()}
+    assert (first, yellow) in linked and (first, blue) not in linked and all(t != green for _, t in linked)
+
+
 def test_a_cycle_and_a_self_reference_are_created_in_one_run(
         instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
     a, b = instances["a"], instances["b"]

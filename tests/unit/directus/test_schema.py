@@ -99,7 +99,7 @@ def test_alias_fields_are_still_refused_and_other_specials_pass() -> None:
     schema = CollectionSchema(name="articles", fields=("comments", "data", "made_by"))
     assert schema_problems(schema, "src", fields) == [
         "field articles.comments on 'src' is a relational or presentation field (o2m) that has no column; "
-        "sync the foreign-key side instead"]
+        "list the junction or child collection behind it instead (README, Relations)"]
 
 
 def test_a_concealed_field_on_the_remote_only_is_refused_too() -> None:
