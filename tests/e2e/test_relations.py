@@ -104,6 +104,36 @@ def test_many_to_many_links_sync_through_the_listed_junction_as_editors_make_the
     assert (first, yellow) in linked and (first, blue) not in linked and all(t != green for _, t in linked)
 
 
+def test_listing_the_alias_field_syncs_the_junction_behind_it_with_no_other_configuration(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    articles, tags, junction = f"{collection}_articles", f"{collection}_tags", f"{collection}_articles_tags"
+    # The schema as a user writes it: the alias `tags`, not the junction.
+    schema = [{"name": articles, "fields": ["title", "tags"]}, {"name": tags, "fields": ["label"]}]
+    for instance in (a, b):
+        instance.create_collection(articles, [key_field(), plain_field("title")])
+        instance.create_collection(tags, [key_field(), plain_field("label")])
+        mine, theirs = instance.create_many_to_many(articles, "tags", tags, junction)
+        # provision grants the junction too: it expands the alias as the runs do.
+        provision(instance.url, instance.admin_token, {c["name"]: c["fields"] for c in schema},
+                  token=sync_token(instance))
+    red, blue = (t["id"] for t in a.api("POST", f"/items/{tags}", json=[{"label": "red"}, {"label": "blue"}]))
+    first = a.api("POST", f"/items/{articles}", json={"title": "one", "tags": {
+        "create": [{theirs: red}], "update": [], "delete": []}})["id"]
+    dag_id = add_remote(airflow, f"alias_{collection}", a, b, schema)
+    run_ok(airflow, dag_id)
+    compared = [{"name": articles, "fields": ["title"]}, {"name": tags, "fields": ["label"]},
+                {"name": junction, "fields": [mine, theirs]}]
+    assert graph(b, compared) == graph(a, compared) and len(items(b, junction)) == 1
+
+    links = {row[theirs]: row["id"] for row in items(a, junction).values()}
+    a.api("PATCH", f"/items/{articles}/{first}", json={"title": "one, relinked", "tags": {
+        "create": [{theirs: blue}], "update": [], "delete": [links[red]]}})
+    run_ok(airflow, dag_id)
+    assert graph(b, compared) == graph(a, compared)
+    assert {row[theirs] for row in items(b, junction).values()} == {blue}
+
+
 def test_a_cycle_and_a_self_reference_are_created_in_one_run(
         instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
     a, b = instances["a"], instances["b"]

@@ -23,6 +23,7 @@ from directus_sync.airflow import watermark
 from directus_sync.airflow.failures import PoisonItemsError, RowChanged
 from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.directus.hook import DirectusHook
+from directus_sync.directus.relations import effective_schema
 from directus_sync.directus.schema import check_schema
 from directus_sync.engine import dryrun, origins
 from directus_sync.engine.apply import Action, Applier, Failure
@@ -78,7 +79,8 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
     retry_keys = ledger.open_dead_letters(engine, remote.name)
     # A backfill reads its own interval only; every other run also reads on from the last cursor.
     backfill = run_type(context) == "backfill"
-    manifest = extract(hook_for(remote, remote.source_conn_id), remote, window, folder, retry_keys,
+    source = hook_for(remote, remote.source_conn_id)
+    manifest = extract(source, synced_schema(remote, source), window, folder, retry_keys,
                        list_source_keys=bool(context["params"].get("prune")),
                        previous=None if backfill else ActivityCursor.restore(ledger.last_cursor(engine, remote.name)),
                        keep_cursor=not backfill)
@@ -88,6 +90,13 @@ def extract_changes(remote: RemoteSource, context: Mapping[str, Any]) -> Extract
         full=manifest.full, full_reason=manifest.full_reason,
         cursor=manifest.cursor.model_dump(mode="json") if manifest.cursor else None, event_window=event_window),
         row=remote.fingerprint)
+
+
+def synced_schema(remote: RemoteSource, source: DirectusHook) -> RemoteSource:
+    """``remote`` with the schema the run syncs: listed aliases replaced by the collections behind them
+    (see directus/relations.py). Planning takes the same schema from the extraction's manifest."""
+    schemas = effective_schema(source, remote.sync_schema)
+    return remote if schemas == remote.sync_schema else remote.model_copy(update={"sync_schema": schemas})
 
 
 def require_same_row(remote: RemoteSource, row: str) -> None:
@@ -122,7 +131,7 @@ def plan_changes(remote: RemoteSource, changes: ChangeManifest, engine: Engine) 
     in a dry run, does not), and the apply step records the origins of what it writes.
     """
     source, target = hook_for(remote, remote.source_conn_id), hook_for(remote, remote.remote_conn_id)
-    shapes = check_schema(remote.sync_schema, source, target, full=changes.full,
+    shapes = check_schema(changes.schemas(), source, target, full=changes.full,
                           reconcile=bool(remote.reconcile_schedule))
     guard = conflict_guard(remote, source, target, engine)
     return plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune), guard

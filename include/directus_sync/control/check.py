@@ -14,6 +14,7 @@ from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.provision import CRUD_ACTIONS, UNENFORCED_NOTE
 from directus_sync.directus.relations import (
+    effective_schema,
     key_type_problems,
     of_listed_fields,
     read_relations,
@@ -51,6 +52,7 @@ class Problem:
 def check_remote(remote: RemoteSource) -> list[Problem]:
     """Every problem found on the source and remote instances of ``remote``."""
     problems = _staging_problems(remote)
+    remote = _with_aliases_expanded(remote)
     fields: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     hooks: dict[str, DirectusHook] = {}
     for role, conn_id in (("source", remote.source_conn_id), ("remote", remote.remote_conn_id)):
@@ -81,6 +83,17 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
         problems += _field_problems(remote, fields["source"], fields["remote"])
         problems += _relation_problems(remote, hooks["source"], hooks["remote"])
     return problems
+
+
+def _with_aliases_expanded(remote: RemoteSource) -> RemoteSource:
+    """``remote`` with the schema its runs sync (listed aliases replaced by the collections behind them), so
+    that their permissions and fields are checked too; as listed when the source cannot say (reported below)."""
+    try:
+        schemas = effective_schema(DirectusHook(remote.source_conn_id, timeout=15, retries=1), remote.sync_schema)
+    except (SchemaMismatch, DirectusError) as exc:
+        log.debug("Aliases not expanded: %s", exc)
+        return remote
+    return remote.model_copy(update={"sync_schema": schemas})
 
 
 def _relation_problems(remote: RemoteSource, source: DirectusHook, target: DirectusHook) -> list[Problem]:

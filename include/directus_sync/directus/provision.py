@@ -20,8 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from directus_sync.config import CollectionSchema
 from directus_sync.directus.client import DirectusClient, segment
 from directus_sync.directus.errors import DirectusError, refused_limit
+from directus_sync.directus.relations import expand_aliases, parse_relations
 
 POLICY_NAME = "Data Sync"
 USER_EMAIL = "directus-sync@example.com"
@@ -150,6 +152,7 @@ def provision(
     url = url.rstrip("/")
     api = _AdminApi(url, admin_token)
     wanted = dict.fromkeys(collections) if not isinstance(collections, Mapping) else dict(collections)
+    wanted = _aliases_expanded(api, wanted)
     policy_id = _ensure_policy(api)
     enforced = _rules_enforced(api)
     fields = {name: None if listed is None else with_key(_primary_key(api, name), listed)
@@ -161,6 +164,27 @@ def provision(
         grants = _set_permissions(api, policy_id, fields, enforced)
     user = _ensure_user(api, policy_id, token, email)
     return SyncUser(url, user["id"], user["token"], email, tuple(grants), enforced)
+
+
+def _aliases_expanded(api: _AdminApi, wanted: dict[str, Sequence[str] | None]) -> dict[str, Sequence[str] | None]:
+    """The collections and fields to grant, listed aliases replaced by the collections behind them, as the
+    runs sync them (see relations.expand_aliases)."""
+    listed = [CollectionSchema.model_construct(name=name, fields=tuple(fields)) for name, fields in wanted.items()
+              if fields is not None]
+    if not listed:
+        return wanted
+    known: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def fields_of(collection: str) -> dict[str, dict[str, Any]]:
+        if collection not in known:
+            known[collection] = {f["field"]: f for f in api.call("GET", f"/fields/{segment(collection)}") or []}
+        return known[collection]
+
+    if not any(fields_of(s.name).get(f, {}).get("type") == "alias" for s in listed for f in s.fields):
+        return wanted
+    relations = parse_relations(api.call("GET", "/relations") or [])
+    expanded = {s.name: s.fields for s in expand_aliases(listed, relations, fields_of)}
+    return {**wanted, **expanded}
 
 
 def _ensure_policy(api: _AdminApi) -> str:

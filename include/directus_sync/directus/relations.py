@@ -41,13 +41,14 @@ limit; with ``QUERY_LIMIT_MAX=2`` all 71 rows still came in one answer).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from directus_sync.config import CollectionSchema
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
-from directus_sync.directus.schema import SchemaMismatch
+from directus_sync.directus.schema import MASKED_SPECIALS, SchemaMismatch, describe_fields
 
 RELATIONS_FIX = "it needs read access to directus_relations: rerun `directus-sync provision`"
 
@@ -215,3 +216,67 @@ def _key(fields: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
 
 def _key_text(collection: str, key: tuple[str, str] | None) -> str:
     return "missing" if key is None else f"{collection}.{key[0]} ({key[1]})"
+
+
+def expand_aliases(
+    schemas: Sequence[CollectionSchema], relations: Sequence[Relation],
+    fields_of: Callable[[str], Mapping[str, Mapping[str, Any]]],
+) -> tuple[CollectionSchema, ...]:
+    """The schema with each listed alias field (one-to-many, many-to-many, translations, many-to-any) replaced
+    by the collection behind it, synced as a collection of its own.
+
+    The alias has no column: its links are the rows of the junction (or the child collection of a
+    one-to-many), which hold the foreign keys. That collection joins the schema with every field that has a
+    column, its primary key aside (the foreign keys, a sort field, translated texts); a collection the
+    schema already lists keeps its listed fields. An alias no visible relation explains is left listed, for
+    the schema check to refuse with its advice. ``fields_of`` answers ``/fields`` of a collection by name.
+    """
+    listed = {schema.name for schema in schemas}
+    expanded: list[CollectionSchema] = []
+    behind: list[CollectionSchema] = []
+    for schema in schemas:
+        fields = fields_of(schema.name) if _lists_alias(schema, fields_of) else {}
+        children = {name: _child_of(relations, schema.name, name) for name in schema.fields
+                    if (fields.get(name) or {}).get("type") == "alias"}
+        kept = tuple(name for name in schema.fields if children.get(name) is None)
+        # A schema left with no column still syncs its items' keys: the junction rows point at them.
+        expanded.append(CollectionSchema.model_construct(name=schema.name, fields=kept))
+        for child in dict.fromkeys(c for c in children.values() if c and c not in listed):
+            listed.add(child)
+            behind.append(CollectionSchema.model_construct(name=child, fields=_columns(fields_of(child))))
+    return (*expanded, *behind)
+
+
+def effective_schema(hook: DirectusHook, schemas: Sequence[CollectionSchema]) -> tuple[CollectionSchema, ...]:
+    """What a run syncs from ``hook``'s instance (the source): the schema with its aliases expanded (see
+    :func:`expand_aliases`). ``/relations`` is read only when an alias is listed, so a schema without one
+    needs no read access to it."""
+    known: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def fields_of(collection: str) -> dict[str, dict[str, Any]]:
+        if collection not in known:
+            known[collection] = describe_fields(hook, collection)
+        return known[collection]
+
+    if not any(_lists_alias(schema, fields_of) for schema in schemas):
+        return tuple(schemas)
+    return expand_aliases(schemas, read_relations(hook), fields_of)
+
+
+def _lists_alias(schema: CollectionSchema, fields_of: Callable[[str], Mapping[str, Mapping[str, Any]]]) -> bool:
+    fields = fields_of(schema.name)
+    return any((fields.get(name) or {}).get("type") == "alias" for name in schema.fields)
+
+
+def _child_of(relations: Sequence[Relation], collection: str, alias: str) -> str | None:
+    """The collection holding the rows behind ``collection.alias``: the many side whose ``one_field`` it is."""
+    return next((r.collection for r in relations if r.related_collection == collection and r.one_field == alias),
+                None)
+
+
+def _columns(fields: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """The fields of a collection that hold values: not its key, not aliases, not concealed or encrypted."""
+    return tuple(name for name, field in fields.items()
+                 if field.get("type") != "alias" and field.get("schema")
+                 and not (field.get("schema") or {}).get("is_primary_key")
+                 and not set(MASKED_SPECIALS).intersection((field.get("meta") or {}).get("special") or ()))

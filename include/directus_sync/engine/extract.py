@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 from pydantic import BaseModel
 
-from directus_sync.config import RemoteSource
+from directus_sync.config import CollectionSchema, RemoteSource
 from directus_sync.directus.activity import iso_timestamp, parse_timestamp
 from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.paging import sized_batches
@@ -101,6 +101,12 @@ class ChangeManifest(BaseModel):
     prune: bool = False
     # Where the next run's reading by activity id starts; None for runs that keep no cursor (backfills).
     cursor: ActivityCursor | None = None
+
+    def schemas(self) -> tuple[CollectionSchema, ...]:
+        """The schema this extraction read (listed aliases already replaced by the collections behind them):
+        planning checks and writes exactly these collections and fields."""
+        return tuple(CollectionSchema.model_construct(name=c.collection, fields=tuple(c.fields))
+                     for c in self.collections)
 
 
 def changed_keys(

@@ -117,6 +117,7 @@ def window_of(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setattr(steps.watermark, "load_watermark", lambda remote: watermark)
         monkeypatch.setattr(steps, "run_folder", lambda dag_id, run_id: None)
         monkeypatch.setattr(steps, "hook_for", lambda remote, conn_id: None)
+        monkeypatch.setattr(steps, "synced_schema", lambda remote, source: remote)
         monkeypatch.setattr(steps, "extract", seen)
         with pytest.raises(WindowSeen) as raised:
             steps.extract_changes(remote, {**context, "ti": FakeTI(), "run_id": "r"})

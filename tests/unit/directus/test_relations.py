@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from directus_sync.config import CollectionSchema
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.relations import (
     Relation,
+    expand_aliases,
     key_type_problems,
     of_listed_fields,
     parse_relations,
@@ -190,3 +192,54 @@ def test_related_keys_must_have_the_same_type_on_both_instances() -> None:
     assert key_type_problems(["authors", "languages", "tags"], source, remote, "directus_eu", "directus_us") == [
         "the key of authors is authors.id (integer) on 'directus_eu' but authors.id (uuid) on 'directus_us': "
         "references to its items cannot be copied; give it the same key on both instances"]
+
+
+# -- listed aliases -----------------------------------------------------------------------------------------
+
+def column(name: str, kind: str = "integer", pk: bool = False, special: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"field": name, "type": kind, "schema": {"is_primary_key": pk}, "meta": {"special": list(special)}}
+
+
+def alias(name: str, special: str) -> dict[str, Any]:
+    return {"field": name, "type": "alias", "schema": None, "meta": {"special": [special]}}
+
+
+FIELDS = {
+    "articles": {f["field"]: f for f in (column("id", pk=True), column("title", "string"), column("author"),
+                                          alias("tags", "m2m"), alias("translations", "translations"),
+                                          alias("children", "o2m"), alias("blocks", "m2a"))},
+    "articles_tags": {f["field"]: f for f in (column("id", pk=True), column("articles_id"), column("tags_id"))},
+    "articles_translations": {f["field"]: f for f in (
+        column("id", pk=True), column("articles_id"), column("languages_code", "string"), column("title", "string"),
+        column("secret", "string", special=("conceal",)))},
+    "articles_blocks": {f["field"]: f for f in (column("id", pk=True), column("articles_id"), column("item", "string"),
+                                                column("collection", "string"), column("sort"))},
+}
+
+
+def test_a_listed_alias_is_replaced_by_the_collection_behind_it_with_its_columns() -> None:
+    schema = [CollectionSchema(name="articles", fields=("title", "author", "tags", "translations", "children",
+                                                       "blocks"))]
+    expanded = expand_aliases(schema, RELATIONS, FIELDS.__getitem__)
+    assert [(s.name, s.fields) for s in expanded] == [
+        ("articles", ("title", "author")),
+        ("articles_tags", ("articles_id", "tags_id")),
+        ("articles_translations", ("articles_id", "languages_code", "title")),  # never a concealed field
+        ("articles_blocks", ("articles_id", "item", "collection", "sort")),
+    ]  # children is the one-to-many of articles.parent: its rows are articles, already synced
+
+
+def test_a_collection_listed_already_keeps_its_fields_and_a_schema_without_aliases_is_unchanged() -> None:
+    schema = [CollectionSchema(name="articles", fields=("tags",)),
+              CollectionSchema(name="articles_tags", fields=("articles_id", "tags_id"))]
+    expanded = expand_aliases(schema, RELATIONS, FIELDS.__getitem__)
+    assert [(s.name, s.fields) for s in expanded] == [("articles", ()), ("articles_tags", ("articles_id", "tags_id"))]
+    plain = (CollectionSchema(name="articles", fields=("title",)),)
+    assert expand_aliases(plain, RELATIONS, FIELDS.__getitem__) == plain
+
+
+def test_an_alias_no_visible_relation_explains_stays_listed_for_the_schema_check_to_refuse() -> None:
+    schema = [CollectionSchema(name="articles", fields=("title", "tags"))]
+    hidden = [r for r in RELATIONS if r.collection != "articles_tags"]
+    assert [(s.name, s.fields) for s in expand_aliases(schema, hidden, FIELDS.__getitem__)] == [
+        ("articles", ("title", "tags"))]
