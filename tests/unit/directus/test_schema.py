@@ -98,8 +98,9 @@ def test_alias_fields_are_still_refused_and_other_specials_pass() -> None:
                      field("data", "json", special=["cast-json"]), field("made_by", "uuid", special=["user-created"]))
     schema = CollectionSchema(name="articles", fields=("comments", "data", "made_by"))
     assert schema_problems(schema, "src", fields) == [
-        "field articles.comments on 'src' is a relational or presentation field (o2m) that has no column; "
-        "list the junction or child collection behind it instead (README, Relations)"]
+        "field articles.comments on 'src' is a relational or presentation field (o2m) that has no column, and no "
+        "relation the sync user may read explains it: rerun `directus-sync provision` for this schema (it grants "
+        "the collections behind the alias), or list the junction or child collection itself (README, Relations)"]
 
 
 def test_a_concealed_field_on_the_remote_only_is_refused_too() -> None:
