@@ -106,8 +106,8 @@ def schema_problems(
         elif field.get("type") == "alias" or not field.get("schema"):
             special = ",".join(_specials(field)) or "alias"
             problems.append(f"field {schema.name}.{name} on {conn_id!r} is a relational or presentation "
-                            f"field ({special}) that has no column, and no relation the sync user may read explains it: "
-                            "rerun `directus-sync provision` for this schema (it grants the collections behind "
+                            f"field ({special}) that has no column, and no relation the sync user may read "
+                            "explains it: rerun `directus-sync provision` for this schema (it grants the collections behind "
                             "the alias), or list the junction or child collection itself (README, Relations)")
         elif masked := [s for s in _specials(field) if s in MASKED_SPECIALS]:
             problems.append(f"field {schema.name}.{name} on {conn_id!r} is {'/'.join(masked)}: Directus "
