@@ -107,8 +107,9 @@ def schema_problems(
             special = ",".join(_specials(field)) or "alias"
             problems.append(f"field {schema.name}.{name} on {conn_id!r} is a relational or presentation "
                             f"field ({special}) that has no column, and no relation the sync user may read "
-                            "explains it: rerun `directus-sync provision` for this schema (it grants the collections behind "
-                            "the alias), or list the junction or child collection itself (README, Relations)")
+                            "explains it: rerun `directus-sync provision` for this schema (it grants the "
+                            "collections behind the alias), or list the junction or child collection itself "
+                            "(README, Relations)")
         elif masked := [s for s in _specials(field) if s in MASKED_SPECIALS]:
             problems.append(f"field {schema.name}.{name} on {conn_id!r} is {'/'.join(masked)}: Directus "
                             "returns '**********' instead of its value through the API, so it cannot be "
