@@ -27,6 +27,8 @@ from devtools.devserver import (
     default_cache_dir,
     ensure_directus,
     exit_on_sigterm,
+    key_field,
+    plain_field,
     running_instances,
 )
 from devtools.liveairflow import settled_runs, unpause_when_parsed
@@ -36,6 +38,11 @@ from directus_sync.state import ledger, sources, tables
 
 COLLECTION = "articles"
 SYNCED_FIELDS = ["title", "body", "views"]
+# Articles first: the run still writes authors and tags before the articles and links that point at them.
+SCHEMA: list[dict[str, Any]] = [{"name": COLLECTION, "fields": [*SYNCED_FIELDS, "author", "tags"]},
+                                 {"name": "authors", "fields": ["name"]}, {"name": "tags", "fields": ["label"]}]
+# How an article reads with its relations: the author's name and the labels of its tags.
+RELATED_FIELDS = "id,title,views,author.name,tags.tags_id.label"
 INSTANCES = ("source", "remote_b", "remote_c")
 REMOTES = {"demo_to_b": "remote_b", "demo_to_c": "remote_c"}
 # statuspage.URL_PREFIX; not imported, since importing the page loads Airflow's API server (slow, noisy).
@@ -118,16 +125,24 @@ def sync_twice(instances: dict[str, DirectusInstance], workdir: Path) -> LocalAi
     airflow.connections["directus_sync_db"] = {"conn_type": "sqlite", "host": str(table_path)}
     prepare(instances, airflow, table_path)
     source = instances["source"]
+    ada, grace = (a["id"] for a in source.api("POST", "/items/authors", json=[{"name": "Ada"}, {"name": "Grace"}]))
+    news, howto = (t["id"] for t in source.api("POST", "/items/tags", json=[{"label": "news"}, {"label": "howto"}]))
+    # As the Data Studio saves an article with its author and tags: one nested write.
     seeded = source.api("POST", f"/items/{COLLECTION}", json=[
-        {"title": f"Article {n}", "body": f"Body of article {n}", "views": n * 10,
+        {"title": f"Article {n}", "body": f"Body of article {n}", "views": n * 10, "author": ada if n % 2 else grace,
+         "tags": {"create": [{"tags_id": news}] + ([{"tags_id": howto}] if n % 2 else []), "update": [],
+                  "delete": []},
          "internal_note": "never leaves the source"} for n in range(1, 6)])
     say(f"seeded {len(seeded)} articles on the source; first sync (a full copy)")
     sync_all(airflow, instances)
 
-    say("changing the source: one update, one delete, one create")
+    say("changing the source: one update, one delete, one create by a new author with a new tag")
     source.api("PATCH", f"/items/{COLLECTION}/1", json={"title": "Article 1 (edited)", "views": 11})
     source.api("DELETE", f"/items/{COLLECTION}/2")
-    source.api("POST", f"/items/{COLLECTION}", json={"title": "Article 6", "body": "New", "views": 60})
+    [linus] = (a["id"] for a in source.api("POST", "/items/authors", json=[{"name": "Linus"}]))
+    source.api("POST", f"/items/{COLLECTION}", json={
+        "title": "Article 6", "body": "New", "views": 60, "author": linus,
+        "tags": {"create": [{"tags_id": {"label": "release"}}], "update": [], "delete": []}})
     say("second sync (only the changes)")
     sync_all(airflow, instances)
     show_history(table_path)
@@ -135,10 +150,14 @@ def sync_twice(instances: dict[str, DirectusInstance], workdir: Path) -> LocalAi
 
 
 def prepare(instances: dict[str, DirectusInstance], airflow: LocalAirflow, table_path: Path) -> None:
-    say("creating the articles collection on each instance and provisioning a sync user")
+    say("creating articles (with an author and tags), authors and tags on each instance; provisioning a sync user")
     for instance in instances.values():
+        instance.create_collection("authors", [key_field(), plain_field("name")])
+        instance.create_collection("tags", [key_field(), plain_field("label")])
         instance.create_collection(COLLECTION, ARTICLE_FIELDS)
-        user = provision(instance.url, instance.admin_token, [COLLECTION])
+        instance.create_many_to_one(COLLECTION, "author", "authors")
+        instance.create_many_to_many(COLLECTION, "tags", "tags", "articles_tags")
+        user = provision(instance.url, instance.admin_token, {c["name"]: c["fields"] for c in SCHEMA})
         airflow.connections[f"directus_{instance.name}"] = user.connection()
     say("preparing Airflow (SQLite metadata) and the remote-sources table")
     airflow.migrate()
@@ -148,8 +167,9 @@ def prepare(instances: dict[str, DirectusInstance], airflow: LocalAirflow, table
         sources.upsert_row(engine, {
             "name": name, "status": "published", "source_conn_id": "directus_source",
             "remote_conn_id": f"directus_{remote}", "schedule": "*/5 * * * *",
-            "schema": [{"name": COLLECTION, "fields": SYNCED_FIELDS}], "notify_users": []})
-        print(f"    remote {name}: directus_source -> directus_{remote}, fields {', '.join(SYNCED_FIELDS)}")
+            "schema": SCHEMA, "notify_users": []})
+        listed = "; ".join(f"{c['name']}: {', '.join(c['fields'])}" for c in SCHEMA)
+        print(f"    remote {name}: directus_source -> directus_{remote}, {listed}")
 
 
 def sync_all(airflow: LocalAirflow, instances: dict[str, DirectusInstance]) -> None:
@@ -167,21 +187,24 @@ def sync_all(airflow: LocalAirflow, instances: dict[str, DirectusInstance]) -> N
         prove(instances["source"], instances[remote])
 
 
-def read(instance: DirectusInstance) -> dict[int, dict[str, Any]]:
-    rows = instance.api("GET", f"/items/{COLLECTION}", params={"limit": -1, "sort": "id"})
+def read(instance: DirectusInstance, fields: str = "*") -> dict[int, dict[str, Any]]:
+    rows = instance.api("GET", f"/items/{COLLECTION}", params={"limit": -1, "sort": "id", "fields": fields})
     return {row["id"]: row for row in rows}
 
 
 def prove(source: DirectusInstance, remote: DirectusInstance) -> None:
-    """Read both sides back and show that the synced fields match and nothing else arrived."""
+    """Read both sides back and show that the synced fields and relations match and nothing else arrived."""
     on_source, on_remote = read(source), read(remote)
     same = all(on_remote.get(k, {}).get(f) == item[f] for k, item in on_source.items() for f in SYNCED_FIELDS)
+    related = read(source, RELATED_FIELDS) == read(remote, RELATED_FIELDS)  # authors and tags by value
     leaked = [k for k, item in on_remote.items() if item.get("internal_note")]
-    verdict = "in sync" if same and set(on_source) == set(on_remote) and not leaked else "NOT in sync"
-    print(f"      read back from {remote.name}: {len(on_remote)} articles, {verdict}; "
+    verdict = "in sync" if same and related and set(on_source) == set(on_remote) and not leaked else "NOT in sync"
+    print(f"      read back from {remote.name}: {len(on_remote)} articles with their authors and tags, {verdict}; "
           f"internal_note carried: {'yes' if leaked else 'no'}")
-    for key, item in sorted(on_remote.items()):
-        print(f"        #{key} {item['title']!r} views={item['views']}")
+    for key, item in sorted(read(remote, RELATED_FIELDS).items()):
+        tags = ", ".join(sorted(link["tags_id"]["label"] for link in item["tags"] if link["tags_id"]))
+        print(f"        #{key} {item['title']!r} views={item['views']} by {(item['author'] or {}).get('name')} "
+              f"[{tags}]")
     if verdict != "in sync":
         raise SystemExit(f"{remote.name} does not match the source")
 

@@ -64,6 +64,8 @@ def _record_run(remote: RemoteSource, outcome: RunOutcome, context: Mapping[str,
     if status is not ledger.RunStatus.SUCCESS:
         raise AirflowSkipException(f"the run failed ({', '.join(errors) or 'see the tasks'}); no Asset events")
     for c in counts:
+        if c.collection not in remote.collections:
+            continue  # a junction behind a listed alias: the DAG declares Assets for listed collections only
         context["outlet_events"][asset_for(remote, c.collection)].extra = {
             "created": c.created, "updated": c.updated, "deleted": c.deleted, "skipped": c.skipped,
             "window_end": window.end.isoformat() if window else None, "run_id": context["run_id"]}
@@ -74,11 +76,13 @@ def _collection_counts(remote: RemoteSource, outcome: RunOutcome, dead: Mapping[
                        ) -> list[ledger.CollectionCounts]:
     written = {action: outcome.written(action) for action in ("create", "update", "delete")}
     planned = {c.collection: c for c in outcome.plan.collections} if outcome.plan else {}
+    # The listed collections, then those a listed alias brought in (its junction), as the plan wrote them.
+    names = [*remote.collections, *(name for name in planned if name not in remote.collections)]
     return [ledger.CollectionCounts(
         collection=name, created=written["create"].get(name, 0), updated=written["update"].get(name, 0),
         deleted=written["delete"].get(name, 0), skipped=planned[name].unchanged if name in planned else 0,
         conflicts=planned[name].conflicts if name in planned else 0, dead_letters=dead.get(name, 0),
-    ) for name in remote.collections]
+    ) for name in names]
 
 
 def notify_on_failure(remote: RemoteSource | BrokenRemote, results: Sequence[Mapping[str, Any] | None],

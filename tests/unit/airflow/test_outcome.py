@@ -144,3 +144,16 @@ def test_a_runs_outcome_adds_up_its_steps_results() -> None:
     assert (run.written("delete"), run.written("update"), run.written("create")) == (
         {}, {"articles": 2}, {"articles": 3})
     assert RunOutcome.of(as_xcom(Synced(steps=[EXTRACTED, PLANNED]))).succeeded
+
+
+def test_the_junction_behind_a_listed_alias_is_recorded_but_announces_no_asset(ledger_engine: sa.engine.Engine
+                                                                                ) -> None:
+    junction = CollectionPlan(collection="articles_tags", pk="id", fields=["id", "articles_id", "tags_id"],
+                              creates=4, creates_path=GONE, updates_path=GONE, deletes_path=GONE)
+    planned = Planned(plan=SyncPlan(run_folder=GONE, window="w", collections=[*PLANNED.plan.collections, junction]))
+    created = Applied(action="create", written={"articles": 3, "articles_tags": 4})
+    context = outcome_context()
+    outcome.record_run(remote_source(), as_xcom(EXTRACTED, planned, DELETED, UPDATED, created), context)
+    rows = {row["collection"]: row for row in ledger.recent_runs(ledger_engine, "eu_to_us")}
+    assert rows["articles_tags"]["created"] == 4 and rows["articles"]["created"] == 3
+    assert len(context["outlet_events"]) == 1  # the articles Asset only: the DAG declares listed collections
