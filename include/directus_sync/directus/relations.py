@@ -226,25 +226,40 @@ def expand_aliases(
     by the collection behind it, synced as a collection of its own.
 
     The alias has no column: its links are the rows of the junction (or the child collection of a
-    one-to-many), which hold the foreign keys. That collection joins the schema with every field that has a
-    column, its primary key aside (the foreign keys, a sort field, translated texts); a collection the
-    schema already lists keeps its listed fields. An alias no visible relation explains is left listed, for
-    the schema check to refuse with its advice. ``fields_of`` answers ``/fields`` of a collection by name.
+    one-to-many), which hold the foreign keys. That collection joins the schema with its content fields
+    (see :func:`_columns`); a collection the schema lists itself keeps its listed fields plus the foreign
+    key (and sort field) of the relation, without which the links could not travel (``pages.children``
+    adds ``parent`` to ``pages``). An alias no visible relation explains is left listed, for the schema
+    check to refuse with its advice. ``fields_of`` answers ``/fields`` of a collection by name.
     """
-    listed = {schema.name for schema in schemas}
-    expanded: list[CollectionSchema] = []
-    behind: list[CollectionSchema] = []
+    relation_of = {name: (schema.name, _relation_behind(relations, schema.name, name))
+                   for schema in schemas if _lists_alias(schema, fields_of) for name in schema.fields
+                   if (fields_of(schema.name).get(name) or {}).get("type") == "alias"}
+    behind = {(parent, alias): r for alias, (parent, r) in relation_of.items() if r is not None}
+    needed: dict[str, list[str]] = {}  # child -> the link fields it must carry
+    for relation in behind.values():
+        needed.setdefault(relation.collection, []).extend(
+            f for f in (relation.field, relation.sort_field) if f)
+    result: dict[str, tuple[str, ...]] = {}
     for schema in schemas:
-        fields = fields_of(schema.name) if _lists_alias(schema, fields_of) else {}
-        children = {name: _child_of(relations, schema.name, name) for name in schema.fields
-                    if (fields.get(name) or {}).get("type") == "alias"}
-        kept = tuple(name for name in schema.fields if children.get(name) is None)
-        # A schema left with no column still syncs its items' keys: the junction rows point at them.
-        expanded.append(CollectionSchema.model_construct(name=schema.name, fields=kept))
-        for child in dict.fromkeys(c for c in children.values() if c and c not in listed):
-            listed.add(child)
-            behind.append(CollectionSchema.model_construct(name=child, fields=_columns(fields_of(child))))
-    return (*expanded, *behind)
+        kept = [name for name in schema.fields if (schema.name, name) not in behind]
+        result[schema.name] = tuple(dict.fromkeys([*kept, *needed.get(schema.name, [])]))
+    for child in dict.fromkeys(r.collection for r in behind.values()):
+        if child not in result:
+            result[child] = tuple(dict.fromkeys([*_columns(fields_of(child)), *needed[child]]))
+    return tuple(_schema(name, fields) for name, fields in result.items())
+
+
+def _schema(name: str, fields: tuple[str, ...]) -> CollectionSchema:
+    """A collection of the expanded schema, validated as a listed one would be (no system collection, names
+    Directus accepts); a parent left with no column keeps syncing its keys, which the links point at."""
+    try:
+        if fields:
+            return CollectionSchema.model_validate({"name": name, "fields": fields})
+        CollectionSchema.model_validate({"name": name, "fields": ("placeholder",)})  # the name's checks
+        return CollectionSchema.model_construct(name=name, fields=())
+    except ValueError as exc:
+        raise SchemaMismatch(f"the collection {name!r} behind a listed alias cannot be synced: {exc}") from exc
 
 
 def effective_schema(hook: DirectusHook, schemas: Sequence[CollectionSchema]) -> tuple[CollectionSchema, ...]:
@@ -268,15 +283,21 @@ def _lists_alias(schema: CollectionSchema, fields_of: Callable[[str], Mapping[st
     return any((fields.get(name) or {}).get("type") == "alias" for name in schema.fields)
 
 
-def _child_of(relations: Sequence[Relation], collection: str, alias: str) -> str | None:
-    """The collection holding the rows behind ``collection.alias``: the many side whose ``one_field`` it is."""
-    return next((r.collection for r in relations if r.related_collection == collection and r.one_field == alias),
-                None)
+def _relation_behind(relations: Sequence[Relation], collection: str, alias: str) -> Relation | None:
+    """The relation holding the rows behind ``collection.alias``: the many side whose ``one_field`` it is."""
+    return next((r for r in relations if r.related_collection == collection and r.one_field == alias), None)
 
 
 def _columns(fields: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
-    """The fields of a collection that hold values: not its key, not aliases, not concealed or encrypted."""
-    return tuple(name for name, field in fields.items()
-                 if field.get("type") != "alias" and field.get("schema")
-                 and not (field.get("schema") or {}).get("is_primary_key")
-                 and not set(MASKED_SPECIALS).intersection((field.get("meta") or {}).get("special") or ()))
+    """The content fields of a collection behind an alias: those with a column, but not its key, not concealed
+    or encrypted values, not the fields Directus fills in itself (``user_created``, ``date_updated``...), and
+    not references to Directus's own collections (a user's or a file's id differs between instances)."""
+    def content(field: Mapping[str, Any]) -> bool:
+        schema = field.get("schema") or {}
+        specials = set((field.get("meta") or {}).get("special") or ())
+        return (field.get("type") != "alias" and bool(field.get("schema")) and not schema.get("is_primary_key")
+                and not set(MASKED_SPECIALS) & specials
+                and not any(s.startswith(("user-", "date-", "role-")) for s in specials)
+                and not str(schema.get("foreign_key_table") or "").startswith("directus_"))
+
+    return tuple(name for name, field in fields.items() if content(field))

@@ -222,11 +222,12 @@ def test_a_listed_alias_is_replaced_by_the_collection_behind_it_with_its_columns
                                                        "blocks"))]
     expanded = expand_aliases(schema, RELATIONS, FIELDS.__getitem__)
     assert [(s.name, s.fields) for s in expanded] == [
-        ("articles", ("title", "author")),
+        # children is the one-to-many of articles.parent: its rows are articles, which must carry parent.
+        ("articles", ("title", "author", "parent")),
         ("articles_tags", ("articles_id", "tags_id")),
         ("articles_translations", ("articles_id", "languages_code", "title")),  # never a concealed field
         ("articles_blocks", ("articles_id", "item", "collection", "sort")),
-    ]  # children is the one-to-many of articles.parent: its rows are articles, already synced
+    ]
 
 
 def test_a_collection_listed_already_keeps_its_fields_and_a_schema_without_aliases_is_unchanged() -> None:
@@ -243,3 +244,40 @@ def test_an_alias_no_visible_relation_explains_stays_listed_for_the_schema_check
     hidden = [r for r in RELATIONS if r.collection != "articles_tags"]
     assert [(s.name, s.fields) for s in expand_aliases(schema, hidden, FIELDS.__getitem__)] == [
         ("articles", ("title", "tags"))]
+
+
+def test_a_child_listed_already_gains_the_foreign_key_of_the_relation() -> None:
+    comments = {"comments": {f["field"]: f for f in (column("id", pk=True), column("body", "string"),
+                                                      column("article"))}}
+    rows = [{"collection": "comments", "field": "article", "related_collection": "articles",
+             "meta": {"one_field": "comments"}}]
+    fields = {**FIELDS, "articles": {**FIELDS["articles"], "comments": alias("comments", "o2m")}, **comments}
+    schema = [CollectionSchema(name="articles", fields=("title", "comments")),
+              CollectionSchema(name="comments", fields=("body",))]
+    expanded = expand_aliases(schema, parse_relations(rows), fields.__getitem__)
+    assert [(s.name, s.fields) for s in expanded] == [("articles", ("title",)), ("comments", ("body", "article"))]
+
+
+def test_a_child_brings_its_content_not_the_fields_directus_fills_in_or_its_references_to_directus() -> None:
+    child = {f["field"]: f for f in (
+        column("id", pk=True), column("body", "string"), column("article"),
+        column("user_created", "uuid", special=("user-created",)),
+        column("date_updated", "timestamp", special=("date-updated",)),
+        {"field": "attachment", "type": "uuid", "schema": {"foreign_key_table": "directus_files"}, "meta": {}})}
+    rows = [{"collection": "comments", "field": "article", "related_collection": "articles",
+             "meta": {"one_field": "comments"}}]
+    fields = {"articles": {**FIELDS["articles"], "comments": alias("comments", "o2m")}, "comments": child}
+    schema = [CollectionSchema(name="articles", fields=("title", "comments"))]
+    expanded = expand_aliases(schema, parse_relations(rows), fields.__getitem__)
+    assert [(s.name, s.fields) for s in expanded] == [("articles", ("title",)), ("comments", ("body", "article"))]
+
+
+def test_a_system_collection_behind_an_alias_is_a_schema_problem_naming_it() -> None:
+    rows = [{"collection": "directus_users", "field": "team", "related_collection": "teams",
+             "meta": {"one_field": "members"}}]
+    fields = {"teams": {f["field"]: f for f in (column("id", pk=True), column("name", "string"),
+                                                 alias("members", "o2m"))},
+              "directus_users": {"id": column("id", "uuid", pk=True), "team": column("team")}}
+    with pytest.raises(SchemaMismatch, match="'directus_users' behind a listed alias cannot be synced"):
+        expand_aliases([CollectionSchema(name="teams", fields=("name", "members"))], parse_relations(rows),
+                       fields.__getitem__)
