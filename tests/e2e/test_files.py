@@ -25,7 +25,7 @@ from .harness import ARTIFACTS, Airflow, conn_id, items, sync_token
 from .test_memory import peak_rss_kb
 from .test_sync_dags import run_ok as _run_ok
 
-FILE_FIELDS = ("id", "title", "description", "type", "filename_download", "folder", "filesize")
+FILE_FIELDS = ("id", "title", "description", "type", "filename_download", "folder", "filesize", "uploaded_on")
 SCHEMA_FIELDS = ["title", "image"]
 BIG = 50 * 1024 * 1024
 # The worker's peak may grow by less than this over a run copying small files only (the file is 50 MB).
@@ -85,7 +85,7 @@ def file_rows(instance: DirectusInstance, ids: list[str]) -> dict[str, dict[str,
 
 
 def assert_same_files(a: DirectusInstance, b: DirectusInstance, ids: list[str]) -> None:
-    """Same rows (id, title, type, filename_download, folder, size) and byte-equal binaries on both."""
+    """Same rows (id, title, type, filename_download, folder, size, upload time) and byte-equal binaries."""
     assert file_rows(b, ids) == file_rows(a, ids)
     for file_id in ids:
         assert asset_digest(b, file_id) == asset_digest(a, file_id)
@@ -95,6 +95,10 @@ def folder_chain(instance: DirectusInstance) -> tuple[str, str]:
     parent = instance.api("POST", "/folders", json={"name": "images"})["id"]
     child = instance.api("POST", "/folders", json={"name": "covers", "parent": parent})["id"]
     return str(parent), str(child)
+
+
+def folders(instance: DirectusInstance) -> set[tuple[str, str, str | None]]:
+    return {(f["id"], f["name"], f["parent"]) for f in instance.api("GET", "/folders", params={"limit": -1})}
 
 
 def copied(output: str) -> tuple[int, int, int, int]:
@@ -129,6 +133,7 @@ def test_files_arrive_with_their_items_once_and_replaced_when_replaced(
     assert copied(run_ok(airflow, dag_id))[:2] == (2, 0)
     assert_same_files(a, b, [photo, notes])
     assert not file_rows(b, [unused])  # no item references it
+    assert folders(b) >= folders(a)  # the folder chain, with the same ids, names and parents
     assert items(b, collection, "id,title,image") == items(a, collection, "id,title,image")
 
     # An item edited, its file not: the file is not sent again.
@@ -142,6 +147,12 @@ def test_files_arrive_with_their_items_once_and_replaced_when_replaced(
     assert copied(run_ok(airflow, dag_id))[:2] == (0, 1)
     assert_same_files(a, b, [photo, notes])
     assert items(b, collection, "id,title,image") == items(a, collection, "id,title,image")
+
+    # Syncing the other way (two-way): the copies carry their originals' upload times, so none goes back.
+    back = add_remote(airflow, f"files_back_{collection}", b, a, collection)
+    b.api("PATCH", f"/items/{collection}/{first}", json={"title": "edited on b"})
+    assert copied(run_ok(airflow, back)) == (0, 0, 0, 1)
+    assert items(a, collection, "id,title,image")[first]["title"] == "edited on b"
 
 
 def big_content(seed: bytes) -> Iterator[bytes]:

@@ -6,7 +6,8 @@ first, with the same id: its folder chain (parents first), then the row and the 
 source's ``/assets`` into the remote's ``/files`` as one multipart body, never held whole in memory.
 
 A file is sent again only when its binary changed on the source: another size, or uploaded (replaced)
-after the remote's copy was; a file whose metadata alone differs gets that metadata only. Directus 12.4
+after the remote's copy was (a copy carries its original's upload time, so syncing back sends nothing and
+the later replacement wins either way); a file whose metadata alone differs gets that metadata only. Directus 12.4
 keeps no checksum of a file, so size and upload time are what tell. A file no item references any more
 is left alone. A file that cannot be copied is logged and skipped: the items referencing it fail alone,
 as dead letters naming ``directus_files <id>``, and are retried by the next run.
@@ -78,6 +79,16 @@ def decide(source: Mapping[str, Any], remote: Mapping[str, Any] | None) -> Decis
 def metadata_changes(source: Mapping[str, Any], remote: Mapping[str, Any]) -> dict[str, Any]:
     """The metadata of ``source`` that ``remote`` does not hold."""
     return {f: source.get(f) for f in METADATA if f in source and source.get(f) != remote.get(f)}
+
+
+def copy_stamp(source: Mapping[str, Any], written: Mapping[str, Any]) -> dict[str, Any]:
+    """The source's upload time, for the copy to carry instead of the time it was written on the remote.
+
+    So the copy is as new as the original: an instance syncing the other way finds the same time and sends
+    nothing back, and a later replacement on either side is the later upload, which wins.
+    """
+    stamp = source.get("uploaded_on")
+    return {"uploaded_on": stamp} if stamp and stamp != written.get("uploaded_on") else {}
 
 
 def _later(mine: Any, theirs: Any) -> bool:
@@ -168,8 +179,8 @@ def _copy_one(source: DirectusHook, target: DirectusHook, row: Mapping[str, Any]
     written = target.upload_file(file_id, upload_fields(row), str(row.get("filename_download") or file_id),
                                  str(row.get("type") or "application/octet-stream"), source.download(file_id),
                                  replace=decision == "replace")
-    rest = metadata_changes(row, written)
-    if rest:  # what multipart text cannot carry (tags, nulls, focal points) or Directus filled in itself
+    rest = {**metadata_changes(row, written), **copy_stamp(row, written)}
+    if rest:  # what multipart text cannot carry (tags, nulls, focal points), Directus filled in, the stamp
         target.update_file(file_id, rest)
     if decision == "create":
         done.created += 1

@@ -31,8 +31,16 @@ def test_a_file_missing_on_the_remote_is_created() -> None:
     assert decide(ROW, None) == "create"
 
 
-def test_an_unchanged_file_is_left_alone_whatever_the_remote_upload_time() -> None:
-    assert decide(ROW, {**ROW, "uploaded_on": "2026-01-02T00:00:00Z", "modified_on": "2026-01-02T00:00:00Z"}) is None
+def test_an_unchanged_file_is_left_alone_whatever_its_modification_time() -> None:
+    assert decide(ROW, {**ROW, "modified_on": "2026-01-02T00:00:00Z"}) is None
+    assert decide(ROW, {**ROW, "uploaded_on": "2026-01-02T00:00:00Z"}) is None  # replaced later on the remote
+
+
+def test_a_copy_carries_the_original_upload_time_so_syncing_back_sends_nothing() -> None:
+    written = {**ROW, "uploaded_on": "2026-03-01T00:00:00.000Z"}
+    stamped = {**written, **files.copy_stamp(ROW, written)}
+    assert decide(stamped, ROW) is None and decide(ROW, stamped) is None
+    assert files.copy_stamp(ROW, ROW) == {}
 
 
 @pytest.mark.parametrize("remote", [{"filesize": 11}, {"uploaded_on": "2026-01-01T09:59:59.999Z"}])
