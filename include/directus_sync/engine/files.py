@@ -149,8 +149,15 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
     done = FileCopy()
     if not ids:
         return done
-    mine = {str(r["id"]): r for r in source.file_rows(ids, FILE_FIELDS)}
-    theirs = {str(r["id"]): r for r in target.file_rows(sorted(mine), FILE_FIELDS)}
+    try:
+        mine = {str(r["id"]): r for r in source.file_rows(ids, FILE_FIELDS)}
+        theirs = {str(r["id"]): r for r in target.file_rows(sorted(mine), FILE_FIELDS)}
+    except DirectusError as exc:
+        log.warning("Could not read the files' rows (%s); their items fail as dead letters until the sync user "
+                    "may read and write directus_files on both instances: run `directus-sync provision` again "
+                    "with the file fields listed", exc)
+        done.failed = ids
+        return done
     done.missing = len(ids) - len(mine)
     try:
         ensure_folders(source, target, {str(r["folder"]) for r in mine.values() if r.get("folder")})

@@ -130,3 +130,12 @@ def test_copying_creates_replaces_and_skips_and_a_failed_file_fails_alone() -> N
     assert ("metadata", "new") in remote.calls  # Directus filled in another title: set it back
     assert not any(i == "same" for _, i in remote.calls)
     assert (done.created, done.replaced, done.unchanged, done.missing, done.failed) == (1, 1, 1, 1, ["bad"])
+
+
+def test_files_that_cannot_be_read_fail_their_items_not_the_run() -> None:
+    class Refusing(FakeInstance):
+        def file_rows(self, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
+            raise DirectusError("a", "GET", "/files", 403, "forbidden")
+
+    done = files.copy_files(Refusing("a"), FakeInstance("b"), ["x", "y"])  # type: ignore[arg-type]
+    assert done.failed == ["x", "y"]
