@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from directus_sync.config import BrokenRemote, RemoteSource
 from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.relations import effective_schema
 from directus_sync.directus.schema import check_schema
-from directus_sync.engine import dryrun, origins
+from directus_sync.engine import dryrun, files, origins
 from directus_sync.engine.apply import Action, Applier, Failure
 from directus_sync.engine.cursor import ActivityCursor
 from directus_sync.engine.extract import ChangeManifest, Window, compute_window, extract
@@ -166,6 +166,8 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
     # Deletes include the prunes of a reconcile, checked against the source right before deleting.
     source = hook_for(remote, remote.source_conn_id) if action == "delete" else None
     engine = tables.engine_for()
+    if action == "create":
+        copy_referenced_files(remote, planned.plan, target)
     open_letters = ledger.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
@@ -185,6 +187,25 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
         raise PoisonItemsError(f"the remote refused {len(failures)} items (now in the dead-letter table), "
                                f"all others were written: {shown}", delivered=[applied])
     return applied
+
+
+def copy_referenced_files(remote: RemoteSource, sync_plan: SyncPlan, target: DirectusHook) -> files.FileCopy:
+    """Copy the files the run's staged creates and updates reference, before any item naming them is written
+    (see engine/files.py). A file that fails is logged; the items naming it then fail alone, as dead letters."""
+    staged = [(c.references, _staged_writes(c)) for c in sync_plan.collections
+              if files.FILES in c.references.values()]
+    file_ids = files.staged_file_ids(staged)
+    if not file_ids:
+        return files.FileCopy()
+    copied = files.copy_files(hook_for(remote, remote.source_conn_id), target, file_ids)
+    log.info("Remote %s: files referenced by this run's items: %s", remote.name, copied.describe())
+    return copied
+
+
+def _staged_writes(planned: CollectionPlan) -> Iterator[dict[str, Any]]:
+    """The staged creates, then updates, of ``planned``, read one at a time."""
+    yield from read_staged(ObjectStoragePath(planned.creates_path), planned.creates, "filter_schema")
+    yield from read_staged(ObjectStoragePath(planned.updates_path), planned.updates, "filter_schema")
 
 
 def origin_recorder(engine: Engine, remote: RemoteSource, planned: CollectionPlan) -> origins.Recorder | None:

@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from requests import Session
+from requests import Response, Session
 from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException
 from urllib3.util.retry import Retry
@@ -194,6 +194,51 @@ class DirectusClient:
         if measured is not None:
             measured(len(response.content))
         return response.json().get("data")
+
+    def stream(self, path: str) -> Response:
+        """A GET whose body is left unread, for the caller to read in chunks (``iter_content``) and close:
+        a binary of any size passes through without being held whole in memory."""
+        transport = self.transport
+        try:
+            response = self.session.get(self.base_url + path, timeout=self.timeout, stream=True,
+                                        verify=transport.verify, cert=transport.cert, proxies=dict(transport.proxies))
+        except RequestException as exc:
+            raise self._unanswered("GET", path, exc) from exc
+        if response.status_code >= 400:
+            error = DirectusError.from_response(self.name, "GET", path, response)
+            response.close()
+            self._log(error)
+            raise error
+        return response
+
+    def send_stream(self, method: str, path: str, body: Iterable[bytes], content_type: str) -> Any:
+        """Send ``body`` as it is produced (chunked transfer encoding) and return Directus's ``data`` member.
+
+        The body is not rewound: a retry after part of it went would send the rest only, which Directus
+        refuses as a cut form, so a transient failure fails the call (the caller reports it and the next run
+        sends it again). The connection is closed after the call: Directus may answer an error before
+        reading a large body, and a connection left half-read would reset the next call sent on it.
+        """
+        transport = self.transport
+        try:
+            response = self.session.request(method, self.base_url + path, data=iter(body),
+                                            headers={"Content-Type": content_type, "Connection": "close"},
+                                            timeout=self.timeout,
+                                            verify=transport.verify, cert=transport.cert,
+                                            proxies=dict(transport.proxies))
+        except RequestException as exc:
+            raise self._unanswered(method, path, exc) from exc
+        if response.status_code >= 400:
+            error = DirectusError.from_response(self.name, method, path, response)
+            self._log(error)
+            raise error
+        return response.json().get("data") if response.content else None
+
+    def _unanswered(self, method: str, path: str, exc: Exception) -> DirectusError:
+        error = DirectusError(self.name, method, path, None, _short(exc),
+                              safe=f"{type(exc).__name__} (no answer from the instance)")
+        self._log(error)
+        return error
 
     def _log(self, error: DirectusError) -> None:
         if self.log_errors:

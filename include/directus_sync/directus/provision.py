@@ -50,6 +50,16 @@ SYSTEM_PERMISSIONS = (
     ("directus_relations", "read"),
     ("directus_notifications", "create"),
 )
+# What copying files takes, when a listed field references directus_files (see engine/files.py): reading rows
+# and ``/assets`` on the source, creating and replacing them and their folders on the remote. One sync user
+# serves an instance as source and as remote, so both sides are granted. Deleting is never needed.
+FILE_PERMISSIONS = (
+    ("directus_files", "read"),
+    ("directus_files", "create"),
+    ("directus_files", "update"),
+    ("directus_folders", "read"),
+    ("directus_folders", "create"),
+)
 UNENFORCED_NOTE = ("this instance's licence does not enforce permission filters or field limits: the sync user "
                    "can read the activity of every collection, with IP addresses and user agents, and every "
                    "field of the synced collections")
@@ -120,9 +130,10 @@ def with_key(pk: str, fields: Sequence[str]) -> tuple[str, ...]:
     return (pk, *dict.fromkeys(f for f in fields if f != pk))
 
 
-def grants_for(collections: Mapping[str, Sequence[str] | None]) -> list[Grant]:
+def grants_for(collections: Mapping[str, Sequence[str] | None], files: bool = False) -> list[Grant]:
     """The permissions the sync needs for ``collections`` (name -> the fields it may touch, primary key
-    included, or ``None`` for every field), in the order they are printed."""
+    included, or ``None`` for every field), in the order they are printed; with ``files`` (a listed field
+    references ``directus_files``), what copying files takes too."""
     names = sorted(collections)
     synced = {"collection": {"_in": names}}
     grants = [Grant(name, action, tuple(collections[name] or EVERY_FIELD)) for name in names for action in CRUD_ACTIONS]
@@ -133,6 +144,8 @@ def grants_for(collections: Mapping[str, Sequence[str] | None]) -> list[Grant]:
         Grant("directus_relations", "read"),
         Grant("directus_notifications", "create", NOTIFICATION_FIELDS),
     ]
+    if files:
+        grants += [Grant(collection, action) for collection, action in FILE_PERMISSIONS]
     return grants
 
 
@@ -157,11 +170,12 @@ def provision(
     enforced = _rules_enforced(api)
     fields = {name: None if listed is None else with_key(_primary_key(api, name), listed)
               for name, listed in wanted.items()}
+    files = _references_files(api, fields)
     try:
-        grants = _set_permissions(api, policy_id, fields, enforced)
+        grants = _set_permissions(api, policy_id, fields, enforced, files)
     except _Restricted:
         enforced = False
-        grants = _set_permissions(api, policy_id, fields, enforced)
+        grants = _set_permissions(api, policy_id, fields, enforced, files)
     user = _ensure_user(api, policy_id, token, email)
     return SyncUser(url, user["id"], user["token"], email, tuple(grants), enforced)
 
@@ -185,6 +199,17 @@ def _aliases_expanded(api: _AdminApi, wanted: dict[str, Sequence[str] | None]) -
     relations = parse_relations(api.call("GET", "/relations") or [])
     expanded = {s.name: s.fields for s in expand_aliases(listed, relations, fields_of)}
     return {**wanted, **expanded}
+
+
+def _references_files(api: _AdminApi, wanted: Mapping[str, tuple[str, ...] | None]) -> bool:
+    """Whether a field to sync is a file or image field: a foreign key to ``directus_files``."""
+    for collection, listed in wanted.items():
+        for found in api.call("GET", f"/fields/{segment(collection)}") or []:
+            if listed is not None and found["field"] not in listed:
+                continue
+            if (found.get("schema") or {}).get("foreign_key_table") == "directus_files":
+                return True
+    return False
 
 
 def _ensure_policy(api: _AdminApi) -> str:
@@ -246,11 +271,11 @@ def _widened(granted: tuple[str, ...] | None, fields: tuple[str, ...] | None) ->
 
 
 def _set_permissions(
-    api: _AdminApi, policy_id: str, wanted: Mapping[str, tuple[str, ...] | None], enforced: bool
+    api: _AdminApi, policy_id: str, wanted: Mapping[str, tuple[str, ...] | None], enforced: bool, files: bool = False
 ) -> list[Grant]:
     """Make the policy's permissions exactly the grants for ``wanted`` plus the collections it already
     covers (which keep theirs); a collection already covered keeps its fields and gains ``wanted``'s.
-    Return the grants."""
+    Return the grants; ``files`` adds what copying files takes."""
     existing = api.read_all("/permissions", {"filter": json.dumps({"policy": {"_eq": policy_id}}),
                                              "fields": "id,collection,action,fields,permissions,validation,presets",
                                              "sort": "id"})
@@ -261,7 +286,9 @@ def _set_permissions(
             covered[stored["collection"]] = None if kept == EVERY_FIELD else kept
     for collection, fields in wanted.items():
         covered[collection] = _widened(covered.get(collection, ()), fields)
-    grants = grants_for(covered)
+    # File permissions granted for another remote's collections stay: the policy serves every remote.
+    files = files or any(stored["collection"] == "directus_files" for stored in existing)
+    grants = grants_for(covered, files)
     if not enforced:
         grants = [g.whole() for g in grants]
     kept_collections = set(covered) - set(wanted)

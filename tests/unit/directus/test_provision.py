@@ -176,3 +176,30 @@ def test_the_schema_option_is_read_like_the_tables_schema_column() -> None:
     wanted = cli._provision_schema(["tags"], json.dumps([{"name": "articles", "fields": ["title", "body"]},
                                                          {"collection": "authors", "fields": ["name"]}]), [], "db")
     assert wanted == {"articles": ["title", "body"], "authors": ["name"], "tags": None}
+
+
+def test_a_listed_file_field_grants_reading_and_writing_files_and_folders_and_keeps_them(
+        api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are copied with their folders (engine/files.py); one sync user is source and remote at once."""
+    image = {"field": "image", "schema": {"foreign_key_table": "directus_files"}}
+    monkeypatch.setattr(api, "call", _with_fields(api.call, image))
+    prov.provision("http://cms", "admin", {"articles": ["title", "image"]}, token="t")
+    stored = {(p["collection"], p["action"]) for p in api.permissions.values()}
+    assert set(prov.FILE_PERMISSIONS) <= stored
+    assert ("directus_files", "delete") not in stored
+    prov.provision("http://cms", "admin", {"authors": ["title"]}, token="t")  # another remote, no files
+    assert set(prov.FILE_PERMISSIONS) <= {(p["collection"], p["action"]) for p in api.permissions.values()}
+
+
+def test_no_file_field_listed_grants_nothing_on_files(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = {"field": "image", "schema": {"foreign_key_table": "directus_files"}}
+    monkeypatch.setattr(api, "call", _with_fields(api.call, image))
+    prov.provision("http://cms", "admin", {"articles": ["title"]}, token="t")  # image not listed
+    assert not {p["collection"] for p in api.permissions.values()} & {"directus_files", "directus_folders"}
+
+
+def _with_fields(call: Any, *extra: dict[str, Any]) -> Any:
+    def answer(method: str, path: str, json: Any = None, params: Any = None) -> Any:
+        found = call(method, path, json, params)
+        return [*found, *extra] if path.startswith("/fields/") else found
+    return answer

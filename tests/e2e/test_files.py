@@ -1,0 +1,190 @@
+"""Files through real Airflow and real Directus: an image field's files arrive with the items naming them.
+
+The source holds files uploaded as the Data Studio uploads them (``POST /files``, multipart, some in a
+folder chain) and items whose ``image`` field names them. After a run the remote holds the same file rows
+(same ids) and byte-equal binaries; an unchanged file is not sent again; a replaced file arrives replaced;
+a 50 MB file passes through the worker without its memory growing by the file's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from devtools.devserver import DirectusInstance, key_field, plain_field
+from directus_sync.directus.provision import provision
+
+from .harness import ARTIFACTS, Airflow, conn_id, items, sync_token
+from .test_memory import peak_rss_kb
+from .test_sync_dags import run_ok as _run_ok
+
+FILE_FIELDS = ("id", "title", "description", "type", "filename_download", "folder", "filesize", "uploaded_on")
+SCHEMA_FIELDS = ["title", "image"]
+BIG = 50 * 1024 * 1024
+# The worker's peak may grow by less than this over a run copying small files only (the file is 50 MB).
+MEMORY_MARGIN_KB = 30 * 1024
+
+
+def run_ok(airflow: Airflow, dag_id: str) -> str:
+    """A successful run's log; a failed run's whole log is kept in test-artifacts/ for reading."""
+    try:
+        return _run_ok(airflow, dag_id)
+    except AssertionError:
+        ARTIFACTS.mkdir(exist_ok=True)
+        result = airflow.dags_test(dag_id, datetime.now(UTC))
+        (ARTIFACTS / f"{dag_id}.log").write_text(result.stdout + result.stderr)
+        raise
+
+
+def build(instance: DirectusInstance, articles: str) -> None:
+    """``articles`` with an ``image`` file field made as the Data Studio makes it, granted to the sync user."""
+    instance.create_collection(articles, [key_field(), plain_field("title")])
+    instance.api("POST", f"/fields/{articles}", json={
+        "field": "image", "type": "uuid", "schema": {},
+        "meta": {"special": ["file"], "interface": "file-image", "display": "image"}})
+    instance.api("POST", "/relations", json={"collection": articles, "field": "image",
+                                             "related_collection": "directus_files",
+                                             "schema": {"on_delete": "SET NULL"}})
+    provision(instance.url, instance.admin_token, [articles], token=sync_token(instance))
+
+
+def upload(instance: DirectusInstance, content: bytes | Iterator[bytes] | Path, filename: str, kind: str,
+           replace: str | None = None, **fields: str) -> str:
+    """Upload a file as the admin (``POST /files``, or ``PATCH /files/{id}`` to replace it); return its id."""
+    url = f"{instance.url}/files/{replace}" if replace else f"{instance.url}/files"
+    body = content.open("rb") if isinstance(content, Path) else content
+    response = requests.request("PATCH" if replace else "POST", url, data=fields,
+                                files={"file": (filename, body, kind)},
+                                headers={"Authorization": f"Bearer {instance.admin_token}"}, timeout=300)
+    assert response.status_code < 300, response.text[:2000]
+    return str(response.json()["data"]["id"])
+
+
+def asset_digest(instance: DirectusInstance, file_id: str) -> str:
+    """The sha256 of a file's binary as ``/assets`` serves it, read in chunks."""
+    digest = hashlib.sha256()
+    with requests.get(f"{instance.url}/assets/{file_id}", stream=True, timeout=300,
+                      headers={"Authorization": f"Bearer {instance.admin_token}"}) as response:
+        assert response.status_code == 200, response.text[:1000]
+        for chunk in response.iter_content(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_rows(instance: DirectusInstance, ids: list[str]) -> dict[str, dict[str, Any]]:
+    rows = instance.api("GET", "/files", params={"filter": f'{{"id":{{"_in":{list(ids)!r}}}}}'.replace("'", '"'),
+                                                 "fields": ",".join(FILE_FIELDS), "limit": -1})
+    return {row["id"]: row for row in rows}
+
+
+def assert_same_files(a: DirectusInstance, b: DirectusInstance, ids: list[str]) -> None:
+    """Same rows (id, title, type, filename_download, folder, size, upload time) and byte-equal binaries."""
+    assert file_rows(b, ids) == file_rows(a, ids)
+    for file_id in ids:
+        assert asset_digest(b, file_id) == asset_digest(a, file_id)
+
+
+def folder_chain(instance: DirectusInstance) -> tuple[str, str]:
+    parent = instance.api("POST", "/folders", json={"name": "images"})["id"]
+    child = instance.api("POST", "/folders", json={"name": "covers", "parent": parent})["id"]
+    return str(parent), str(child)
+
+
+def folders(instance: DirectusInstance) -> set[tuple[str, str, str | None]]:
+    return {(f["id"], f["name"], f["parent"]) for f in instance.api("GET", "/folders", params={"limit": -1})}
+
+
+def copied(output: str) -> tuple[int, int, int, int]:
+    """Created, replaced, metadata-only and unchanged files, from the run's log line."""
+    found = re.search(r"files referenced by this run's items: (\d+) created, (\d+) replaced, (\d+) with new "
+                      r"metadata only, (\d+) unchanged", output)
+    assert found, output[-4000:]
+    created, replaced, metadata, unchanged = (int(n) for n in found.groups())
+    return created, replaced, metadata, unchanged
+
+
+def add_remote(airflow: Airflow, name: str, a: DirectusInstance, b: DirectusInstance, articles: str) -> str:
+    return airflow.add_remote(name=name, source_conn_id=conn_id(a), remote_conn_id=conn_id(b),
+                              schema=[{"name": articles, "fields": SCHEMA_FIELDS}])
+
+
+def test_files_arrive_with_their_items_once_and_replaced_when_replaced(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    for instance in (a, b):
+        build(instance, collection)
+    _, covers = folder_chain(a)
+    photo = upload(a, os.urandom(300_000), "photo.jpg", "image/jpeg", title="A photo", folder=covers,
+                   description="taken at dawn")
+    notes = upload(a, b"plain text\n" * 1000, "notes.txt", "text/plain")
+    unused = upload(a, b"never referenced", "unused.txt", "text/plain")
+    a.api("POST", f"/items/{collection}", json=[{"title": "with photo", "image": photo},
+                                               {"title": "with notes", "image": notes},
+                                               {"title": "no image", "image": None}])
+    dag_id = add_remote(airflow, f"files_{collection}", a, b, collection)
+
+    assert copied(run_ok(airflow, dag_id))[:2] == (2, 0)
+    assert_same_files(a, b, [photo, notes])
+    assert not file_rows(b, [unused])  # no item references it
+    assert folders(b) >= folders(a)  # the folder chain, with the same ids, names and parents
+    assert items(b, collection, "id,title,image") == items(a, collection, "id,title,image")
+
+    # An item edited, its file not: the file is not sent again.
+    first = min(items(a, collection))
+    a.api("PATCH", f"/items/{collection}/{first}", json={"title": "retitled"})
+    assert copied(run_ok(airflow, dag_id)) == (0, 0, 0, 1)
+
+    # The file replaced on the source (new bytes, same id) and its item edited: the remote's is replaced.
+    upload(a, os.urandom(123_456), "photo-2.png", "image/png", replace=photo, title="A new photo")
+    a.api("PATCH", f"/items/{collection}/{first}", json={"title": "new photo"})
+    assert copied(run_ok(airflow, dag_id))[:2] == (0, 1)
+    assert_same_files(a, b, [photo, notes])
+    assert items(b, collection, "id,title,image") == items(a, collection, "id,title,image")
+
+    # Syncing the other way (two-way): the copies carry their originals' upload times, so none goes back.
+    back = add_remote(airflow, f"files_back_{collection}", b, a, collection)
+    b.api("PATCH", f"/items/{collection}/{first}", json={"title": "edited on b"})
+    assert copied(run_ok(airflow, back)) == (0, 0, 0, 1)
+    assert items(a, collection, "id,title,image")[first]["title"] == "edited on b"
+
+
+def big_content(seed: bytes) -> Iterator[bytes]:
+    """50 MB of varied bytes, produced a megabyte at a time."""
+    block = hashlib.sha256(seed).digest() * 32768  # 1 MB
+    for n in range(BIG // len(block)):
+        yield bytes([n % 256]) + block[1:]
+
+
+def test_a_fifty_megabyte_file_streams_through_the_worker_in_bounded_memory(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str, tmp_path: Path) -> None:
+    a, b = instances["a"], instances["b"]
+    for instance in (a, b):
+        build(instance, collection)
+    dag_id = add_remote(airflow, f"bigfile_{collection}", a, b, collection)
+    first = upload(a, os.urandom(10_000), "first.bin", "application/octet-stream")
+    a.api("POST", f"/items/{collection}", json={"title": "setup", "image": first})
+    run_ok(airflow, dag_id)  # the DAG's first run: every later run is measured alike
+
+    small = upload(a, os.urandom(20_000), "small.bin", "application/octet-stream")
+    a.api("POST", f"/items/{collection}", json={"title": "small", "image": small})
+    baseline = peak_rss_kb(airflow, dag_id, tmp_path)
+
+    big_file = tmp_path / "big.bin"
+    with big_file.open("wb") as out:
+        for chunk in big_content(collection.encode()):
+            out.write(chunk)
+    big = upload(a, big_file, "big.bin", "application/octet-stream", title="Fifty megabytes")
+    a.api("POST", f"/items/{collection}", json={"title": "big", "image": big})
+    peak = peak_rss_kb(airflow, dag_id, tmp_path)
+
+    assert_same_files(a, b, [first, small, big])
+    figures = f"baseline {baseline} kB, with a {BIG // 1024} kB file {peak} kB, margin {MEMORY_MARGIN_KB} kB"
+    print(figures)
+    assert peak - baseline < MEMORY_MARGIN_KB, figures
