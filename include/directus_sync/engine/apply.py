@@ -194,7 +194,9 @@ class Applier:
         """
         keys = [self._key(action, r) for r in records]
         if self.recorder is not None:
-            self.recorder.written(keys)
+            # A create that left deferred references out holds part of its value: its origin is recorded when
+            # the update setting them lands, so that a run failing in between leaves the item to be written again.
+            self.recorder.written([k for k, r in zip(keys, records, strict=True) if not self._partial(action, r)])
         with self._lock:
             self.outcome.written += sum(1 for r in records if not (isinstance(r, dict) and r.get("deferred")))
             self.outcome.written_keys |= self.watch_keys.intersection(keys)
@@ -258,6 +260,10 @@ class Applier:
         for action, records in parts:
             if records:
                 self._write(action, records, reroute=False)
+
+    def _partial(self, action: Action, record: Any) -> bool:
+        """Whether ``record`` is a create staged without some of its deferred references (see plan.py)."""
+        return action == "create" and any(f not in record for f in self.plan.deferred)
 
     def _missing_references(self, action: Action, record: Any, exc: DirectusError) -> str:
         """The referenced items the remote lacks, when it refused ``record`` for a foreign key: named by

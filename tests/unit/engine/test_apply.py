@@ -301,3 +301,24 @@ def test_an_update_setting_a_created_items_deferred_reference_is_not_counted_aga
     remote.items[2] = {"id": 2}  # created by apply_creates
     outcome = Applier(remote, plan).run("update", max_count=10)  # type: ignore[arg-type]
     assert remote.items[2]["title"] == "z" and outcome.written == 1
+
+
+def test_a_create_without_its_deferred_reference_records_its_origin_only_once_the_reference_is_set(
+        tmp_path: Path) -> None:
+    """Recorded origins say what the remote has: an item still missing its parent must be written again by a
+    later run if the update setting the parent never lands (a chain of instances would otherwise keep it
+    without one, since the same origin is never sent twice)."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/origins.db")
+    tables.migrate(engine)
+    origin = Origin.of_change("2026-11-26T12:00:00Z", "a")
+    items = [{"id": 1, "title": "root", "parent": None}, {"id": 2, "title": "kid"}]  # 2's parent is deferred
+    recorder = origins.Recorder(engine, "b", "a", [origins.staged_record(i["id"], str(i["id"]), origin)
+                                                   for i in items])
+    plan = plan_with(tmp_path, creates=items, updates=[
+        {"key": 2, "changes": {"parent": 1}, "item": {"id": 2, "title": "kid", "parent": 1}, "deferred": True}])
+    plan.deferred = ["parent"]
+    remote = FakeRemote()
+    Applier(remote, plan, recorder=recorder).run("create", max_count=10)  # type: ignore[arg-type]
+    assert sorted(origins.recorded(engine, "b", "a", ["1", "2"])) == ["1"]
+    Applier(remote, plan, recorder=recorder).run("update", max_count=10)  # type: ignore[arg-type]
+    assert sorted(origins.recorded(engine, "b", "a", ["1", "2"])) == ["1", "2"]
