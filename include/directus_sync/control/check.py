@@ -90,7 +90,7 @@ def _with_aliases_expanded(remote: RemoteSource) -> RemoteSource:
     that their permissions and fields are checked too; as listed when the source cannot say (reported below)."""
     try:
         schemas = effective_schema(DirectusHook(remote.source_conn_id, timeout=15, retries=1), remote.sync_schema)
-    except (SchemaMismatch, DirectusError) as exc:
+    except Exception as exc:  # an unknown connection, a refused token...: the checks that follow say which
         log.debug("Aliases not expanded: %s", exc)
         return remote
     return remote.model_copy(update={"sync_schema": schemas})

@@ -146,3 +146,21 @@ def test_a_listed_field_related_differently_on_the_two_instances_is_a_problem_na
     [problem] = check.check_remote(remote(fields=("title", "author")))
     assert problem.problem == "articles.author -> authors on 'directus_eu' but -> people on 'directus_us'"
     assert check.check_remote(remote(fields=("title",))) == []  # editor and author are not listed
+
+
+def test_an_unknown_source_connection_is_a_problem_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def undefined(name: str) -> Any:
+        original = getattr(FakeHook, name)
+
+        def call(self: FakeHook, *args: Any, **kwargs: Any) -> Any:
+            if self.directus_conn_id == "directus_eu":
+                raise RuntimeError("The conn_id `directus_eu` isn't defined")  # as Airflow says it
+            return original(self, *args, **kwargs)
+
+        return call
+
+    for name in ("current_user_id", "request", "fields"):
+        monkeypatch.setattr(FakeHook, name, undefined(name))
+    problems = check.check_remote(remote(fields=("title",)))
+    assert [p.problem for p in problems] == [
+        "connection 'directus_eu' cannot be used: The conn_id `directus_eu` isn't defined"]
