@@ -52,11 +52,12 @@ class Problem:
 def check_remote(remote: RemoteSource) -> list[Problem]:
     """Every problem found on the source and remote instances of ``remote``."""
     problems = _staging_problems(remote)
-    remote = _with_aliases_expanded(remote)
+    hooks = {role: DirectusHook(conn_id, timeout=15, retries=1)
+             for role, conn_id in (("source", remote.source_conn_id), ("remote", remote.remote_conn_id))}
+    remote = _with_aliases_expanded(remote, hooks["source"])
     fields: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    hooks: dict[str, DirectusHook] = {}
-    for role, conn_id in (("source", remote.source_conn_id), ("remote", remote.remote_conn_id)):
-        hook = hooks[role] = DirectusHook(conn_id, timeout=15, retries=1)
+    for role, hook in hooks.items():
+        conn_id = hook.directus_conn_id
         where = f"{role} {conn_id}"
         access = _check_access(hook, where, problems)
         if access is None:
@@ -85,11 +86,11 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
     return problems
 
 
-def _with_aliases_expanded(remote: RemoteSource) -> RemoteSource:
+def _with_aliases_expanded(remote: RemoteSource, source: DirectusHook) -> RemoteSource:
     """``remote`` with the schema its runs sync (listed aliases replaced by the collections behind them), so
     that their permissions and fields are checked too; as listed when the source cannot say (reported below)."""
     try:
-        schemas = effective_schema(DirectusHook(remote.source_conn_id, timeout=15, retries=1), remote.sync_schema)
+        schemas = effective_schema(source, remote.sync_schema)
     except Exception as exc:  # an unknown connection, a refused token...: the checks that follow say which
         log.debug("Aliases not expanded: %s", exc)
         return remote

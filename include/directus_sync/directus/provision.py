@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from directus_sync.config import CollectionSchema
 from directus_sync.directus.client import DirectusClient, segment
 from directus_sync.directus.errors import DirectusError, refused_limit
-from directus_sync.directus.relations import expand_aliases, parse_relations
+from directus_sync.directus.relations import parse_relations, with_aliases_expanded
+from directus_sync.directus.schema import key_field, references_of
 
 POLICY_NAME = "Data Sync"
 USER_EMAIL = "directus-sync@example.com"
@@ -165,12 +166,13 @@ def provision(
     url = url.rstrip("/")
     api = _AdminApi(url, admin_token)
     wanted = dict.fromkeys(collections) if not isinstance(collections, Mapping) else dict(collections)
-    wanted = _aliases_expanded(api, wanted)
+    fields_of = _fields_reader(api)
+    wanted = _aliases_expanded(api, wanted, fields_of)
     policy_id = _ensure_policy(api)
     enforced = _rules_enforced(api)
-    fields = {name: None if listed is None else with_key(_primary_key(api, name), listed)
+    fields = {name: None if listed is None else with_key(_primary_key(fields_of, name, api.url), listed)
               for name, listed in wanted.items()}
-    files = _references_files(api, fields)
+    files = _references_files(fields_of, fields)
     try:
         grants = _set_permissions(api, policy_id, fields, enforced, files)
     except _Restricted:
@@ -180,35 +182,46 @@ def provision(
     return SyncUser(url, user["id"], user["token"], email, tuple(grants), enforced)
 
 
-def _aliases_expanded(api: _AdminApi, wanted: dict[str, Sequence[str] | None]) -> dict[str, Sequence[str] | None]:
-    """The collections and fields to grant, listed aliases replaced by the collections behind them, as the
-    runs sync them (see relations.expand_aliases)."""
-    listed = [CollectionSchema.model_construct(name=name, fields=tuple(fields)) for name, fields in wanted.items()
-              if fields is not None]
-    if not listed:
-        return wanted
+FieldsOf = Callable[[str], dict[str, dict[str, Any]]]
+
+
+def _fields_reader(api: _AdminApi) -> FieldsOf:
+    """The admin's ``/fields`` of a collection, by field name, each collection read once: aliases, keys and
+    file fields are all looked up in them."""
     known: dict[str, dict[str, dict[str, Any]]] = {}
 
     def fields_of(collection: str) -> dict[str, dict[str, Any]]:
         if collection not in known:
-            known[collection] = {f["field"]: f for f in api.call("GET", f"/fields/{segment(collection)}") or []}
+            try:
+                found = api.call("GET", f"/fields/{segment(collection)}") or []
+            except ProvisionError as exc:
+                if exc.status in (403, 404):
+                    raise ProvisionError(f"collection {collection!r} does not exist on {api.url}: create it "
+                                         "before provisioning its fields") from None
+                raise
+            known[collection] = {f["field"]: f for f in found}
         return known[collection]
 
-    if not any(fields_of(s.name).get(f, {}).get("type") == "alias" for s in listed for f in s.fields):
-        return wanted
-    relations = parse_relations(api.call("GET", "/relations") or [])
-    expanded = {s.name: s.fields for s in expand_aliases(listed, relations, fields_of)}
-    return {**wanted, **expanded}
+    return fields_of
 
 
-def _references_files(api: _AdminApi, wanted: Mapping[str, tuple[str, ...] | None]) -> bool:
+def _aliases_expanded(api: _AdminApi, wanted: dict[str, Sequence[str] | None], fields_of: FieldsOf
+                      ) -> dict[str, Sequence[str] | None]:
+    """The collections and fields to grant, listed aliases replaced by the collections behind them, as the
+    runs sync them (see relations.with_aliases_expanded)."""
+    listed = [CollectionSchema.model_construct(name=name, fields=tuple(fields)) for name, fields in wanted.items()
+              if fields is not None]
+    expanded = with_aliases_expanded(listed, fields_of, lambda: parse_relations(api.call("GET", "/relations") or []))
+    return {**wanted, **{s.name: s.fields for s in expanded}}
+
+
+def _references_files(fields_of: FieldsOf, wanted: Mapping[str, tuple[str, ...] | None]) -> bool:
     """Whether a field to sync is a file or image field: a foreign key to ``directus_files``."""
     for collection, listed in wanted.items():
-        for found in api.call("GET", f"/fields/{segment(collection)}") or []:
-            if listed is not None and found["field"] not in listed:
-                continue
-            if (found.get("schema") or {}).get("foreign_key_table") == "directus_files":
-                return True
+        fields = fields_of(collection)
+        schema = CollectionSchema.model_construct(name=collection, fields=tuple(listed or fields))
+        if "directus_files" in dict(references_of(schema, fields)).values():
+            return True
     return False
 
 
@@ -247,18 +260,10 @@ def _rules_enforced(api: _AdminApi) -> bool:
     return bool(entitlement) if entitlement is not None else True
 
 
-def _primary_key(api: _AdminApi, collection: str) -> str:
-    try:
-        fields = api.call("GET", f"/fields/{segment(collection)}") or []
-    except ProvisionError as exc:
-        if exc.status in (403, 404):
-            raise ProvisionError(f"collection {collection!r} does not exist on {api.url}: create it before "
-                                 "provisioning its fields") from None
-        raise
-    for found in fields:
-        if (found.get("schema") or {}).get("is_primary_key"):
-            return str(found["field"])
-    raise ProvisionError(f"collection {collection!r} on {api.url} has no primary key")
+def _primary_key(fields_of: FieldsOf, collection: str, url: str) -> str:
+    if (name := key_field(fields_of(collection))) is not None:
+        return name
+    raise ProvisionError(f"collection {collection!r} on {url} has no primary key")
 
 
 def _widened(granted: tuple[str, ...] | None, fields: tuple[str, ...] | None) -> tuple[str, ...] | None:

@@ -48,7 +48,7 @@ from typing import Any
 from directus_sync.config import CollectionSchema
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
-from directus_sync.directus.schema import MASKED_SPECIALS, SchemaMismatch, describe_fields
+from directus_sync.directus.schema import MASKED_SPECIALS, SchemaMismatch, describe_fields, key_field
 
 RELATIONS_FIX = "it needs read access to directus_relations: rerun `directus-sync provision`"
 
@@ -67,13 +67,6 @@ class Relation:
     one_collection_field: str | None = None  # many-to-any: the field holding the related collection's name
     one_allowed_collections: tuple[str, ...] = ()  # many-to-any: the collections it may point to
     sort_field: str | None = None  # the field Directus keeps the manual order of the one side's list in
-    on_delete: str | None = None  # the foreign key's ON DELETE; None without a foreign key (many-to-any)
-    system: bool = False  # one of Directus's own relations
-
-    @property
-    def many_to_any(self) -> bool:
-        """Whether this is a many-to-any item field: its target collection is named in each row."""
-        return self.related_collection is None
 
     @property
     def name(self) -> str:
@@ -104,13 +97,12 @@ def _relation(row: Mapping[str, Any]) -> Relation:
     if not isinstance(collection, str) or not isinstance(field, str):
         raise ValueError(f"a /relations row without a collection or field, which Directus always sends: {row!r}")
     meta: Mapping[str, Any] = row.get("meta") or {}
-    schema: Mapping[str, Any] = row.get("schema") or {}
     return Relation(
         collection=collection, field=field, related_collection=row.get("related_collection"),
         one_field=meta.get("one_field"), junction_field=meta.get("junction_field"),
         one_collection_field=meta.get("one_collection_field"),
         one_allowed_collections=tuple(meta.get("one_allowed_collections") or ()),
-        sort_field=meta.get("sort_field"), on_delete=schema.get("on_delete"), system=bool(meta.get("system")))
+        sort_field=meta.get("sort_field"))
 
 
 def read_relations(hook: DirectusHook) -> list[Relation]:
@@ -208,10 +200,8 @@ def key_type_problems(
 
 
 def _key(fields: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
-    for name, field in fields.items():
-        if (field.get("schema") or {}).get("is_primary_key"):
-            return name, str(field.get("type"))
-    return None
+    name = key_field(fields)
+    return None if name is None else (name, str(fields[name].get("type")))
 
 
 def _key_text(collection: str, key: tuple[str, str] | None) -> str:
@@ -266,16 +256,26 @@ def effective_schema(hook: DirectusHook, schemas: Sequence[CollectionSchema]) ->
     """What a run syncs from ``hook``'s instance (the source): the schema with its aliases expanded (see
     :func:`expand_aliases`). ``/relations`` is read only when an alias is listed, so a schema without one
     needs no read access to it."""
-    known: dict[str, dict[str, dict[str, Any]]] = {}
+    return with_aliases_expanded(schemas, lambda collection: describe_fields(hook, collection),
+                                 lambda: read_relations(hook))
 
-    def fields_of(collection: str) -> dict[str, dict[str, Any]]:
+
+def with_aliases_expanded(
+    schemas: Sequence[CollectionSchema], fields_of: Callable[[str], Mapping[str, Mapping[str, Any]]],
+    relations_of: Callable[[], Sequence[Relation]],
+) -> tuple[CollectionSchema, ...]:
+    """:func:`expand_aliases` for the sync user (runs, ``check``) and the admin (``provision``) alike: each
+    collection's fields are read once, and the relations only when an alias is listed."""
+    known: dict[str, Mapping[str, Mapping[str, Any]]] = {}
+
+    def cached(collection: str) -> Mapping[str, Mapping[str, Any]]:
         if collection not in known:
-            known[collection] = describe_fields(hook, collection)
+            known[collection] = fields_of(collection)
         return known[collection]
 
-    if not any(_lists_alias(schema, fields_of) for schema in schemas):
+    if not any(_lists_alias(schema, cached) for schema in schemas):
         return tuple(schemas)
-    return expand_aliases(schemas, read_relations(hook), fields_of)
+    return expand_aliases(schemas, relations_of(), cached)
 
 
 def _lists_alias(schema: CollectionSchema, fields_of: Callable[[str], Mapping[str, Mapping[str, Any]]]) -> bool:

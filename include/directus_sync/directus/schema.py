@@ -8,7 +8,7 @@ collections whose changes leave no activity to read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,10 +87,14 @@ def shape_of(hook: DirectusHook, schema: CollectionSchema) -> CollectionShape:
                            tuple(f for f in schema.fields if f in fields))
 
 
+def key_field(fields: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The name of the primary key among a collection's fields (``/fields``, by name), if it has one."""
+    return next((name for name, field in fields.items() if (field.get("schema") or {}).get("is_primary_key")), None)
+
+
 def primary_key(fields: dict[str, dict[str, Any]], collection: str, conn_id: str) -> str:
-    for name, field in fields.items():
-        if (field.get("schema") or {}).get("is_primary_key"):
-            return name
+    if (name := key_field(fields)) is not None:
+        return name
     raise SchemaMismatch(f"collection {collection!r} on {conn_id!r} has no primary key")
 
 
@@ -116,7 +120,7 @@ def schema_problems(
                             "copied (a create would write that text, an update would never be seen); "
                             "remove it from the schema")
     if other_pk is not None:
-        pk = next((n for n, f in fields.items() if (f.get("schema") or {}).get("is_primary_key")), None)
+        pk = key_field(fields)
         if pk != other_pk:
             problems.append(f"collection {schema.name!r} has primary key {pk!r} on {conn_id!r} but "
                             f"{other_pk!r} on the source")

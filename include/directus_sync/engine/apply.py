@@ -109,6 +109,8 @@ class Applier:
         self.outcome = Outcome()
         self.max_bytes = DEFAULT_MAX_REQUEST_BYTES
         self._lock = threading.Lock()
+        # The key field of each referenced collection, read once when a refused item names its items.
+        self._related_keys: dict[str, str] = {}
 
     def run(self, action: Action, max_count: int, max_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
             concurrency: int = 1) -> Outcome:
@@ -288,7 +290,12 @@ class Applier:
                 "until they arrive")
 
     def _on_remote(self, collection: str, key: Any) -> bool:
-        pk = primary_key(describe_fields(self.remote, collection), collection, self.remote.directus_conn_id)
+        with self._lock:
+            pk = self._related_keys.get(collection)
+        if pk is None:
+            pk = primary_key(describe_fields(self.remote, collection), collection, self.remote.directus_conn_id)
+            with self._lock:
+                self._related_keys[collection] = pk
         return bool(self.remote.read_items(collection, pk, [key], [pk]))
 
     def _key(self, action: Action, record: Any) -> str:

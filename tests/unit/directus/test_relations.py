@@ -45,7 +45,9 @@ def relation(collection: str, field: str) -> Relation:
 def test_a_many_to_one_is_one_row_on_the_side_holding_the_key() -> None:
     assert relation("articles", "author") == Relation(
         "articles", "author", "authors", one_field=None, junction_field=None, one_collection_field=None,
-        one_allowed_collections=(), sort_field=None, on_delete="SET NULL", system=False)
+        one_allowed_collections=(), sort_field=None)
+    [row] = [r for r in ROWS if (r["collection"], r["field"]) == ("articles", "author")]
+    assert row["schema"]["on_delete"] == "SET NULL" and not row["meta"].get("system")  # as the Data Studio makes it
     assert relation("articles", "image").related_collection == "directus_files"
 
 
@@ -71,7 +73,8 @@ def test_translations_look_like_a_many_to_many_to_languages() -> None:
 
 def test_a_many_to_any_item_field_has_no_related_collection_and_no_foreign_key() -> None:
     item = relation("articles_blocks", "item")
-    assert item.many_to_any and item.related_collection is None and item.on_delete is None
+    [row] = [r for r in ROWS if (r["collection"], r["field"]) == ("articles_blocks", "item")]
+    assert item.related_collection is None and row["schema"] is None  # no foreign key in the database
     assert (item.one_collection_field, item.one_allowed_collections, item.junction_field) == (
         "collection", ("block_text", "block_quote"), "articles_id")
     assert item.target() == "any of block_text, block_quote"
@@ -80,7 +83,9 @@ def test_a_many_to_any_item_field_has_no_related_collection_and_no_foreign_key()
 
 
 def test_directus_own_relations_are_marked_system() -> None:
-    assert [r.name for r in RELATIONS if r.system] == ["directus_fields.collection"]
+    # Their rows come too; only the relations of listed fields are ever compared (of_listed_fields).
+    assert [f"{r['collection']}.{r['field']}" for r in ROWS if (r.get("meta") or {}).get("system")] == [
+        "directus_fields.collection"]
 
 
 def test_a_row_without_meta_is_a_plain_many_to_one_and_a_row_without_field_is_refused() -> None:
