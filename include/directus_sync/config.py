@@ -163,6 +163,8 @@ class RemoteSource(BaseModel):
     conflict_policy: ConflictPolicy = ConflictPolicy.LAST_WRITER_WINS
     reconcile_schedule: str | None = None
     reconcile_prune: bool = False
+    # Delete the remote's copy of a file once a run leaves no item referencing it (see engine/files.py).
+    prune_files: bool = False
     deadline: timedelta | None = None
     alerts: tuple[AlertChannel, ...] = ()
     description: str | None = None
@@ -182,7 +184,7 @@ class RemoteSource(BaseModel):
 
     @field_validator("schedule", "overlap_seconds", "batch_size", "retries", "http_retries",
                      "http_timeout_seconds", "write_concurrency", "conflict_policy", "reconcile_prune",
-                     "trigger", "event_poll_seconds", mode="before")
+                     "prune_files", "trigger", "event_poll_seconds", mode="before")
     @classmethod
     def _null_is_default(cls, value: Any, info: ValidationInfo) -> Any:
         """Nullable table columns: NULL means the default."""

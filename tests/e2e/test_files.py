@@ -155,6 +155,47 @@ def test_files_arrive_with_their_items_once_and_replaced_when_replaced(
     assert items(a, collection, "id,title,image")[first]["title"] == "edited on b"
 
 
+def pruned(output: str) -> tuple[int, int]:
+    """Deleted and still-referenced files, from the run's log line."""
+    found = re.search(r"files this run's items no longer reference: (\d+) deleted, (\d+) still referenced(.*)", output)
+    assert found, output[-4000:]
+    assert "left alone" not in found.group(3), found.group(0)  # nothing left unchecked
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_with_prune_files_the_files_a_run_leaves_unreferenced_on_the_remote_are_deleted_there(
+        instances: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    a, b = instances["a"], instances["b"]
+    for instance in (a, b):
+        build(instance, collection)
+    provision(b.url, b.admin_token, [collection], token=sync_token(b), prune_files=True)
+    old, new, shared, avatar, gone = (upload(a, os.urandom(2_000), f"{n}.bin", "application/octet-stream")
+                                      for n in ("old", "new", "shared", "avatar", "gone"))
+    made = a.api("POST", f"/items/{collection}", json=[
+        {"title": "replaced", "image": old}, {"title": "deleted, shared", "image": shared},
+        {"title": "keeps shared", "image": shared}, {"title": "avatar", "image": avatar},
+        {"title": "deleted", "image": gone}])
+    replaced, deleted_shared, _, unlinked, deleted = (m["id"] for m in made)
+    dag_id = airflow.add_remote(name=f"prune_{collection}", source_conn_id=conn_id(a), remote_conn_id=conn_id(b),
+                                schema=[{"name": collection, "fields": SCHEMA_FIELDS}], prune_files=True)
+    assert copied(run_ok(airflow, dag_id))[0] == 4
+    # On the remote, a user's avatar is one of the copies: a reference outside the synced collections.
+    b.api("PATCH", "/users/me", json={"avatar": avatar})
+
+    a.api("PATCH", f"/items/{collection}/{replaced}", json={"image": new})
+    a.api("PATCH", f"/items/{collection}/{unlinked}", json={"image": None})
+    a.api("DELETE", f"/items/{collection}", json=[deleted_shared, deleted])
+    output = run_ok(airflow, dag_id)
+
+    assert pruned(output) == (2, 2)  # old and gone deleted; shared (another item) and avatar (a user) kept
+    assert set(file_rows(b, [old, new, shared, avatar, gone])) == {new, shared, avatar}
+    assert set(file_rows(a, [old, new, shared, avatar, gone])) == {old, new, shared, avatar, gone}  # source untouched
+    assert items(b, collection, "id,title,image") == items(a, collection, "id,title,image")
+    gone_asset = requests.get(f"{b.url}/assets/{old}", headers={"Authorization": f"Bearer {b.admin_token}"},
+                              timeout=30)
+    assert gone_asset.status_code in (403, 404)  # the binary went with the row
+
+
 def big_content(seed: bytes) -> Iterator[bytes]:
     """50 MB of varied bytes, produced a megabyte at a time."""
     block = hashlib.sha256(seed).digest() * 32768  # 1 MB

@@ -134,7 +134,8 @@ def plan_changes(remote: RemoteSource, changes: ChangeManifest, engine: Engine) 
     shapes = check_schema(changes.schemas(), source, target, full=changes.full,
                           reconcile=bool(remote.reconcile_schedule))
     guard = conflict_guard(remote, source, target, engine)
-    return plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune), guard
+    return plan(target, changes, shapes, remote.batch_size, guard, prune_remote=changes.prune,
+                release_files=remote.prune_files), guard
 
 
 def _dry_run_summary(remote: RemoteSource, sync_plan: SyncPlan, guard: ConflictGuard,
@@ -179,6 +180,8 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
         ledger.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
+    if action == "update" and remote.prune_files:  # the run's last writes: references are now as they will stay
+        prune_released_files(remote, planned.plan, target)
     applied = Applied(action=action, written=written)
     if failures:
         ledger.record_dead_letters(engine, remote.name, context["run_id"], failures)
@@ -200,6 +203,19 @@ def copy_referenced_files(remote: RemoteSource, sync_plan: SyncPlan, target: Dir
     copied = files.copy_files(hook_for(remote, remote.source_conn_id), target, file_ids)
     log.info("Remote %s: files referenced by this run's items: %s", remote.name, copied.describe())
     return copied
+
+
+def prune_released_files(remote: RemoteSource, sync_plan: SyncPlan, target: DirectusHook) -> files.FilePrune:
+    """Delete the files the run's writes released on the remote that nothing references any more (the row's
+    ``prune_files``, see engine/files.py). Files it cannot check are left, and the log says why."""
+    released = [file_id for c in sync_plan.collections if c.released_files_path
+                for file_id in read_staged(ObjectStoragePath(c.released_files_path), c.released_files, "filter_schema")]
+    if not released:
+        return files.FilePrune()
+    pruned = files.prune_files(target, released)
+    (log.warning if pruned.problem else log.info)("Remote %s: files this run's items no longer reference: %s",
+                                                  remote.name, pruned.describe())
+    return pruned
 
 
 def _staged_writes(planned: CollectionPlan) -> Iterator[dict[str, Any]]:

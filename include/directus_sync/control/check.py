@@ -12,7 +12,7 @@ from typing import Any
 from directus_sync.config import RemoteSource
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
-from directus_sync.directus.provision import CRUD_ACTIONS, UNENFORCED_NOTE
+from directus_sync.directus.provision import CRUD_ACTIONS, FILE_PERMISSIONS, PRUNE_GRANTS, UNENFORCED_NOTE
 from directus_sync.directus.relations import (
     effective_schema,
     key_type_problems,
@@ -27,6 +27,7 @@ from directus_sync.directus.schema import (
     activity_tracked,
     describe_fields,
     primary_key,
+    references_of,
     schema_problems,
     untracked_message,
 )
@@ -80,10 +81,27 @@ def check_remote(remote: RemoteSource) -> list[Problem]:
                 problems.append(Problem(where, str(exc), "create the collection or grant the sync user access"))
         if role == "source" and _may(access, "directus_collections", "read"):
             problems += _tracking_problems(remote, hook, where, list(fields[role]))
+        for collection, action in _file_permissions(remote, fields[role], role):
+            if not _may(access, collection, action):
+                problems.append(Problem(where, f"the sync user may not {action} {collection}, which the listed file "
+                                        "fields need", PROVISION_FIX + " (with --prune-files where the row sets "
+                                        "prune_files)"))
     if len(fields) == 2:
         problems += _field_problems(remote, fields["source"], fields["remote"])
         problems += _relation_problems(remote, hooks["source"], hooks["remote"])
     return problems
+
+
+def _file_permissions(remote: RemoteSource, fields: dict[str, dict[str, dict[str, Any]]], role: str
+                      ) -> list[tuple[str, str]]:
+    """What copying (and, on the remote with ``prune_files``, pruning) the listed file fields' files takes."""
+    listed = [s for s in remote.sync_schema if s.name in fields]
+    if not any(table == "directus_files" for s in listed for _, table in references_of(s, fields[s.name])):
+        return []
+    needed = list(FILE_PERMISSIONS)
+    if role == "remote" and remote.prune_files:
+        needed += [(g.collection, g.action) for g in PRUNE_GRANTS]
+    return needed
 
 
 def _with_aliases_expanded(remote: RemoteSource, source: DirectusHook) -> RemoteSource:

@@ -111,6 +111,10 @@ def provision_command(
     conn_id: Annotated[str, typer.Option(help="The Airflow connection id to print.")] = "directus_default",
     token: Annotated[str | None, typer.Option(envvar="DIRECTUS_SYNC_TOKEN",
                                               help="Give the sync user this token (default: a new one).")] = None,
+    prune_files: Annotated[bool, typer.Option(
+        "--prune-files", help="Also grant what a row's prune_files takes (deleting files; reading the avatars and "
+                              "the project's images that may hold one); implied by a --remote row that sets it.")
+    ] = False,
     db_conn_id: DbConn = tables.DEFAULT_DB_CONN_ID,
 ) -> None:
     """Create or update the "Data Sync" policy, its permissions and API user; print the grant and the connection.
@@ -119,10 +123,10 @@ def provision_command(
     a collection given with --collection alone), read the activity of the synced collections only, and
     create notifications; on Directus's core licence, which does not enforce such limits, whole collections.
     """
-    wanted = _provision_schema(collection or [], schema, remote or [], db_conn_id)
+    wanted, rows_prune = _provision_schema(collection or [], schema, remote or [], db_conn_id)
     try:
         with errors.status(f"provisioning the sync user on {url}"):
-            user = provision(url, admin_token, wanted, token=token, email=email)
+            user = provision(url, admin_token, wanted, token=token, email=email, prune_files=prune_files or rows_prune)
     except ProvisionError as exc:
         raise fail(str(exc)) from None
     connection = user.connection()
@@ -143,10 +147,11 @@ def provision_command(
 
 
 def _provision_schema(collections: list[str], schema: str | None, remotes: list[str], db_conn_id: str
-                      ) -> dict[str, list[str] | None]:
-    """Each collection to provision with its listed fields (``None``: every field), from the options;
-    a collection listed by several remotes gets the fields of all of them."""
+                      ) -> tuple[dict[str, list[str] | None], bool]:
+    """Each collection to provision with its listed fields (``None``: every field), from the options (a
+    collection listed by several remotes gets the fields of all of them), and whether a remote prunes files."""
     entries: list[CollectionSchema] = []
+    prune_files = False
     if schema is not None:
         loaded = _load_schema(schema)
         if not isinstance(loaded, list) or not loaded:
@@ -161,6 +166,7 @@ def _provision_schema(collections: list[str], schema: str | None, remotes: list[
         if isinstance(parsed, BrokenRemote):
             raise fail(f"remote {name!r}: {parsed.error}")
         entries += parsed.sync_schema
+        prune_files = prune_files or parsed.prune_files
     wanted: dict[str, list[str] | None] = {}
     for entry in entries:
         wanted[entry.name] = list(dict.fromkeys([*(wanted.get(entry.name) or []), *entry.fields]))
@@ -168,7 +174,7 @@ def _provision_schema(collections: list[str], schema: str | None, remotes: list[
         wanted.setdefault(name, None)
     if not wanted:
         raise fail("name the synced collections: --schema, --remote or --collection")
-    return wanted
+    return wanted, prune_files
 
 
 def connection_uri(url: str, token: str) -> str:

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # The page-size cap learnt per connection id, for this process (None: the instance has none).
 _PAGE_SIZE_CAPS: dict[str, int | None] = {}
+# Directus's own collections that may hold a file, served at paths of their own rather than /items.
+SYSTEM_PATHS = {"directus_users": "/users"}
 
 
 class DirectusHook(HttpHook):
@@ -400,6 +402,29 @@ class DirectusHook(HttpHook):
     def update_file(self, file_id: str, changes: Mapping[str, Any]) -> None:
         """Set metadata of file ``file_id`` (title, description, folder...), leaving its binary alone."""
         self.request("PATCH", f"/files/{segment(file_id)}", params={"fields": "id"}, payload=dict(changes))
+
+    def files_held(self, collection: str, field: str, ids: Sequence[str], kind_field: str | None = None) -> set[str]:
+        """The ids among ``ids`` that ``collection.field`` holds in some item (a many-to-any's ``field`` only in
+        items whose ``kind_field`` names ``directus_files``). Directus's own collections are read at their own
+        paths; ``directus_settings`` is one item."""
+        if collection == "directus_settings":
+            settings = self.request("GET", "/settings", params={"fields": field}) or {}
+            return {str(settings[field])} & set(ids) if settings.get(field) else set()
+        path = SYSTEM_PATHS.get(collection, f"/items/{segment(collection)}")
+
+        def params_for(chunk: list[Any]) -> dict[str, Any]:
+            where: dict[str, Any] = {field: {"_in": chunk}}
+            if kind_field:
+                where = {"_and": [where, {kind_field: {"_eq": "directus_files"}}]}
+            # One row per distinct id held, however many items hold it: a chunk's answer is never cut short.
+            return {"filter": json.dumps(where), "groupBy": field, "aggregate[count]": "*"}
+
+        return {str(row[field]) for row in self._read_keyed(path, list(ids), params_for) if row.get(field)}
+
+    def delete_files(self, ids: Sequence[str]) -> None:
+        """Delete the files ``ids``: their rows and their binaries in the instance's storage."""
+        if ids:
+            self.request("DELETE", "/files", payload=list(ids))
 
     # -- notifications ------------------------------------------------------------------------------
 

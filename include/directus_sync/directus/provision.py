@@ -53,7 +53,7 @@ SYSTEM_PERMISSIONS = (
 )
 # What copying files takes, when a listed field references directus_files (see engine/files.py): reading rows
 # and ``/assets`` on the source, creating and replacing them and their folders on the remote. One sync user
-# serves an instance as source and as remote, so both sides are granted. Deleting is never needed.
+# serves an instance as source and as remote, so both sides are granted. Deleting only when pruning (below).
 FILE_PERMISSIONS = (
     ("directus_files", "read"),
     ("directus_files", "create"),
@@ -110,6 +110,16 @@ class Grant:
                 json.dumps(self.filter, separators=(",", ":")) if self.filter else "every item")
 
 
+# What pruning files takes (the row's ``prune_files``, see engine/files.py): deleting them, and reading every
+# field of Directus's own that may hold one, so that a file in use there is never taken for unreferenced.
+PRUNE_GRANTS = (
+    Grant("directus_files", "delete"),
+    Grant("directus_users", "read", ("id", "avatar")),
+    Grant("directus_settings", "read", ("id", "project_logo", "public_foreground", "public_background",
+                                        "public_favicon")),
+)
+
+
 @dataclass(frozen=True)
 class SyncUser:
     """The sync user's id and static token on one instance, and what its policy grants."""
@@ -131,10 +141,11 @@ def with_key(pk: str, fields: Sequence[str]) -> tuple[str, ...]:
     return (pk, *dict.fromkeys(f for f in fields if f != pk))
 
 
-def grants_for(collections: Mapping[str, Sequence[str] | None], files: bool = False) -> list[Grant]:
+def grants_for(collections: Mapping[str, Sequence[str] | None], files: bool = False, prune_files: bool = False
+               ) -> list[Grant]:
     """The permissions the sync needs for ``collections`` (name -> the fields it may touch, primary key
     included, or ``None`` for every field), in the order they are printed; with ``files`` (a listed field
-    references ``directus_files``), what copying files takes too."""
+    references ``directus_files``), what copying files takes too, and with ``prune_files`` what pruning them takes."""
     names = sorted(collections)
     synced = {"collection": {"_in": names}}
     grants = [Grant(name, action, tuple(collections[name] or EVERY_FIELD)) for name in names for action in CRUD_ACTIONS]
@@ -147,6 +158,8 @@ def grants_for(collections: Mapping[str, Sequence[str] | None], files: bool = Fa
     ]
     if files:
         grants += [Grant(collection, action) for collection, action in FILE_PERMISSIONS]
+    if files and prune_files:
+        grants += PRUNE_GRANTS
     return grants
 
 
@@ -156,12 +169,14 @@ def provision(
     collections: Sequence[str] | Mapping[str, Sequence[str] | None],
     token: str | None = None,
     email: str = USER_EMAIL,
+    prune_files: bool = False,
 ) -> SyncUser:
     """Create or update the sync policy, permissions and user on the instance at ``url``.
 
     ``collections`` are the synced collections, or a mapping of each to its listed fields (the sync's
     schema; the primary key is added), where ``None`` grants every field of that collection. Collections
     the policy already covers keep their permissions, so several remotes can share one sync user.
+    ``prune_files`` (a remote's row asks to prune files) adds what deleting unreferenced files takes.
     """
     url = url.rstrip("/")
     api = _AdminApi(url, admin_token)
@@ -174,10 +189,10 @@ def provision(
               for name, listed in wanted.items()}
     files = _references_files(fields_of, fields)
     try:
-        grants = _set_permissions(api, policy_id, fields, enforced, files)
+        grants = _set_permissions(api, policy_id, fields, enforced, files, prune_files)
     except _Restricted:
         enforced = False
-        grants = _set_permissions(api, policy_id, fields, enforced, files)
+        grants = _set_permissions(api, policy_id, fields, enforced, files, prune_files)
     user = _ensure_user(api, policy_id, token, email)
     return SyncUser(url, user["id"], user["token"], email, tuple(grants), enforced)
 
@@ -276,11 +291,12 @@ def _widened(granted: tuple[str, ...] | None, fields: tuple[str, ...] | None) ->
 
 
 def _set_permissions(
-    api: _AdminApi, policy_id: str, wanted: Mapping[str, tuple[str, ...] | None], enforced: bool, files: bool = False
+    api: _AdminApi, policy_id: str, wanted: Mapping[str, tuple[str, ...] | None], enforced: bool, files: bool = False,
+    prune_files: bool = False,
 ) -> list[Grant]:
     """Make the policy's permissions exactly the grants for ``wanted`` plus the collections it already
     covers (which keep theirs); a collection already covered keeps its fields and gains ``wanted``'s.
-    Return the grants; ``files`` adds what copying files takes."""
+    Return the grants; ``files`` adds what copying files takes, ``prune_files`` what pruning them takes."""
     existing = api.read_all("/permissions", {"filter": json.dumps({"policy": {"_eq": policy_id}}),
                                              "fields": "id,collection,action,fields,permissions,validation,presets",
                                              "sort": "id"})
@@ -293,7 +309,8 @@ def _set_permissions(
         covered[collection] = _widened(covered.get(collection, ()), fields)
     # File permissions granted for another remote's collections stay: the policy serves every remote.
     files = files or any(stored["collection"] == "directus_files" for stored in existing)
-    grants = grants_for(covered, files)
+    prune_files = prune_files or any((s["collection"], s["action"]) == ("directus_files", "delete") for s in existing)
+    grants = grants_for(covered, files, prune_files)
     if not enforced:
         grants = [g.whole() for g in grants]
     kept_collections = set(covered) - set(wanted)

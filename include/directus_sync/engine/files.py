@@ -8,9 +8,16 @@ source's ``/assets`` into the remote's ``/files`` as one multipart body, never h
 A file is sent again only when its binary changed on the source: another size, or uploaded (replaced)
 after the remote's copy was (a copy carries its original's upload time, so syncing back sends nothing and
 the later replacement wins either way); a file whose metadata alone differs gets that metadata only. Directus 12.4
-keeps no checksum of a file, so size and upload time are what tell. A file no item references any more
-is left alone. A file that cannot be copied is logged and skipped: the items referencing it fail alone,
-as dead letters naming ``directus_files <id>``, and are retried by the next run.
+keeps no checksum of a file, so size and upload time are what tell. A file that cannot be copied is logged and
+skipped: the items referencing it fail alone, as dead letters naming ``directus_files <id>``, and are retried
+by the next run.
+
+A file no item references any more is left alone, unless the remote's row sets ``prune_files``: then the files
+a run's updates and deletes released on the remote (planning notes the file ids the remote's items held before)
+are deleted there once every write is done, if nothing references them any more: no field the sync user can
+see through ``/relations`` (any collection's file fields, many-to-any fields allowing files) and none of
+Directus's own (a user's avatar, the project's logo and public images), which the sync user must be able to
+read, or nothing is pruned.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, Literal
 from directus_sync.directus.activity import parse_timestamp
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
+from directus_sync.directus.relations import Relation, parse_relations
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,11 @@ METADATA = ("title", "description", "tags", "location", "focal_point_x", "focal_
 FILE_FIELDS = ("id", *METADATA, "type", "filesize", "uploaded_on", "modified_on")
 # Sent as multipart text fields with the binary (plain strings); the rest follows as JSON when it differs.
 UPLOAD_FIELDS = ("title", "description", "filename_download", "folder")
+
+# Directus's own fields holding a file (@directus/system-data's relations): pruning must read them all.
+SYSTEM_FILE_FIELDS = (("directus_users", "avatar"), ("directus_settings", "project_logo"),
+                      ("directus_settings", "public_foreground"), ("directus_settings", "public_background"),
+                      ("directus_settings", "public_favicon"))
 
 Decision = Literal["create", "replace", "metadata"]
 
@@ -206,3 +219,70 @@ def staged_file_ids(plans: Sequence[tuple[Mapping[str, str], Iterable[Mapping[st
     for references, records in plans:
         found |= referenced_files(references, records)
     return found
+
+
+@dataclass(frozen=True)
+class FileHolder:
+    """A field that may hold a file id: a file field, or a many-to-any field whose ``kind_field`` may say
+    ``directus_files``."""
+
+    collection: str
+    field: str
+    kind_field: str | None = None
+
+
+@dataclass
+class FilePrune:
+    """What pruning one run's released files did, for the run's log."""
+
+    pruned: int = 0
+    still_referenced: int = 0
+    not_checked: int = 0
+    problem: str | None = None
+
+    def describe(self) -> str:
+        told = f"{self.pruned} deleted, {self.still_referenced} still referenced"
+        return told + (f", {self.not_checked} left alone: {self.problem}" if self.problem else "")
+
+
+def file_holders(relations: Iterable[Relation]) -> list[FileHolder]:
+    """Every field the ``relations`` say may hold a file id."""
+    holders = {FileHolder(r.collection, r.field) for r in relations if r.related_collection == FILES}
+    holders |= {FileHolder(r.collection, r.field, r.one_collection_field) for r in relations
+                if r.related_collection is None and FILES in r.one_allowed_collections}
+    return sorted(holders, key=lambda h: (h.collection, h.field))
+
+
+def unseen_system_holders(holders: Iterable[FileHolder]) -> list[str]:
+    """Directus's own file fields missing from ``holders``: ones the sync user may not read."""
+    seen = {(h.collection, h.field) for h in holders}
+    return [f"{c}.{f}" for c, f in SYSTEM_FILE_FIELDS if (c, f) not in seen]
+
+
+def prune_files(target: DirectusHook, released: Iterable[str]) -> FilePrune:
+    """Delete from ``target`` the ``released`` files that nothing there references any more.
+
+    Released files are ones the remote's items referenced before the run's writes; the references are
+    read after every write, so a file an item of this run points at again is kept. A reference the sync user
+    cannot read would be missed, so Directus's own file fields must all be visible (``provision`` with
+    ``prune_files`` grants them) or nothing is deleted; a read or delete the remote refuses leaves the files
+    where they are, with the reason in the result.
+    """
+    ids = sorted(set(released))
+    if not ids:
+        return FilePrune()
+    try:
+        holders = file_holders(parse_relations(target.relations()))
+        unseen = unseen_system_holders(holders)
+        if unseen:
+            return FilePrune(not_checked=len(ids), problem=(
+                f"the sync user cannot read {', '.join(unseen)}, which may hold them: run `directus-sync "
+                "provision` with prune_files set on the remote's row"))
+        held: set[str] = set()
+        for holder in holders:
+            held |= target.files_held(holder.collection, holder.field, ids, holder.kind_field)
+        unreferenced = [i for i in ids if i not in held]
+        target.delete_files(unreferenced)
+    except DirectusError as exc:
+        return FilePrune(not_checked=len(ids), problem=f"the remote refused pruning them ({exc})")
+    return FilePrune(pruned=len(unreferenced), still_referenced=len(ids) - len(unreferenced))

@@ -27,6 +27,7 @@ from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.schema import CollectionShape, prune
 from directus_sync.engine import origins
 from directus_sync.engine.extract import ChangeManifest, CollectionChanges
+from directus_sync.engine.files import FILES
 from directus_sync.engine.order import write_order
 from directus_sync.engine.origins import UNKNOWN_TIME, Origin, newer
 from directus_sync.engine.readahead import READ_AHEAD, read_ahead
@@ -65,6 +66,10 @@ class CollectionPlan(BaseModel):
     # The many-to-one fields and the collection each points at; those set in the update pass (see order.py).
     references: dict[str, str] = {}
     deferred: list[str] = []
+    # With ``prune_files``: the file ids the remote's items held before this run's updates and deletes (once
+    # per item and field; apply_updates deletes those nothing references afterwards, see files.py).
+    released_files_path: str | None = None
+    released_files: int = 0
 
 
 class SyncPlan(BaseModel):
@@ -218,19 +223,20 @@ class ConflictGuard:
 
 def plan(
     remote: DirectusHook, manifest: ChangeManifest, shapes: dict[str, CollectionShape], batch_size: int,
-    guard: ConflictGuard, prune_remote: bool = False, ahead: int = READ_AHEAD,
+    guard: ConflictGuard, prune_remote: bool = False, ahead: int = READ_AHEAD, release_files: bool = False,
 ) -> SyncPlan:
     """Write the create/update/delete files of every collection in ``manifest``.
 
     ``prune_remote`` (reconcile of a one-way mirror) also deletes remote items the source does not have.
-    ``ahead`` batches' remote reads run while the current batch is staged.
+    ``ahead`` batches' remote reads run while the current batch is staged. ``release_files`` notes the files
+    the remote's items stop referencing (for the row's ``prune_files``).
     """
     folder = ObjectStoragePath(manifest.run_folder)
     changes_of = {c.collection: c for c in manifest.collections}
     order, deferred = write_order(list(changes_of), {name: dict(shapes[name].references) for name in changes_of})
     # In write order: the apply steps create and update in it, and delete in reverse.
     plans = [plan_collection(remote, changes_of[name], shapes[name], folder, batch_size, guard, prune_remote, ahead,
-                             deferred.get(name, ())) for name in order]
+                             deferred.get(name, ()), release_files) for name in order]
     return SyncPlan(run_folder=manifest.run_folder, window=manifest.window, collections=plans)
 
 
@@ -243,6 +249,9 @@ class _Writes:
         self.deletes = JsonlWriter(ObjectStoragePath(plan.deletes_path))
         self.prunes = JsonlWriter(ObjectStoragePath(plan.prunes_path)) if plan.prunes_path else None
         self.origins = JsonlWriter(ObjectStoragePath(plan.origins_path)) if plan.origins_path else None
+        self.released = JsonlWriter(ObjectStoragePath(plan.released_files_path)) if plan.released_files_path else None
+        # The fields whose remote values are noted as released when a write replaces or deletes them.
+        self.file_fields = [f for f, related in plan.references.items() if related == FILES] if self.released else []
         self.retried = set(retried)
         self.retried_seen: set[str] = set()
         self.retried_staged: set[str] = set()
@@ -260,7 +269,7 @@ class _Writes:
             writer.__exit__(*exc_info)
 
     def _writers(self) -> list[JsonlWriter]:
-        optional = [w for w in (self.origins, self.prunes) if w is not None]
+        optional = [w for w in (self.origins, self.prunes, self.released) if w is not None]
         return [self.creates, self.updates, self.deletes, *optional]
 
     def carries(self, sent: Any, key: str, origin: Origin) -> None:
@@ -268,6 +277,13 @@ class _Writes:
         once the remote has it."""
         if self.origins is not None:
             self.origins.write(origins.staged_record(sent, key, origin))
+
+    def release(self, held: dict[str, Any], fields: Iterable[str] | None = None) -> None:
+        """Note the files the remote item ``held`` (in ``fields``, or every file field) as released."""
+        if self.released is not None:
+            for f in self.file_fields if fields is None else fields:
+                if held.get(f):
+                    self.released.write(str(held[f]))
 
     def seen(self, keys: Iterable[str]) -> None:
         """Note the dead-lettered keys among ``keys``, records of the source's current state."""
@@ -300,10 +316,13 @@ def plan_collection(
     prune_remote: bool = False,
     ahead: int = READ_AHEAD,
     deferred: Sequence[str] = (),
+    release_files: bool = False,
 ) -> CollectionPlan:
     """Stage one collection's writes; each batch's remote reads overlap with staging the previous one.
 
     Creates leave the ``deferred`` reference fields out; an update right after them sets those fields.
+    With ``release_files``, the file ids the remote's items held in fields that updates change or deletes
+    remove are staged too (see :attr:`CollectionPlan.released_files_path`).
     """
     name = changes.collection
     result = CollectionPlan(
@@ -314,6 +333,8 @@ def plan_collection(
         deletes_path=str(folder / f"{name}.deletes.remote.jsonl"),
         prunes_path=str(folder / f"{name}.prunes.jsonl") if prune_remote and changes.source_keys_path else None,
         origins_path=str(folder / f"{name}.origins.jsonl"),
+        released_files_path=(str(folder / f"{name}.released_files.jsonl")
+                             if release_files and FILES in dict(shape.references).values() else None),
     )
     guard.check_quiet(name, changes.oldest_change)
     with _Writes(result, changes.retried) as writes:
@@ -327,12 +348,15 @@ def plan_collection(
             writes.seen(shape.canonical_key(r["item"][shape.pk]) for r in records)
             _stage_upserts(upsert_batch, shape, guard, writes, deferred)
         deletes = _staged_batches(changes.deletes_path, changes.deletes, batch_size)
-        for records, delete_batch in read_ahead(lambda b: _read_deletes(remote, shape, b, guard), deletes, ahead):
+        held = writes.file_fields
+        for records, delete_batch in read_ahead(lambda b: _read_deletes(remote, shape, b, guard, held), deletes,
+                                                ahead):
             writes.seen(shape.canonical_key(r["key"]) for r in records)
             _stage_deletes(delete_batch, shape, guard, writes)
         if prune_remote and changes.source_keys_path:
             # A full copy stages one upsert per source key, and lists each key once.
             _plan_prune(remote, shape, _staged(changes.source_keys_path, changes.upserts), batch_size, writes)
+    result.released_files = writes.released.count if writes.released else 0
     result.creates, result.updates = writes.creates.count, writes.updates.count
     result.deletes, result.unchanged = writes.deletes.count, writes.unchanged
     result.prunes = writes.prunes.count if writes.prunes else 0
@@ -407,32 +431,40 @@ def _stage_upserts(batch: _UpsertBatch, shape: CollectionShape, guard: ConflictG
         else:
             changed = {f: v for f, v in item.items() if f != shape.pk and existing.get(f) != v}
             writes.updates.write({"key": item[shape.pk], "changes": changed, "item": item})
+            writes.release(existing, [f for f in writes.file_fields if f in changed])
+
+
+@dataclass(frozen=True)
+class _DeleteBatch:
+    """One batch of deletes beside what the remote holds for them."""
+
+    on_remote: dict[str, dict[str, Any]]  # key -> delete record, for the keys the remote still has
+    held: dict[str, dict[str, Any]]  # key -> the remote item's file fields (when files are released)
+    weighing: Weighing
 
 
 def _read_deletes(
-    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard
-) -> tuple[dict[str, dict[str, Any]], Weighing]:
+    remote: DirectusHook, shape: CollectionShape, batch: list[dict[str, Any]], guard: ConflictGuard,
+    file_fields: Sequence[str] = (),
+) -> _DeleteBatch:
     """The batch's delete records whose keys the remote still has, and the origins of both sides' values."""
     keys = [record["key"] for record in batch]
-    found = remote.read_items(shape.collection, shape.pk, keys, [shape.pk])
+    found = remote.read_items(shape.collection, shape.pk, keys, [shape.pk, *file_fields])
     # The read asked for exactly these keys, in pages the instance answers in full: absent is gone.
-    present = {shape.canonical_key(i[shape.pk]) for i in found}
-    on_remote = {key: r for r in batch if (key := shape.canonical_key(r["key"])) in present}
-    return on_remote, guard.weigh(shape, {k: r["changed_at"] for k, r in on_remote.items()})
+    held = {shape.canonical_key(i[shape.pk]): i for i in found}
+    on_remote = {key: r for r in batch if (key := shape.canonical_key(r["key"])) in held}
+    return _DeleteBatch(on_remote, held, guard.weigh(shape, {k: r["changed_at"] for k, r in on_remote.items()}))
 
 
-def _stage_deletes(
-    batch: tuple[dict[str, dict[str, Any]], Weighing], shape: CollectionShape, guard: ConflictGuard,
-    writes: _Writes,
-) -> None:
-    on_remote, weighing = batch
-    losing = guard.settle(shape.collection, weighing)
+def _stage_deletes(batch: _DeleteBatch, shape: CollectionShape, guard: ConflictGuard, writes: _Writes) -> None:
+    losing = guard.settle(shape.collection, batch.weighing)
     writes.kept_remote.extend(sorted(losing))
-    staged = [key for key in on_remote if key not in losing]
+    staged = [key for key in batch.on_remote if key not in losing]
     for key in staged:
         writes.staged(key)
-        writes.deletes.write(on_remote[key]["key"])
-        writes.carries(on_remote[key]["key"], key, guard.origin(weighing, key))
+        writes.deletes.write(batch.on_remote[key]["key"])
+        writes.carries(batch.on_remote[key]["key"], key, guard.origin(batch.weighing, key))
+        writes.release(batch.held[key])
 
 
 def _plan_prune(
@@ -445,10 +477,12 @@ def _plan_prune(
     """
     assert writes.prunes is not None, "plan_collection opens the prunes file whenever it prunes"
     keep = {shape.canonical_key(key) for key in source_keys}
-    for page in remote.iter_items(shape.collection, shape.pk, [shape.pk], page_size, shape.keyset):
+    for page in remote.iter_items(shape.collection, shape.pk, [shape.pk, *writes.file_fields], page_size,
+                                  shape.keyset):
         for item in page:
             key = shape.canonical_key(item[shape.pk])
             if key not in keep and key not in writes.retried_staged:
                 writes.prunes.write(item[shape.pk])
                 writes.staged(key)
+                writes.release(item)
     log.info("%s: %d remote items are not on the source and will be pruned", shape.collection, writes.prunes.count)

@@ -56,6 +56,7 @@ remote_sources = sa.Table(
     sa.Column("description", sa.Text, nullable=True),
     sa.Column("trigger", sa.String(16), nullable=True),
     sa.Column("event_poll_seconds", sa.Float, nullable=True),
+    sa.Column("prune_files", sa.Boolean, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.current_timestamp()),
     sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.current_timestamp(),
               onupdate=sa.func.current_timestamp()),

@@ -164,3 +164,18 @@ def test_an_unknown_source_connection_is_a_problem_not_a_traceback(monkeypatch: 
     problems = check.check_remote(remote(fields=("title",)))
     assert [p.problem for p in problems] == [
         "connection 'directus_eu' cannot be used: The conn_id `directus_eu` isn't defined"]
+
+
+def test_a_listed_file_field_needs_the_file_grants_and_pruning_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    image = {"field": "image", "type": "uuid", "schema": {"foreign_key_table": "directus_files"},
+             "meta": {"special": ["file"]}}
+    monkeypatch.setattr(FakeHook, "fields", lambda self, collection: [*ARTICLES, image])
+    problems = check.check_remote(remote(fields=("title", "image")))
+    missing = {(p.where.split()[0], p.problem.split(", which")[0].removeprefix("the sync user may not "))
+               for p in problems}
+    assert ("source", "read directus_files") in missing and ("remote", "create directus_folders") in missing
+    assert not any("delete" in m for _, m in missing)  # no pruning asked
+    pruning = check.check_remote(remote(fields=("title", "image"), prune_files=True))
+    assert any(p.where.startswith("remote") and "delete directus_files" in p.problem for p in pruning)
+    assert "--prune-files" in pruning[0].fix
+    assert check.check_remote(remote(fields=("title",), prune_files=True)) == []  # no file field listed

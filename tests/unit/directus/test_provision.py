@@ -173,9 +173,9 @@ def test_a_data_sync_policy_with_admin_or_app_access_is_refused(
 def test_the_schema_option_is_read_like_the_tables_schema_column() -> None:
     from directus_sync.control import cli
 
-    wanted = cli._provision_schema(["tags"], json.dumps([{"name": "articles", "fields": ["title", "body"]},
+    wanted, prune = cli._provision_schema(["tags"], json.dumps([{"name": "articles", "fields": ["title", "body"]},
                                                          {"collection": "authors", "fields": ["name"]}]), [], "db")
-    assert wanted == {"articles": ["title", "body"], "authors": ["name"], "tags": None}
+    assert (wanted, prune) == ({"articles": ["title", "body"], "authors": ["name"], "tags": None}, False)
 
 
 def test_a_listed_file_field_grants_reading_and_writing_files_and_folders_and_keeps_them(
@@ -189,6 +189,25 @@ def test_a_listed_file_field_grants_reading_and_writing_files_and_folders_and_ke
     assert ("directus_files", "delete") not in stored
     prov.provision("http://cms", "admin", {"authors": ["title"]}, token="t")  # another remote, no files
     assert set(prov.FILE_PERMISSIONS) <= {(p["collection"], p["action"]) for p in api.permissions.values()}
+
+
+def test_pruning_files_grants_deleting_them_and_reading_directus_own_file_fields_and_keeps_them(
+        api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pruning must see every field that may hold a file (engine/files.py), Directus's own included."""
+    image = {"field": "image", "schema": {"foreign_key_table": "directus_files"}}
+    monkeypatch.setattr(api, "call", _with_fields(api.call, image))
+    prov.provision("http://cms", "admin", {"articles": ["title", "image"]}, token="t", prune_files=True)
+    stored = {(p["collection"], p["action"]): p["fields"] for p in api.permissions.values()}
+    assert stored[("directus_files", "delete")] == ["*"]
+    assert stored[("directus_users", "read")] == ["id", "avatar"]
+    assert "public_favicon" in stored[("directus_settings", "read")]
+    prov.provision("http://cms", "admin", {"authors": ["title"]}, token="t")  # another remote, no pruning
+    assert ("directus_files", "delete") in {(p["collection"], p["action"]) for p in api.permissions.values()}
+
+
+def test_pruning_without_a_file_field_grants_nothing_on_files(api: FakeApi) -> None:
+    prov.provision("http://cms", "admin", {"articles": ["title"]}, token="t", prune_files=True)
+    assert not {p["collection"] for p in api.permissions.values()} & {"directus_files", "directus_users"}
 
 
 def test_no_file_field_listed_grants_nothing_on_files(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,3 +139,70 @@ def test_files_that_cannot_be_read_fail_their_items_not_the_run() -> None:
 
     done = files.copy_files(Refusing("a"), FakeInstance("b"), ["x", "y"])  # type: ignore[arg-type]
     assert done.failed == ["x", "y"]
+
+
+# -- pruning files no item references any more (the row's prune_files) -------------------------------
+
+SYSTEM_RELATIONS = [{"collection": c, "field": f, "related_collection": "directus_files", "meta": None}
+                    for c, f in files.SYSTEM_FILE_FIELDS]
+
+
+class PruningRemote:
+    """A remote whose items hold files: ``held`` maps (collection, field) to the file ids held there."""
+
+    directus_conn_id = "b"
+
+    def __init__(self, relations: list[dict[str, Any]], held: dict[tuple[str, str], set[str]],
+                 refuse_delete: bool = False) -> None:
+        self._relations, self.held, self.refuse_delete = relations, held, refuse_delete
+        self.deleted: list[str] = []
+        self.asked: list[tuple[str, str, str | None]] = []
+
+    def relations(self) -> list[dict[str, Any]]:
+        return self._relations
+
+    def files_held(self, collection: str, field: str, ids: Sequence[str], kind_field: str | None = None) -> set[str]:
+        self.asked.append((collection, field, kind_field))
+        return self.held.get((collection, field), set()) & set(ids)
+
+    def delete_files(self, ids: Sequence[str]) -> None:
+        if self.refuse_delete:
+            raise DirectusError("b", "DELETE", "/files", 403, "forbidden")
+        self.deleted += ids
+
+
+ARTICLE_IMAGE = {"collection": "articles", "field": "image", "related_collection": "directus_files",
+                 "meta": {"one_field": None}}
+BLOCKS_ITEM = {"collection": "pages_blocks", "field": "item", "related_collection": None,
+               "meta": {"one_collection_field": "collection",
+                        "one_allowed_collections": ["block_text", "directus_files"]}}
+
+
+def test_released_files_nothing_references_are_deleted_and_referenced_ones_kept() -> None:
+    remote = PruningRemote([*SYSTEM_RELATIONS, ARTICLE_IMAGE, BLOCKS_ITEM],
+                           {("articles", "image"): {"reused"}, ("directus_users", "avatar"): {"avatar"},
+                            ("pages_blocks", "item"): {"in_block"}})
+    done = files.prune_files(remote, ["old", "reused", "avatar", "in_block", "old"])  # type: ignore[arg-type]
+    assert remote.deleted == ["old"]
+    assert (done.pruned, done.still_referenced, done.problem) == (1, 3, None)
+    # A many-to-any field is read only where its kind field says directus_files.
+    assert ("pages_blocks", "item", "collection") in remote.asked
+
+
+def test_nothing_is_pruned_when_the_sync_user_cannot_see_directus_own_file_fields() -> None:
+    remote = PruningRemote([ARTICLE_IMAGE], {})
+    done = files.prune_files(remote, ["old"])  # type: ignore[arg-type]
+    assert remote.deleted == [] and remote.asked == []
+    assert done.not_checked == 1
+    assert done.problem is not None and "directus_users.avatar" in done.problem and "provision" in done.problem
+
+
+def test_a_refused_delete_leaves_the_files_and_says_why() -> None:
+    remote = PruningRemote(SYSTEM_RELATIONS, {}, refuse_delete=True)
+    done = files.prune_files(remote, ["old"])  # type: ignore[arg-type]
+    assert (done.pruned, done.not_checked) == (0, 1) and "refused" in (done.problem or "")
+
+
+def test_no_released_file_reads_nothing() -> None:
+    remote = PruningRemote([], {})
+    assert files.prune_files(remote, []) == files.FilePrune()  # type: ignore[arg-type]

@@ -424,3 +424,43 @@ def test_the_plan_lists_collections_in_write_order_whatever_the_extraction_order
     result = plan(remote, manifest, shapes, 10, guard_for(tmp_path, remote))  # type: ignore[arg-type]
     assert [c.collection for c in result.collections] == ["authors", "a"]
     assert result.collections[1].references == {"author": "authors"} and result.collections[1].deferred == []
+
+
+IMAGES = CollectionShape("a", "id", "integer", ("title", "image"), references=(("image", "directus_files"),))
+
+
+def test_with_release_files_the_files_the_remote_held_before_updates_and_deletes_are_staged(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "new image", "image": "f-new"}, None),
+                             ({"id": 2, "title": "retitled", "image": "f-kept"}, None),
+                             ({"id": 3, "title": "created", "image": "f-3"}, None)],
+                    [(4, None), (5, None)])
+    remote = FakeRemote([{"id": 1, "title": "old", "image": "f-old"}, {"id": 2, "title": "old", "image": "f-kept"},
+                         {"id": 4, "title": "deleted", "image": "f-deleted"}])
+    result = plan_collection(remote, changes, IMAGES, folder, 10, guard_for(tmp_path, remote),  # type: ignore[arg-type]
+                             release_files=True)
+    # The image replaced and the deleted item's image; not one still held, nor a create's, nor an absent key's.
+    assert list(read_jsonl(ObjectStoragePath(result.released_files_path))) == ["f-old", "f-deleted"]
+    assert result.released_files == 2
+
+
+def test_without_release_files_or_a_file_field_nothing_is_released(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "new", "image": "f-new"}, None)], [(4, None)])
+    remote = FakeRemote([{"id": 1, "title": "old", "image": "f-old"}, {"id": 4, "title": "x", "image": "f-4"}])
+    plain = plan_collection(remote, changes, IMAGES, folder, 10, guard_for(tmp_path, remote))  # type: ignore[arg-type]
+    assert (plain.released_files_path, plain.released_files) == (None, 0)
+    no_files = plan_collection(remote, changes, SHAPE, folder, 10, guard_for(tmp_path, remote),  # type: ignore[arg-type]
+                               release_files=True)
+    assert (no_files.released_files_path, no_files.released_files) == (None, 0)
+
+
+def test_a_file_kept_by_the_remotes_newer_change_is_not_released(tmp_path: Path) -> None:
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    changes = stage(folder, [({"id": 1, "title": "new", "image": "f-new"}, "2026-01-01T00:00:00Z")],
+                    [(4, "2026-01-01T00:00:00Z")])
+    remote = FakeRemote([{"id": 1, "title": "old", "image": "f-old"}, {"id": 4, "title": "x", "image": "f-4"}])
+    remote.changed_at = {"1": "2026-02-01T00:00:00Z", "4": "2026-02-01T00:00:00Z"}
+    result = plan_collection(remote, changes, IMAGES, folder, 10, guard_for(tmp_path, remote),  # type: ignore[arg-type]
+                             release_files=True)
+    assert (result.updates, result.deletes, result.released_files) == (0, 0, 0)
