@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shutil
+import struct
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +41,10 @@ from directus_sync.state import ledger, sources, tables
 COLLECTION = "articles"
 SYNCED_FIELDS = ["title", "body", "views"]
 # Articles first: the run still writes authors and tags before the articles and links that point at them.
-SCHEMA: list[dict[str, Any]] = [{"name": COLLECTION, "fields": [*SYNCED_FIELDS, "author", "tags"]},
+SCHEMA: list[dict[str, Any]] = [{"name": COLLECTION, "fields": [*SYNCED_FIELDS, "author", "tags", "cover"]},
                                  {"name": "authors", "fields": ["name"]}, {"name": "tags", "fields": ["label"]}]
-# How an article reads with its relations: the author's name and the labels of its tags.
-RELATED_FIELDS = "id,title,views,author.name,tags.tags_id.label"
+# How an article reads with its relations: the author's name, the labels of its tags, its cover image's file.
+RELATED_FIELDS = "id,title,views,author.name,tags.tags_id.label,cover.id,cover.filename_download,cover.filesize"
 INSTANCES = ("source", "remote_b", "remote_c")
 REMOTES = {"demo_to_b": "remote_b", "demo_to_c": "remote_c"}
 # statuspage.URL_PREFIX; not imported, since importing the page loads Airflow's API server (slow, noisy).
@@ -127,21 +129,23 @@ def sync_twice(instances: dict[str, DirectusInstance], workdir: Path) -> LocalAi
     source = instances["source"]
     ada, grace = (a["id"] for a in source.api("POST", "/items/authors", json=[{"name": "Ada"}, {"name": "Grace"}]))
     news, howto = (t["id"] for t in source.api("POST", "/items/tags", json=[{"label": "news"}, {"label": "howto"}]))
+    cover = source.upload(demo_image(0), "cover-1.png", "image/png", title="Cover of article 1")
     # As the Data Studio saves an article with its author and tags: one nested write.
     seeded = source.api("POST", f"/items/{COLLECTION}", json=[
         {"title": f"Article {n}", "body": f"Body of article {n}", "views": n * 10, "author": ada if n % 2 else grace,
          "tags": {"create": [{"tags_id": news}] + ([{"tags_id": howto}] if n % 2 else []), "update": [],
                   "delete": []},
-         "internal_note": "never leaves the source"} for n in range(1, 6)])
+         "cover": cover if n == 1 else None, "internal_note": "never leaves the source"} for n in range(1, 6)])
     say(f"seeded {len(seeded)} articles on the source; first sync (a full copy)")
     sync_all(airflow, instances)
 
-    say("changing the source: one update, one delete, one create by a new author with a new tag")
+    say("changing the source: one update, one delete, one create by a new author with a new tag and cover image")
     source.api("PATCH", f"/items/{COLLECTION}/1", json={"title": "Article 1 (edited)", "views": 11})
     source.api("DELETE", f"/items/{COLLECTION}/2")
     [linus] = (a["id"] for a in source.api("POST", "/items/authors", json=[{"name": "Linus"}]))
     source.api("POST", f"/items/{COLLECTION}", json={
         "title": "Article 6", "body": "New", "views": 60, "author": linus,
+        "cover": source.upload(demo_image(6), "cover-6.png", "image/png", title="Cover of article 6"),
         "tags": {"create": [{"tags_id": {"label": "release"}}], "update": [], "delete": []}})
     say("second sync (only the changes)")
     sync_all(airflow, instances)
@@ -149,14 +153,27 @@ def sync_twice(instances: dict[str, DirectusInstance], workdir: Path) -> LocalAi
     return airflow
 
 
+def demo_image(seed: int) -> bytes:
+    """A small PNG (a 64x64 gradient), different for each ``seed``."""
+    rows = b"".join(b"\x00" + bytes((x * 4 + seed * 30) % 256 for x in range(64)) * 3 for _ in range(64))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)  # 64x64, 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
 def prepare(instances: dict[str, DirectusInstance], airflow: LocalAirflow, table_path: Path) -> None:
-    say("creating articles (with an author and tags), authors and tags on each instance; provisioning a sync user")
+    say("creating articles (with an author, tags and a cover image), authors and tags on each instance; "
+        "provisioning a sync user")
     for instance in instances.values():
         instance.create_collection("authors", [key_field(), plain_field("name")])
         instance.create_collection("tags", [key_field(), plain_field("label")])
         instance.create_collection(COLLECTION, ARTICLE_FIELDS)
         instance.create_many_to_one(COLLECTION, "author", "authors")
         instance.create_many_to_many(COLLECTION, "tags", "tags", "articles_tags")
+        instance.create_file_field(COLLECTION, "cover")
         user = provision(instance.url, instance.admin_token, {c["name"]: c["fields"] for c in SCHEMA})
         airflow.connections[f"directus_{instance.name}"] = user.connection()
     say("preparing Airflow (SQLite metadata) and the remote-sources table")
@@ -196,15 +213,22 @@ def prove(source: DirectusInstance, remote: DirectusInstance) -> None:
     """Read both sides back and show that the synced fields and relations match and nothing else arrived."""
     on_source, on_remote = read(source), read(remote)
     same = all(on_remote.get(k, {}).get(f) == item[f] for k, item in on_source.items() for f in SYNCED_FIELDS)
-    related = read(source, RELATED_FIELDS) == read(remote, RELATED_FIELDS)  # authors and tags by value
+    related = read(source, RELATED_FIELDS) == read(remote, RELATED_FIELDS)  # authors, tags and covers by value
+    covers = [item["cover"] for item in on_source.values() if item.get("cover")]
+    same_bytes = all(source.asset_digest(c) == remote.asset_digest(c) for c in covers)
     leaked = [k for k, item in on_remote.items() if item.get("internal_note")]
-    verdict = "in sync" if same and related and set(on_source) == set(on_remote) and not leaked else "NOT in sync"
-    print(f"      read back from {remote.name}: {len(on_remote)} articles with their authors and tags, {verdict}; "
-          f"internal_note carried: {'yes' if leaked else 'no'}")
+    verdict = ("in sync" if same and related and same_bytes and set(on_source) == set(on_remote) and not leaked
+               else "NOT in sync")
+    plural = "" if len(covers) == 1 else "s"
+    files = f"{len(covers)} file{plural}, byte for byte: {'same' if same_bytes else 'DIFFERENT'}"
+    print(f"      read back from {remote.name}: {len(on_remote)} articles with their authors, tags and cover images "
+          f"({files}), {verdict}; internal_note carried: {'yes' if leaked else 'no'}")
     for key, item in sorted(read(remote, RELATED_FIELDS).items()):
         tags = ", ".join(sorted(link["tags_id"]["label"] for link in item["tags"] if link["tags_id"]))
+        image = item["cover"]
+        cover = f" cover {image['filename_download']} ({image['filesize']} bytes)" if image else ""
         print(f"        #{key} {item['title']!r} views={item['views']} by {(item['author'] or {}).get('name')} "
-              f"[{tags}]")
+              f"[{tags}]{cover}")
     if verdict != "in sync":
         raise SystemExit(f"{remote.name} does not match the source")
 

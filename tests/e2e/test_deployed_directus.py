@@ -17,7 +17,14 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from devtools.devserver import DirectusInstance, PostgresDatabase, ensure_directus, running_instances
+from devtools.devserver import (
+    DirectusInstance,
+    PostgresDatabase,
+    ensure_directus,
+    key_field,
+    plain_field,
+    running_instances,
+)
 from directus_sync.state import tables
 
 from .conftest import RUN_TAG
@@ -225,3 +232,56 @@ def test_items_created_with_upper_case_uuids_sync_update_and_delete(
     assert keys[1].lower() not in remote and fresh.lower() in remote
     assert all(row["status"] == "success" for row in ledger_rows(airflow, name))
 
+
+
+def test_capped_instances_sync_a_relational_graph_with_files_and_prune_them(
+        capped: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    """Reads capped at 100 rows: 250 authors, 300 articles (author, image) and 600 junction rows to tags; every
+    keyed read (references, junction rows, file rows, the references pruning checks) is cut to the cap."""
+    from directus_sync.directus.provision import provision
+
+    from .harness import sync_token
+
+    a, b = capped["qa"], capped["qb"]
+    authors, tags, articles = f"{collection}_au", f"{collection}_tg", f"{collection}_ar"
+    schema = [{"name": articles, "fields": ["title", "author", "image", "tags"]},
+              {"name": authors, "fields": ["name"]}, {"name": tags, "fields": ["label"]}]
+    for instance in (a, b):
+        instance.create_collection(authors, [key_field(), plain_field("name")])
+        instance.create_collection(tags, [key_field(), plain_field("label")])
+        instance.create_collection(articles, [key_field(), plain_field("title")])
+        instance.create_many_to_one(articles, "author", authors)
+        instance.create_file_field(articles, "image")
+        instance.create_many_to_many(articles, "tags", tags, f"{articles}_tags")
+        provision(instance.url, instance.admin_token, {c["name"]: c["fields"] for c in schema},
+                  token=sync_token(instance), prune_files=True)
+    images = [a.upload(f"image {n}".encode() * 50, f"i{n}.txt", "text/plain") for n in range(6)]
+    author_ids = [m["id"] for m in a.api("POST", f"/items/{authors}", json=[{"name": f"a{n}"} for n in range(250)])]
+    tag_ids = [m["id"] for m in a.api("POST", f"/items/{tags}", json=[{"label": f"t{n}"} for n in range(150)])]
+    a.api("POST", f"/items/{articles}", json=[
+        {"title": f"article {n}", "author": author_ids[n % 250], "image": images[n % 5],
+         "tags": {"create": [{f"{tags}_id": tag_ids[n % 150]}, {f"{tags}_id": tag_ids[(n + 1) % 150]}],
+                  "update": [], "delete": []}} for n in range(300)])
+    dag_id = airflow.add_remote(name=f"capped_graph_{collection}", source_conn_id="directus_qa",
+                                remote_conn_id="directus_qb", schema=schema, prune_files=True)
+
+    def graph(instance: DirectusInstance) -> dict[str, dict[Any, dict[str, Any]]]:
+        return {c: every_item(instance, c, fields) for c, fields in (
+            (authors, "id,name"), (tags, "id,label"), (articles, "id,title,author,image"),
+            (f"{articles}_tags", f"id,{articles}_id,{tags}_id"))}
+
+    run_ok(airflow, dag_id)
+    assert graph(b) == graph(a)
+    assert len(graph(b)[f"{articles}_tags"]) == 600
+    for image in images[:5]:
+        assert b.asset_digest(image) == a.asset_digest(image)
+
+    # Every article moves off image 0 (to image 5): image 0 is left unreferenced on the remote and pruned there.
+    off = [k for k, item in every_item(a, articles, "id,image").items() if item["image"] == images[0]]
+    a.api("PATCH", f"/items/{articles}", json={"keys": off, "data": {"image": images[5]}})
+    a.api("DELETE", f"/items/{authors}", json=author_ids[:120])  # their articles' author is nulled
+    run_ok(airflow, dag_id)
+    assert graph(b) == graph(a)
+    on_remote = b.api("GET", "/files", params={"filter": json.dumps({"id": {"_in": images}}), "fields": "id",
+                                               "limit": 100})
+    assert {f["id"] for f in on_remote} == set(images[1:])
