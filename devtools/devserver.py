@@ -167,18 +167,27 @@ class SqliteDatabase:
         return {"DB_CLIENT": "sqlite3", "DB_FILENAME": str(self.path)}
 
 
-def key_field(kind: str = "integer") -> dict[str, Any]:
-    """A collection's primary key: an auto-increment integer, or a UUID Directus fills in."""
+def key_field(kind: str = "integer", name: str = "id") -> dict[str, Any]:
+    """A collection's primary key: an auto-increment integer, a UUID Directus fills in, or a string the editor
+    types (``languages.code`` as the Data Studio makes it)."""
     if kind == "uuid":
-        return {"field": "id", "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},
+        return {"field": name, "type": "uuid", "meta": {"special": ["uuid"], "hidden": True},
                 "schema": {"is_primary_key": True}}
-    return {"field": "id", "type": "integer", "meta": {"hidden": True},
+    if kind == "string":
+        return {"field": name, "type": "string", "meta": {"interface": "input"},
+                "schema": {"is_primary_key": True, "has_auto_increment": False, "length": 255}}
+    return {"field": name, "type": "integer", "meta": {"hidden": True},
             "schema": {"is_primary_key": True, "has_auto_increment": True}}
 
 
 def plain_field(name: str, kind: str = "string", **schema: Any) -> dict[str, Any]:
     """A field of type ``kind`` (``string``, ``text``, ``integer``...), with ``schema`` options."""
     return {"field": name, "type": kind, "meta": {}, "schema": schema}
+
+
+def hidden_field(name: str, kind: str = "string") -> dict[str, Any]:
+    """A field the Data Studio hides in its forms, as it makes a junction's key fields."""
+    return {"field": name, "type": kind, "meta": {"hidden": True}, "schema": {}}
 
 
 # The articles of the demo and the tests: integer key, title, body, views, and a field never synced.
@@ -255,11 +264,14 @@ class DirectusInstance:
                 digest.update(chunk)
         return digest.hexdigest()
 
-    def create_many_to_many(self, collection: str, alias: str, related: str, junction: str) -> tuple[str, str]:
+    def create_many_to_many(self, collection: str, alias: str, related: str, junction: str,
+                            key_type: str = "integer") -> tuple[str, str]:
         """Add the many-to-many alias ``collection.alias`` -> ``related`` through the ``junction`` collection, as
-        the Data Studio does (junction rows go with either side's item); returns the junction's two key fields."""
+        the Data Studio does (junction rows go with either side's item); returns the junction's two key fields.
+        ``key_type``: the keys of all three collections."""
         mine, theirs = f"{collection}_id", f"{related}_id"
-        self.create_collection(junction, [key_field(), plain_field(mine, "integer"), plain_field(theirs, "integer")])
+        self.create_collection(junction, [key_field(key_type), plain_field(mine, key_type),
+                                          plain_field(theirs, key_type)])
         self.api("POST", f"/fields/{collection}", json={
             "field": alias, "type": "alias", "meta": {"interface": "list-m2m", "special": ["m2m"]}})
         for key_field_name, target, one_field, other in ((mine, collection, alias, theirs),
@@ -268,6 +280,52 @@ class DirectusInstance:
                 "collection": junction, "field": key_field_name, "related_collection": target,
                 "meta": {"one_field": one_field, "junction_field": other}, "schema": {"on_delete": "CASCADE"}})
         return mine, theirs
+
+    def create_translations(self, collection: str, junction: str, languages: str,
+                            fields: Sequence[dict[str, Any]], alias: str = "translations",
+                            key_type: str = "integer") -> tuple[str, str]:
+        """Add the translations alias ``collection.alias`` as the Data Studio does: the ``languages`` collection
+        (string key ``code``, a ``name``) unless it exists, the ``junction`` holding one row per translation
+        (``<collection>_id``, ``<languages>_code`` and the translated ``fields``), the alias (special
+        ``translations``) and the two relations, each naming the other as its junction field and nulling the
+        key when its item is deleted (the recorded ``relations_directus_12.4.0.json``); returns the junction's
+        two key fields. ``key_type``: the keys of ``collection`` and the junction."""
+        if not any(c["collection"] == languages for c in self.api("GET", "/collections")):
+            self.create_collection(languages, [key_field("string", "code"), plain_field("name")])
+        mine, theirs = f"{collection}_id", f"{languages}_code"
+        self.create_collection(junction, [key_field(key_type), hidden_field(mine, key_type), hidden_field(theirs),
+                                          *fields])
+        self.api("POST", f"/fields/{collection}", json={
+            "field": alias, "type": "alias", "meta": {"interface": "translations", "special": ["translations"]}})
+        for key_field_name, target, one_field, other in ((theirs, languages, None, mine),
+                                                          (mine, collection, alias, theirs)):
+            self.api("POST", "/relations", json={
+                "collection": junction, "field": key_field_name, "related_collection": target,
+                "meta": {"one_field": one_field, "junction_field": other, "sort_field": None},
+                "schema": {"on_delete": "SET NULL"}})
+        return mine, theirs
+
+    def create_many_to_any(self, collection: str, alias: str, allowed: Sequence[str], junction: str,
+                           key_type: str = "integer") -> str:
+        """Add the many-to-any alias ``collection.alias`` as the Data Studio does: the ``junction`` with
+        ``<collection>_id``, ``item`` (the related item's key, as a string: no foreign key) and ``collection``
+        (its collection's name), the alias (special ``m2a``), the relation of ``item`` (no related collection,
+        ``one_allowed_collections`` ``allowed``, no schema) and the one of ``<collection>_id`` (nulled when its
+        item is deleted); returns ``<collection>_id``. ``key_type``: the keys of ``collection`` and the junction."""
+        mine = f"{collection}_id"
+        self.create_collection(junction, [key_field(key_type), hidden_field(mine, key_type), hidden_field("item"),
+                                          hidden_field("collection")])
+        self.api("POST", f"/fields/{collection}", json={
+            "field": alias, "type": "alias", "meta": {"interface": "list-m2a", "special": ["m2a"]}})
+        self.api("POST", "/relations", json={
+            "collection": junction, "field": "item", "related_collection": None,
+            "meta": {"one_allowed_collections": list(allowed), "one_collection_field": "collection",
+                     "junction_field": mine}, "schema": None})
+        self.api("POST", "/relations", json={
+            "collection": junction, "field": mine, "related_collection": collection,
+            "meta": {"one_field": alias, "junction_field": "item", "sort_field": None},
+            "schema": {"on_delete": "SET NULL"}})
+        return mine
 
     def start(self, timeout: float = 120) -> None:
         """Start the ``directus start`` process (again), on the same port and database."""
@@ -359,13 +417,16 @@ def wait_until_ready(instance: DirectusInstance, timeout: float = 120) -> None:
 @contextlib.contextmanager
 def running_instances(
     cli: Path, databases: Sequence[tuple[str, PostgresDatabase | SqliteDatabase]], workdir: Path,
-    settings: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None, settings_of: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[list[DirectusInstance]]:
-    """Start several instances in parallel (each with ``settings``) and stop them all on exit."""
+    """Start several instances in parallel (each with ``settings``, and those ``settings_of`` its name on top)
+    and stop them all on exit."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(databases) or 1) as pool:
-        futures = [pool.submit(start_instance, cli, name, db, workdir, settings=settings) for name, db in databases]
+        futures = [pool.submit(start_instance, cli, name, db, workdir,
+                               settings={**(settings or {}), **(settings_of or {}).get(name, {})})
+                   for name, db in databases]
     instances: list[DirectusInstance] = []
     errors: list[BaseException] = []
     for future in futures:

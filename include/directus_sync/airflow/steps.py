@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from directus_sync.airflow import watermark
 from directus_sync.airflow.failures import PoisonItemsError, RowChanged
-from directus_sync.config import BrokenRemote, RemoteSource
+from directus_sync.config import BrokenRemote, ConflictPolicy, RemoteSource
 from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.relations import effective_schema
 from directus_sync.directus.schema import check_schema
@@ -200,7 +200,8 @@ def copy_referenced_files(remote: RemoteSource, sync_plan: SyncPlan, target: Dir
     file_ids = files.staged_file_ids(staged)
     if not file_ids:
         return files.FileCopy()
-    copied = files.copy_files(hook_for(remote, remote.source_conn_id), target, file_ids)
+    copied = files.copy_files(hook_for(remote, remote.source_conn_id), target, file_ids,
+                              source_wins=remote.conflict_policy == ConflictPolicy.SOURCE_WINS)
     log.info("Remote %s: files referenced by this run's items: %s", remote.name, copied.describe())
     return copied
 

@@ -79,12 +79,18 @@ def referenced_files(references: Mapping[str, str], records: Iterable[Mapping[st
     return found
 
 
-def decide(source: Mapping[str, Any], remote: Mapping[str, Any] | None) -> Decision | None:
-    """What the remote's copy of a file needs: nothing, its metadata, its binary replaced, or creating."""
+def decide(source: Mapping[str, Any], remote: Mapping[str, Any] | None, source_wins: bool = False
+           ) -> Decision | None:
+    """What the remote's copy of a file needs: nothing, its metadata, its binary replaced, or creating.
+
+    A binary of another size is replaced, unless the remote's was uploaded later (replaced there in the same
+    window, in a two-way pair): the later replacement wins, as a later edit does, except under ``source_wins``.
+    """
     if remote is None:
         return "create"
-    if source.get("filesize") != remote.get("filesize") or _later(source.get("uploaded_on"),
-                                                                  remote.get("uploaded_on")):
+    source_time, remote_time = source.get("uploaded_on"), remote.get("uploaded_on")
+    if _later(source_time, remote_time) or (source.get("filesize") != remote.get("filesize") and (
+            source_wins or not _later(remote_time, source_time))):
         return "replace"
     return "metadata" if metadata_changes(source, remote) else None
 
@@ -156,8 +162,10 @@ def ensure_folders(source: DirectusHook, target: DirectusHook, folder_ids: Itera
         log.info("Created %d folders on %s", len(missing), target.directus_conn_id)
 
 
-def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[str]) -> FileCopy:
-    """Bring the remote's copy of each file in ``file_ids`` up to the source's; see the module's docstring."""
+def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[str], source_wins: bool = False
+               ) -> FileCopy:
+    """Bring the remote's copy of each file in ``file_ids`` up to the source's; see the module's docstring and
+    :func:`decide` (``source_wins``: the remote's conflict policy is ``source_wins``)."""
     ids = sorted(set(file_ids))
     done = FileCopy()
     if not ids:
@@ -178,7 +186,7 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
         log.warning("Could not create the files' folders on %s: %s", target.directus_conn_id, exc)
     for file_id, row in mine.items():
         try:
-            _copy_one(source, target, row, theirs.get(file_id), done)
+            _copy_one(source, target, row, theirs.get(file_id), done, source_wins)
         except DirectusError as exc:
             log.warning("Could not copy file %s to %s: %s", file_id, target.directus_conn_id, exc)
             done.failed.append(file_id)
@@ -186,8 +194,8 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
 
 
 def _copy_one(source: DirectusHook, target: DirectusHook, row: Mapping[str, Any],
-              remote: Mapping[str, Any] | None, done: FileCopy) -> None:
-    decision = decide(row, remote)
+              remote: Mapping[str, Any] | None, done: FileCopy, source_wins: bool = False) -> None:
+    decision = decide(row, remote, source_wins)
     file_id = str(row["id"])
     if decision is None:
         done.unchanged += 1

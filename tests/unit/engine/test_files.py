@@ -48,6 +48,15 @@ def test_a_binary_of_another_size_or_uploaded_after_the_copy_is_replaced(remote:
     assert decide(ROW, {**ROW, **remote}) == "replace"
 
 
+def test_a_binary_replaced_later_on_the_remote_stays_unless_the_source_wins() -> None:
+    # Replaced on both instances in one window, with other sizes (e2e test_relation_graph's two-way test):
+    # the later replacement, the remote's here, wins both ways under last_writer_wins; source_wins overwrites.
+    remote = {**ROW, "filesize": 11, "uploaded_on": "2026-01-01T10:00:05.000Z"}
+    assert decide(ROW, remote) is None
+    assert decide(remote, ROW) == "replace"
+    assert decide(ROW, remote, source_wins=True) == "replace"
+
+
 def test_changed_metadata_alone_is_sent_alone() -> None:
     remote = {**ROW, "title": "Old", "uploaded_on": "2026-01-03T00:00:00Z"}
     assert decide(ROW, remote) == "metadata"
