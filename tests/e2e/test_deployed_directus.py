@@ -32,15 +32,19 @@ from .harness import REPO, Airflow, create_collection, create_uuid_collection, r
 from .test_sync_dags import SYNCED, add_remote, run_ok
 
 QUERY_LIMIT_MAX = 100
+# The largest upload the capped remote accepts (FILES_MAX_UPLOAD_SIZE), as production instances often limit it.
+MAX_UPLOAD = "1mb"
 
 
 @pytest.fixture(scope="module")
 def capped(airflow: Airflow, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, DirectusInstance]]:
-    """Two instances started as production ones often are: reads capped at 100 rows."""
+    """Two instances started as production ones often are: reads capped at 100 rows; the second (the remote)
+    accepts uploads of 1 MB at most."""
     databases = {name: PostgresDatabase(f"directus_sync_e2e_{RUN_TAG}_{name}") for name in ("qa", "qb")}
     cli = ensure_directus(REPO / ".cache" / "directus")
     with running_instances(cli, list(databases.items()), tmp_path_factory.mktemp("capped"),
-                           settings={"QUERY_LIMIT_MAX": str(QUERY_LIMIT_MAX)}) as started:
+                           settings={"QUERY_LIMIT_MAX": str(QUERY_LIMIT_MAX)},
+                           settings_of={"qb": {"FILES_MAX_UPLOAD_SIZE": MAX_UPLOAD}}) as started:
         for instance in started:
             airflow.add_instance(instance)
         yield {instance.name: instance for instance in started}
@@ -285,3 +289,46 @@ def test_capped_instances_sync_a_relational_graph_with_files_and_prune_them(
     on_remote = b.api("GET", "/files", params={"filter": json.dumps({"id": {"_in": images}}), "fields": "id",
                                                "limit": 100})
     assert {f["id"] for f in on_remote} == set(images[1:])
+
+
+def test_a_file_the_remote_refuses_fails_only_the_items_naming_it_until_it_can_be_copied(
+        capped: dict[str, DirectusInstance], airflow: Airflow, collection: str) -> None:
+    """The remote refuses uploads over 1 MB: an article naming a 2 MB file waits as a dead letter naming the
+    file, the other articles are written, and the letter resolves once the source points at a file that fits.
+
+    Directus creates a file's row before it stores the binary and, refusing the binary, cannot delete the row
+    again as the sync user (no delete permission): the remote keeps a row without a binary, which a foreign
+    key does not tell from a copied file. The apply steps must not write the item over it."""
+    from directus_sync.directus.provision import provision
+    from tests.support import rows_of
+
+    from .harness import sync_token
+    from .test_sync_dags import run_fails
+
+    a, b = capped["qa"], capped["qb"]
+    for instance in (a, b):
+        instance.create_collection(collection, [key_field(), plain_field("title")])
+        instance.create_file_field(collection, "image")
+        provision(instance.url, instance.admin_token, {collection: ["title", "image"]}, token=sync_token(instance))
+    big = a.upload(b"x" * 2_000_000, "big.bin", "application/octet-stream")  # the limit is the remote's
+    small = a.upload(b"small", "small.txt", "text/plain")
+    made = a.api("POST", f"/items/{collection}", json=[
+        {"title": "big", "image": big}, {"title": "small", "image": small}, {"title": "none"}])
+    name = f"refused_file_{collection}"
+    dag_id = airflow.add_remote(name=name, source_conn_id="directus_qa", remote_conn_id="directus_qb",
+                                schema=[{"name": collection, "fields": ["title", "image"]}])
+    output = run_fails(airflow, dag_id)
+    assert f"Could not copy file {big}" in output
+    assert sorted(i["title"] for i in every_item(b, collection).values()) == ["none", "small"]
+    [letter] = rows_of(airflow.engine(), tables.dead_letters, name)
+    assert letter["item_key"] == str(made[0]["id"]) and f"image -> directus_files {big}" in letter["error"]
+
+    # An update naming the file fails alike (the apply_updates task): the item keeps its old image meanwhile.
+    a.api("PATCH", f"/items/{collection}/{made[1]['id']}", json={"image": big})
+    run_fails(airflow, dag_id)
+    assert every_item(b, collection, "id,image")[made[1]["id"]]["image"] == small
+
+    a.api("PATCH", f"/items/{collection}", json={"keys": [made[0]["id"], made[1]["id"]], "data": {"image": small}})
+    run_ok(airflow, dag_id)
+    assert every_item(b, collection, "id,title,image") == every_item(a, collection, "id,title,image")
+    assert rows_of(airflow.engine(), tables.dead_letters, name) == []

@@ -167,16 +167,16 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
     # Deletes include the prunes of a reconcile, checked against the source right before deleting.
     source = hook_for(remote, remote.source_conn_id) if action == "delete" else None
     engine = tables.engine_for()
-    if action == "create":
-        copy_referenced_files(remote, planned.plan, target)
+    # The files this action's items name first (each task copies its own: they may run on other workers).
+    uncopied = copy_referenced_files(remote, planned.plan, target, action).failed if action != "delete" else {}
     open_letters = ledger.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
     # The plan lists collections in write order (related ones first, see engine/order.py): deletes go in reverse.
     in_order = planned.plan.collections
     for c in reversed(in_order) if action == "delete" else in_order:
-        outcome = Applier(target, c, open_letters.get(c.collection), source, origin_recorder(engine, remote, c)).run(
-            action, remote.batch_size, concurrency=remote.write_concurrency)
+        outcome = Applier(target, c, open_letters.get(c.collection), source, origin_recorder(engine, remote, c),
+                          uncopied).run(action, remote.batch_size, concurrency=remote.write_concurrency)
         ledger.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
@@ -192,10 +192,11 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
     return applied
 
 
-def copy_referenced_files(remote: RemoteSource, sync_plan: SyncPlan, target: DirectusHook) -> files.FileCopy:
-    """Copy the files the run's staged creates and updates reference, before any item naming them is written
+def copy_referenced_files(remote: RemoteSource, sync_plan: SyncPlan, target: DirectusHook, action: Action
+                          ) -> files.FileCopy:
+    """Copy the files the run's staged creates (or updates) reference, before any item naming them is written
     (see engine/files.py). A file that fails is logged; the items naming it then fail alone, as dead letters."""
-    staged = [(c.references, _staged_writes(c)) for c in sync_plan.collections
+    staged = [(c.references, _staged_writes(c, action)) for c in sync_plan.collections
               if files.FILES in c.references.values()]
     file_ids = files.staged_file_ids(staged)
     if not file_ids:
@@ -219,10 +220,11 @@ def prune_released_files(remote: RemoteSource, sync_plan: SyncPlan, target: Dire
     return pruned
 
 
-def _staged_writes(planned: CollectionPlan) -> Iterator[dict[str, Any]]:
-    """The staged creates, then updates, of ``planned``, read one at a time."""
-    yield from read_staged(ObjectStoragePath(planned.creates_path), planned.creates, "filter_schema")
-    yield from read_staged(ObjectStoragePath(planned.updates_path), planned.updates, "filter_schema")
+def _staged_writes(planned: CollectionPlan, action: Action) -> Iterator[dict[str, Any]]:
+    """The staged creates or updates of ``planned``, read one at a time."""
+    if action == "create":
+        return read_staged(ObjectStoragePath(planned.creates_path), planned.creates, "filter_schema")
+    return read_staged(ObjectStoragePath(planned.updates_path), planned.updates, "filter_schema")
 
 
 def origin_recorder(engine: Engine, remote: RemoteSource, planned: CollectionPlan) -> origins.Recorder | None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,6 +37,7 @@ from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
 from directus_sync.directus.schema import SchemaMismatch, describe_fields, primary_key
 from directus_sync.engine import origins
+from directus_sync.engine.files import FILES
 from directus_sync.engine.plan import CollectionPlan
 from directus_sync.engine.staging import batched_by_size, read_staged
 from directus_sync.state import leases
@@ -97,14 +98,19 @@ class Applier:
     """Writes the staged creates, updates or deletes (and prunes) of one collection plan.
 
     ``source`` is needed for prunes only: each batch of them is checked against it right before deleting.
+    ``uncopied_files`` (file id -> why) are files the run could not copy: a record setting a file field to one
+    of them fails alone, unsent, since the remote may hold a row of that id without its binary (Directus creates
+    the row before it stores the binary, and cannot take it back as the sync user), which no foreign key refuses.
     """
 
     def __init__(self, remote: DirectusHook, plan: CollectionPlan, watch_keys: set[str] | None = None,
-                 source: DirectusHook | None = None, recorder: origins.Recorder | None = None) -> None:
+                 source: DirectusHook | None = None, recorder: origins.Recorder | None = None,
+                 uncopied_files: Mapping[str, str] | None = None) -> None:
         self.remote = remote
         self.source = source
         self.recorder = recorder
         self.plan = plan
+        self.uncopied_files = uncopied_files or {}
         self.watch_keys = watch_keys or set()
         self.outcome = Outcome()
         self.max_bytes = DEFAULT_MAX_REQUEST_BYTES
@@ -124,7 +130,7 @@ class Applier:
                        "update": (self.plan.updates_path, self.plan.updates),
                        "delete": (self.plan.deletes_path, self.plan.deletes)}[action]
         # Fails before the first write when the file is missing, and after the last when it is short.
-        records = read_staged(ObjectStoragePath(path), count, "filter_schema")
+        records = self._naming_copied_files(action, read_staged(ObjectStoragePath(path), count, "filter_schema"))
         self.max_bytes = min(max_bytes, batch_bytes())  # a request is a batch: within the batch budget too
         # Updates are staged with the whole item but send only the changed fields: measure what is sent.
         body = self._update_body if action == "update" else None
@@ -133,6 +139,24 @@ class Applier:
         if action == "delete" and self.plan.prunes:
             self._prune(max_count, concurrency)
         return self.outcome
+
+    def _naming_copied_files(self, action: Action, records: Iterator[Any]) -> Iterator[Any]:
+        """``records`` without those setting a file field to a file the run could not copy (each a failure)."""
+        fields = [f for f, related in self.plan.references.items() if related == FILES]
+        if action == "delete" or not fields or not self.uncopied_files:
+            yield from records
+            return
+        for record in records:
+            values = record if action == "create" else record["changes"]
+            uncopied = [(f, str(values[f])) for f in fields if values.get(f) and str(values[f]) in self.uncopied_files]
+            if not uncopied:
+                yield record
+                continue
+            why = "; ".join(f"{f} -> {FILES} {file_id} could not be copied: {self.uncopied_files[file_id]}"
+                            for f, file_id in uncopied)
+            with self._lock:
+                self.outcome.failures.append(Failure(self.plan.collection, self._key(action, record), action,
+                                                     f"{why}; retried by the next runs"))
 
     def _prune(self, max_count: int, concurrency: int) -> None:
         if self.source is None:

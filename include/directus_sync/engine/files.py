@@ -60,7 +60,8 @@ class FileCopy:
     metadata: int = 0
     unchanged: int = 0
     missing: int = 0
-    failed: list[str] = field(default_factory=list)
+    # The files that could not be copied, and why (the safe form of the remote's answer).
+    failed: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         return (f"{self.created} created, {self.replaced} replaced, {self.metadata} with new metadata only, "
@@ -177,7 +178,7 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
         log.warning("Could not read the files' rows (%s); their items fail as dead letters until the sync user "
                     "may read and write directus_files on both instances: run `directus-sync provision` again "
                     "with the file fields listed", exc)
-        done.failed = ids
+        done.failed = dict.fromkeys(ids, f"its row could not be read ({exc})")
         return done
     done.missing = len(ids) - len(mine)
     try:
@@ -189,7 +190,7 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
             _copy_one(source, target, row, theirs.get(file_id), done, source_wins)
         except DirectusError as exc:
             log.warning("Could not copy file %s to %s: %s", file_id, target.directus_conn_id, exc)
-            done.failed.append(file_id)
+            done.failed[file_id] = str(exc)
     return done
 
 

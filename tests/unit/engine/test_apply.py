@@ -322,3 +322,24 @@ def test_a_create_without_its_deferred_reference_records_its_origin_only_once_th
     assert sorted(origins.recorded(engine, "b", "a", ["1", "2"])) == ["1"]
     Applier(remote, plan, recorder=recorder).run("update", max_count=10)  # type: ignore[arg-type]
     assert sorted(origins.recorded(engine, "b", "a", ["1", "2"])) == ["1", "2"]
+
+
+def test_an_item_naming_a_file_the_run_could_not_copy_fails_alone_unsent(tmp_path: Path) -> None:
+    """The remote may hold a row of that id without its binary (Directus creates the row first and, refusing the
+    binary, cannot delete it as the sync user): its foreign key would accept the item, so it is not sent."""
+    creates = [{"id": 1, "title": "big", "image": "f-big"}, {"id": 2, "title": "ok", "image": "f-ok"},
+               {"id": 3, "title": "none", "image": None}]
+    updates = [{"key": 4, "changes": {"image": "f-big"}, "item": {"id": 4, "image": "f-big"}},
+               {"key": 5, "changes": {"title": "re"}, "item": {"id": 5, "title": "re", "image": "f-big"}}]
+    plan = plan_with(tmp_path, creates=creates, updates=updates).model_copy(
+        update={"references": {"image": "directus_files"}})
+    remote = FakeRemote({4: {"id": 4, "image": "f-old"}, 5: {"id": 5, "image": "f-big"}})
+    uncopied = {"f-big": "POST /files failed (413): CONTENT_TOO_LARGE"}
+    created = Applier(remote, plan, uncopied_files=uncopied).run("create", 10)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [2, 3, 4, 5]
+    assert [(f.key, f.action) for f in created.failures] == [("1", "create")]
+    assert "image -> directus_files f-big could not be copied: POST /files failed (413)" in created.failures[0].error
+    updated = Applier(remote, plan, uncopied_files=uncopied).run("update", 10)  # type: ignore[arg-type]
+    # Only a change setting the file fails; an update leaving the field alone is written.
+    assert [(f.key, f.action) for f in updated.failures] == [("4", "update")]
+    assert remote.items[4]["image"] == "f-old" and remote.items[5]["title"] == "re"
