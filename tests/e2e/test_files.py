@@ -148,6 +148,14 @@ def test_files_arrive_with_their_items_once_and_replaced_when_replaced(
     assert_same_files(a, b, [photo, notes])
     assert items(b, collection, "id,title,image") == items(a, collection, "id,title,image")
 
+    # The other file replaced and retitled on the source, no item naming it edited: its copy still follows.
+    upload(a, os.urandom(2_345), "notes-2.txt", "text/plain", replace=notes, title="New notes")
+    output = run_ok(airflow, dag_id)
+    refreshed = re.search(r"copies of files changed on the source since \S+: 0 created, (\d+) replaced", output)
+    assert refreshed and refreshed.group(1) == "1", output[-4000:]
+    assert_same_files(a, b, [photo, notes])
+    assert not file_rows(b, [unused])  # files no item names are still not copied
+
     # Syncing the other way (two-way): the copies carry their originals' upload times, so none goes back.
     back = add_remote(airflow, f"files_back_{collection}", b, a, collection)
     b.api("PATCH", f"/items/{collection}/{first}", json={"title": "edited on b"})

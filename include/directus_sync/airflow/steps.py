@@ -180,8 +180,10 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
         ledger.clear_dead_letters(engine, remote.name, c.collection, outcome.written_keys)
         written[c.collection] = outcome.written
         failures += outcome.failures
-    if action == "update" and remote.prune_files:  # the run's last writes: references are now as they will stay
-        prune_released_files(remote, planned.plan, target)
+    if action == "update":  # the run's last writes: references are now as they will stay
+        refresh_changed_files(remote, planned.plan, target)
+        if remote.prune_files:
+            prune_released_files(remote, planned.plan, target)
     applied = Applied(action=action, written=written)
     if failures:
         ledger.record_dead_letters(engine, remote.name, context["run_id"], failures)
@@ -205,6 +207,20 @@ def copy_referenced_files(remote: RemoteSource, sync_plan: SyncPlan, target: Dir
                               source_wins=remote.conflict_policy == ConflictPolicy.SOURCE_WINS)
     log.info("Remote %s: files referenced by this run's items: %s", remote.name, copied.describe())
     return copied
+
+
+def refresh_changed_files(remote: RemoteSource, sync_plan: SyncPlan, target: DirectusHook) -> files.FileCopy:
+    """Bring the remote's copies of files replaced or edited on the source in the run's window up to date, when
+    the remote syncs file fields (see engine/files.py): such a change reaches the remote with no item written."""
+    if not any(files.FILES in c.references.values() for c in sync_plan.collections):
+        return files.FileCopy()
+    source_wins = remote.conflict_policy == ConflictPolicy.SOURCE_WINS
+    refreshed = files.refresh_copies(hook_for(remote, remote.source_conn_id), target, sync_plan.changed_since,
+                                     remote.batch_size, source_wins)
+    log.info("Remote %s: copies of files changed on the source %s: %s", remote.name,
+             f"since {sync_plan.changed_since}" if sync_plan.changed_since else "(all, a full copy)",
+             refreshed.describe())
+    return refreshed
 
 
 def prune_released_files(remote: RemoteSource, sync_plan: SyncPlan, target: DirectusHook) -> files.FilePrune:

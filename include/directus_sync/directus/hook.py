@@ -363,6 +363,15 @@ class DirectusHook(HttpHook):
 
         return self._read_keyed("/files", list(ids), params_for)
 
+    def files_changed_since(self, since: str | None, page_size: int) -> Iterator[list[str]]:
+        """The ids of the files uploaded (or replaced) or edited at or after ``since`` (every file when ``None``),
+        page by page."""
+        params: dict[str, Any] = {"fields": "id", "sort": "id"}
+        if since is not None:
+            params["filter"] = json.dumps({"_or": [{"uploaded_on": {"_gte": since}}, {"modified_on": {"_gte": since}}]})
+        for page in self._iter_by_offset("/files", params, "id", page_size):
+            yield [str(row["id"]) for row in page]
+
     def folder_rows(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         """The ``directus_folders`` rows with ``ids`` (id, name, parent); an id absent is not on the instance.
 

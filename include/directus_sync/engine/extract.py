@@ -101,6 +101,8 @@ class ChangeManifest(BaseModel):
     prune: bool = False
     # Where the next run's reading by activity id starts; None for runs that keep no cursor (backfills).
     cursor: ActivityCursor | None = None
+    # The window's start (ISO 8601), None for a full copy: files changed on the source since are refreshed.
+    changed_since: str | None = None
 
     def schemas(self) -> tuple[CollectionSchema, ...]:
         """The schema this extraction read (listed aliases already replaced by the collections behind them):
@@ -212,9 +214,10 @@ def extract(
                                         deletes_path=str(deletes_path), retried=retried,
                                         source_keys_path=str(keys_path) if keys_path else None,
                                         oldest_change=None if window.full else _oldest_change(logged, retried)))
+    since = iso_timestamp(window.start) if window.start and not window.full else None
     return ChangeManifest(run_folder=str(folder), window=window.describe(), full=window.full,
                           full_reason=window.reason, prune=window.full and list_source_keys, cursor=next_cursor,
-                          collections=result)
+                          collections=result, changed_since=since)
 
 
 def _read_by_id(

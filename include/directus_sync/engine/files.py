@@ -194,6 +194,24 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
     return done
 
 
+def refresh_copies(source: DirectusHook, target: DirectusHook, since: str | None, page_size: int,
+                   source_wins: bool = False) -> FileCopy:
+    """Bring up to the source's the remote's copies of the files changed on the source since ``since`` (every
+    file when ``None``): a file replaced or edited there reaches the remote even when no item naming it is
+    written. Files the remote has no copy of are not created: only items bring files."""
+    done = FileCopy()
+    for ids in source.files_changed_since(since, page_size):
+        copies = [str(r["id"]) for r in target.file_rows(ids, ("id",))]
+        page = copy_files(source, target, copies, source_wins)
+        done.created += page.created
+        done.replaced += page.replaced
+        done.metadata += page.metadata
+        done.unchanged += page.unchanged
+        done.missing += page.missing
+        done.failed.update(page.failed)
+    return done
+
+
 def _copy_one(source: DirectusHook, target: DirectusHook, row: Mapping[str, Any],
               remote: Mapping[str, Any] | None, done: FileCopy, source_wins: bool = False) -> None:
     decision = decide(row, remote, source_wins)

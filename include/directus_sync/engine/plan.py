@@ -78,6 +78,8 @@ class SyncPlan(BaseModel):
     run_folder: str
     window: str
     collections: list[CollectionPlan]
+    # The extraction's window start (None: a full copy), for the files changed on the source since.
+    changed_since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,8 @@ def plan(
     # In write order: the apply steps create and update in it, and delete in reverse.
     plans = [plan_collection(remote, changes_of[name], shapes[name], folder, batch_size, guard, prune_remote, ahead,
                              deferred.get(name, ()), release_files) for name in order]
-    return SyncPlan(run_folder=manifest.run_folder, window=manifest.window, collections=plans)
+    return SyncPlan(run_folder=manifest.run_folder, window=manifest.window, collections=plans,
+                    changed_since=manifest.changed_since)
 
 
 class _Writes:

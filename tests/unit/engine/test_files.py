@@ -142,6 +142,23 @@ def test_copying_creates_replaces_and_skips_and_a_failed_file_fails_alone() -> N
     assert "POST /files failed (400)" in done.failed["bad"]  # why, for the dead letters of the items naming it
 
 
+def test_files_changed_on_the_source_refresh_the_remotes_copies_and_create_none() -> None:
+    """A file replaced or edited on the source reaches the remote with no item naming it written."""
+    class Changed(FakeInstance):
+        def files_changed_since(self, since: str | None, page_size: int) -> Iterator[list[str]]:
+            assert since == "2026-01-01T00:00:00.000Z"
+            ids = sorted(self.rows)
+            yield from (ids[n:n + page_size] for n in range(0, len(ids), page_size))
+
+    source = Changed("a", [{**ROW, "id": i} for i in ("bigger", "same", "retitled", "not-copied")])
+    remote = FakeInstance("b", [{**ROW, "id": "bigger", "filesize": 3}, {**ROW, "id": "same"},
+                                {**ROW, "id": "retitled", "title": "Old"}])
+    done = files.refresh_copies(source, remote, "2026-01-01T00:00:00.000Z", page_size=2)  # type: ignore[arg-type]
+    assert {("replace", "bigger"), ("metadata", "retitled")} <= set(remote.calls)
+    assert not {i for _, i in remote.calls} & {"same", "not-copied"}
+    assert (done.created, done.replaced, done.metadata, done.unchanged) == (0, 1, 1, 1)
+
+
 def test_files_that_cannot_be_read_fail_their_items_not_the_run() -> None:
     class Refusing(FakeInstance):
         def file_rows(self, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
