@@ -1,16 +1,17 @@
 """Files: copy the ``directus_files`` rows and binaries that synced items reference, before those items.
 
 A listed many-to-one field to ``directus_files`` (an image or file field) holds a file id; an item naming
-a file the remote lacks is refused there (a foreign key). So the apply step copies each referenced file
-first, with the same id: its folder chain (parents first), then the row and the binary, streamed from the
-source's ``/assets`` into the remote's ``/files`` as one multipart body, never held whole in memory.
+a file the remote lacks is refused there (a foreign key). So each apply step copies the files its items
+reference first, with the same id: its folder chain (parents first), then the row and the binary, streamed
+from the source's ``/assets`` into the remote's ``/files`` as one multipart body, never held whole in memory.
 
 A file is sent again only when its binary changed on the source: another size, or uploaded (replaced)
 after the remote's copy was (a copy carries its original's upload time, so syncing back sends nothing and
-the later replacement wins either way); a file whose metadata alone differs gets that metadata only. Directus 12.4
-keeps no checksum of a file, so size and upload time are what tell. A file that cannot be copied is logged and
-skipped: the items referencing it fail alone, as dead letters naming ``directus_files <id>``, and are retried
-by the next run.
+the later replacement wins); a file whose metadata alone differs gets that metadata only. Directus 12.4
+keeps no checksum of a file, so size and upload time are what tell. A file changed on the source while no
+item naming it is written still reaches the remote's copy (:func:`refresh_copies`). A file that cannot be
+copied is logged and skipped, with the reason: the apply step does not send the items naming it (the remote
+may keep a row of that id without a binary, see apply.py), which fail alone as dead letters and are retried.
 
 A file no item references any more is left alone, unless the remote's row sets ``prune_files``: then the files
 a run's updates and deletes released on the remote (planning notes the file ids the remote's items held before)
