@@ -37,14 +37,19 @@ def summarize(sync_plan: SyncPlan, conflicts: Sequence[Conflict], policy: Confli
 def _collection(plan: CollectionPlan, conflicts: list[Conflict], limit: int) -> dict[str, Any]:
     updated_fields: Counter[str] = Counter()
     update_keys: list[dict[str, Any]] = []
+    deferred = 0
     # The whole updates file is read for the field tally, but only field names and ``limit`` keys are kept.
     for record in read_jsonl(ObjectStoragePath(plan.updates_path)):
+        if record.get("deferred"):  # part of a create (see plan.py), not an update of its own
+            deferred += 1
+            continue
         fields = sorted(record["changes"])
         updated_fields.update(fields)
         if len(update_keys) < limit:
             update_keys.append({"key": str(record["key"]), "fields": fields})
     return {
-        "collection": plan.collection, "creates": plan.creates, "updates": plan.updates, "deletes": plan.deletes,
+        "collection": plan.collection, "creates": plan.creates, "updates": plan.updates - deferred,
+        "deferred_references": deferred, "deletes": plan.deletes,
         "prunes": plan.prunes, "unchanged": plan.unchanged, "conflicts": plan.conflicts,
         "dead_letters_resolved": len(plan.resolved_dead_letters),
         "create_keys": _first(limit, (r[plan.pk] for r in read_jsonl(ObjectStoragePath(plan.creates_path)))),
@@ -70,6 +75,9 @@ def render(summary: dict[str, Any]) -> list[str]:
                      f"{c['conflicts']} conflicts" + (f", {c['dead_letters_resolved']} dead letters resolved"
                                                       if c["dead_letters_resolved"] else ""))
         lines += _keys_line("create", c["create_keys"], c["creates"])
+        if c.get("deferred_references"):
+            lines.append(f"  {c['deferred_references']} of the created items get their deferred references (a cycle "
+                         "or self reference) right after the creates")
         updates = [f"{u['key']} ({', '.join(u['fields'])})" for u in c["update_keys"]]
         lines += _keys_line("update", updates, c["updates"])
         if c["updated_fields"]:

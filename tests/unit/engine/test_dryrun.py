@@ -158,3 +158,23 @@ def test_an_event_mode_dry_run_plans_in_its_one_task_and_leaves_lease_and_waterm
     monkeypatch.setattr(steps, "extract_changes", lambda remote, context: extracted)
     monkeypatch.setattr(steps, "filter_schema", lambda remote, manifest, context: summary)
     assert event_task.run_sync(REMOTE, dry_context()) == Synced(steps=[extracted, summary])
+
+
+def test_a_creates_deferred_references_are_not_counted_as_an_update(tmp_path: Path) -> None:
+    from directus_sync.engine.plan import CollectionPlan
+    from directus_sync.engine.staging import write_jsonl
+
+    folder = ObjectStoragePath(f"file://{tmp_path}")
+    write_jsonl(folder / "c.jsonl", [{"id": 2, "title": "child"}])
+    write_jsonl(folder / "u.jsonl", [{"key": 2, "changes": {"parent": 1}, "item": {}, "deferred": True},
+                                     {"key": 3, "changes": {"title": "x"}, "item": {}}])
+    write_jsonl(folder / "d.jsonl", [])
+    plan = CollectionPlan(collection="pages", pk="id", fields=["id"], creates=1, updates=2,
+                          creates_path=str(folder / "c.jsonl"), updates_path=str(folder / "u.jsonl"),
+                          deletes_path=str(folder / "d.jsonl"))
+    summary = dryrun.summarize(SyncPlan(run_folder=str(folder), window="w", collections=[plan]), [],
+                               ConflictPolicy.LAST_WRITER_WINS)
+    [pages] = summary["collections"]
+    assert (pages["creates"], pages["updates"], pages["deferred_references"]) == (1, 1, 1)
+    assert pages["update_keys"] == [{"key": "3", "fields": ["title"]}] and pages["updated_fields"] == {"title": 1}
+    assert any("1 of the created items get their deferred references" in line for line in dryrun.render(summary))
