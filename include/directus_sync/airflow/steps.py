@@ -204,7 +204,8 @@ def copy_referenced_files(remote: RemoteSource, sync_plan: SyncPlan, target: Dir
     if not file_ids:
         return files.FileCopy()
     copied = files.copy_files(hook_for(remote, remote.source_conn_id), target, file_ids,
-                              source_wins=remote.conflict_policy == ConflictPolicy.SOURCE_WINS)
+                              source_wins=remote.conflict_policy == ConflictPolicy.SOURCE_WINS,
+                              remote_sync_user=target.current_user_id())
     log.info("Remote %s: files referenced by this run's items: %s", remote.name, copied.describe())
     return copied
 
@@ -216,7 +217,7 @@ def refresh_changed_files(remote: RemoteSource, sync_plan: SyncPlan, target: Dir
         return files.FileCopy()
     source_wins = remote.conflict_policy == ConflictPolicy.SOURCE_WINS
     refreshed = files.refresh_copies(hook_for(remote, remote.source_conn_id), target, sync_plan.changed_since,
-                                     remote.batch_size, source_wins)
+                                     remote.batch_size, source_wins, target.current_user_id())
     log.info("Remote %s: copies of files changed on the source %s: %s", remote.name,
              f"since {sync_plan.changed_since}" if sync_plan.changed_since else "(all, a full copy)",
              refreshed.describe())

@@ -159,8 +159,10 @@ class DirectusHook(HttpHook):
         """
         size = [0]
         try:
-            rows = list(self.request("GET", path, params={**params, "limit": limit},
-                                     measured=lambda n: size.__setitem__(0, n)) or [])
+            answer = self.request("GET", path, params={**params, "limit": limit},
+                                  measured=lambda n: size.__setitem__(0, n))
+            # A singleton collection answers with its one item (or its defaults), an object rather than a list.
+            rows = [answer] if isinstance(answer, dict) else list(answer or [])
         except DirectusError as exc:
             cap = refused_limit(exc)
             if cap is None:

@@ -147,16 +147,21 @@ class Applier:
             yield from records
             return
         for record in records:
-            values = record if action == "create" else record["changes"]
-            uncopied = [(f, str(values[f])) for f in fields if values.get(f) and str(values[f]) in self.uncopied_files]
-            if not uncopied:
+            if self._names_copied_files(action, record, record if action == "create" else record["changes"]):
                 yield record
-                continue
-            why = "; ".join(f"{f} -> {FILES} {file_id} could not be copied: {self.uncopied_files[file_id]}"
-                            for f, file_id in uncopied)
-            with self._lock:
-                self.outcome.failures.append(Failure(self.plan.collection, self._key(action, record), action,
-                                                     f"{why}; retried by the next runs"))
+
+    def _names_copied_files(self, action: Action, record: Any, values: Mapping[str, Any]) -> bool:
+        """Whether the file fields ``values`` set name no file the run could not copy; else ``record`` fails."""
+        fields = [f for f, related in self.plan.references.items() if related == FILES]
+        uncopied = [(f, str(values[f])) for f in fields if values.get(f) and str(values[f]) in self.uncopied_files]
+        if not uncopied:
+            return True
+        why = "; ".join(f"{f} -> {FILES} {file_id} could not be copied: {self.uncopied_files[file_id]}"
+                        for f, file_id in uncopied)
+        with self._lock:
+            self.outcome.failures.append(Failure(self.plan.collection, self._key(action, record), action,
+                                                 f"{why}; retried by the next runs"))
+        return False
 
     def _prune(self, max_count: int, concurrency: int) -> None:
         if self.source is None:
@@ -271,8 +276,10 @@ class Applier:
             gone = [r for r in records if str(r["key"]) not in existing]
             if not gone:
                 return False
+            # Created whole, an item sets every file field: none may name a file the run could not copy (a
+            # deferred update whose create failed for one, an item deleted on the remote meanwhile).
             self._sub_writes([("update", [r for r in records if str(r["key"]) in existing]),
-                              ("create", [r["item"] for r in gone])])
+                              ("create", [r["item"] for r in gone if self._names_copied_files(action, r, r["item"])])])
         else:
             if len(existing) == len(records):
                 return False

@@ -40,7 +40,7 @@ FILES = "directus_files"
 METADATA = ("title", "description", "tags", "location", "focal_point_x", "focal_point_y", "filename_download",
             "folder")
 # What deciding whether a file changed reads on both instances.
-FILE_FIELDS = ("id", *METADATA, "type", "filesize", "uploaded_on", "modified_on")
+FILE_FIELDS = ("id", *METADATA, "type", "filesize", "uploaded_on", "modified_on", "modified_by")
 # Sent as multipart text fields with the binary (plain strings); the rest follows as JSON when it differs.
 UPLOAD_FIELDS = ("title", "description", "filename_download", "folder")
 
@@ -81,12 +81,15 @@ def referenced_files(references: Mapping[str, str], records: Iterable[Mapping[st
     return found
 
 
-def decide(source: Mapping[str, Any], remote: Mapping[str, Any] | None, source_wins: bool = False
-           ) -> Decision | None:
+def decide(source: Mapping[str, Any], remote: Mapping[str, Any] | None, source_wins: bool = False,
+           remote_sync_user: str | None = None) -> Decision | None:
     """What the remote's copy of a file needs: nothing, its metadata, its binary replaced, or creating.
 
     A binary of another size is replaced, unless the remote's was uploaded later (replaced there in the same
     window, in a two-way pair): the later replacement wins, as a later edit does, except under ``source_wins``.
+    Likewise metadata edited on the remote after the source's was (``modified_on``) stays there, unless the
+    remote's last modification was the sync's own copy (``modified_by`` is ``remote_sync_user``): the source
+    then changed since it was read for that copy.
     """
     if remote is None:
         return "create"
@@ -94,7 +97,12 @@ def decide(source: Mapping[str, Any], remote: Mapping[str, Any] | None, source_w
     if _later(source_time, remote_time) or (source.get("filesize") != remote.get("filesize") and (
             source_wins or not _later(remote_time, source_time))):
         return "replace"
-    return "metadata" if metadata_changes(source, remote) else None
+    if not metadata_changes(source, remote):
+        return None
+    edited_there = remote_sync_user is None or str(remote.get("modified_by")) != remote_sync_user
+    if not source_wins and edited_there and _later(remote.get("modified_on"), source.get("modified_on")):
+        return None  # edited on the remote after the source's edit: the later edit wins
+    return "metadata"
 
 
 def metadata_changes(source: Mapping[str, Any], remote: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,7 +121,7 @@ def copy_stamp(source: Mapping[str, Any], written: Mapping[str, Any]) -> dict[st
 
 
 def _later(mine: Any, theirs: Any) -> bool:
-    """Whether upload time ``mine`` is after ``theirs`` (a missing time is never later)."""
+    """Whether time ``mine`` is after ``theirs`` (a missing time is never later)."""
     if not mine or not theirs:
         return False
     return parse_timestamp(str(mine)) > parse_timestamp(str(theirs))
@@ -164,10 +172,11 @@ def ensure_folders(source: DirectusHook, target: DirectusHook, folder_ids: Itera
         log.info("Created %d folders on %s", len(missing), target.directus_conn_id)
 
 
-def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[str], source_wins: bool = False
-               ) -> FileCopy:
+def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[str], source_wins: bool = False,
+               remote_sync_user: str | None = None) -> FileCopy:
     """Bring the remote's copy of each file in ``file_ids`` up to the source's; see the module's docstring and
-    :func:`decide` (``source_wins``: the remote's conflict policy is ``source_wins``)."""
+    :func:`decide` (``source_wins``: the remote's conflict policy is ``source_wins``; ``remote_sync_user``: the
+    sync user's id on the remote)."""
     ids = sorted(set(file_ids))
     done = FileCopy()
     if not ids:
@@ -188,7 +197,7 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
         log.warning("Could not create the files' folders on %s: %s", target.directus_conn_id, exc)
     for file_id, row in mine.items():
         try:
-            _copy_one(source, target, row, theirs.get(file_id), done, source_wins)
+            _copy_one(source, target, row, theirs.get(file_id), done, source_wins, remote_sync_user)
         except DirectusError as exc:
             log.warning("Could not copy file %s to %s: %s", file_id, target.directus_conn_id, exc)
             done.failed[file_id] = str(exc)
@@ -196,14 +205,14 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
 
 
 def refresh_copies(source: DirectusHook, target: DirectusHook, since: str | None, page_size: int,
-                   source_wins: bool = False) -> FileCopy:
+                   source_wins: bool = False, remote_sync_user: str | None = None) -> FileCopy:
     """Bring up to the source's the remote's copies of the files changed on the source since ``since`` (every
     file when ``None``): a file replaced or edited there reaches the remote even when no item naming it is
     written. Files the remote has no copy of are not created: only items bring files."""
     done = FileCopy()
     for ids in source.files_changed_since(since, page_size):
         copies = [str(r["id"]) for r in target.file_rows(ids, ("id",))]
-        page = copy_files(source, target, copies, source_wins)
+        page = copy_files(source, target, copies, source_wins, remote_sync_user)
         done.created += page.created
         done.replaced += page.replaced
         done.metadata += page.metadata
@@ -214,8 +223,9 @@ def refresh_copies(source: DirectusHook, target: DirectusHook, since: str | None
 
 
 def _copy_one(source: DirectusHook, target: DirectusHook, row: Mapping[str, Any],
-              remote: Mapping[str, Any] | None, done: FileCopy, source_wins: bool = False) -> None:
-    decision = decide(row, remote, source_wins)
+              remote: Mapping[str, Any] | None, done: FileCopy, source_wins: bool = False,
+              remote_sync_user: str | None = None) -> None:
+    decision = decide(row, remote, source_wins, remote_sync_user)
     file_id = str(row["id"])
     if decision is None:
         done.unchanged += 1

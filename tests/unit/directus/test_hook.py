@@ -356,3 +356,26 @@ def test_the_triggers_tls_settings_take_the_environments_ca_bundle_as_requests_d
         Transport().ssl_context()
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))  # a folder of CA files, as requests accepts
     assert isinstance(Transport().ssl_context(), ssl.SSLContext)
+
+
+class SingletonHolder(DirectusHook):
+    """A remote where ``home`` is a singleton collection: Directus answers ``/items/home`` with its one item
+    (an object, not a list; controllers/items.js readSingleton), its defaults when no row matches."""
+
+    def __init__(self, image: str | None) -> None:
+        super().__init__("singleton_remote")
+        self.image = image
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, payload: Any = None,
+                allow_statuses: Any = (), measured: Any = None) -> Any:
+        params = params or {}
+        if path == "/server/info":
+            return {}
+        assert path == "/items/home" and params["groupBy"] == "hero"
+        wanted = json.loads(params["filter"])["hero"]["_in"]
+        return {"hero": self.image, "count": 1} if self.image in wanted else {"id": None}
+
+
+def test_a_file_held_by_a_singleton_is_seen_and_the_singleton_does_not_break_the_read() -> None:
+    assert DirectusHook.files_held(SingletonHolder("f1"), "home", "hero", ["f1", "f2"]) == {"f1"}  # type: ignore[arg-type]
+    assert DirectusHook.files_held(SingletonHolder("f9"), "home", "hero", ["f1", "f2"]) == set()  # type: ignore[arg-type]

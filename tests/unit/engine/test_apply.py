@@ -343,3 +343,24 @@ def test_an_item_naming_a_file_the_run_could_not_copy_fails_alone_unsent(tmp_pat
     # Only a change setting the file fails; an update leaving the field alone is written.
     assert [(f.key, f.action) for f in updated.failures] == [("4", "update")]
     assert remote.items[4]["image"] == "f-old" and remote.items[5]["title"] == "re"
+
+
+def test_an_update_rerouted_to_a_create_does_not_write_an_item_naming_an_uncopied_file(tmp_path: Path) -> None:
+    """A created item's deferred references (a self-reference, a cycle) travel as an update; when its create
+    failed for an uncopied file, that update finds no item and is rerouted to a create of the whole item, which
+    names the file: it must fail too, not write the item naming a file without a binary (nor clear its letter)."""
+    creates = [{"id": 1, "title": "kid", "image": "f-big"}]  # parent deferred
+    updates = [{"key": 1, "changes": {"parent": 2}, "item": {"id": 1, "title": "kid", "image": "f-big", "parent": 2},
+                "deferred": True},
+               {"key": 3, "changes": {"title": "back"}, "item": {"id": 3, "title": "back", "image": "f-big"}}]
+    plan = plan_with(tmp_path, creates=creates, updates=updates).model_copy(
+        update={"references": {"image": "directus_files", "parent": "a"}, "deferred": ["parent"]})
+    remote = FakeRemote({2: {"id": 2}})
+    uncopied = {"f-big": "POST /files failed (413): CONTENT_TOO_LARGE"}
+    created = Applier(remote, plan, uncopied_files=uncopied).run("create", 10)  # type: ignore[arg-type]
+    assert [(f.key, f.action) for f in created.failures] == [("1", "create")]
+    updated = Applier(remote, plan, watch_keys={"1", "3"},
+                      uncopied_files=uncopied).run("update", 10)  # type: ignore[arg-type]
+    assert sorted(remote.items) == [2]
+    assert sorted(f.key for f in updated.failures) == ["1", "3"]
+    assert updated.written_keys == set()

@@ -63,6 +63,20 @@ def test_changed_metadata_alone_is_sent_alone() -> None:
     assert files.metadata_changes(ROW, remote) == {"title": "Photo"}
 
 
+def test_metadata_edited_later_on_the_remote_stays_unless_the_source_wins() -> None:
+    # Two-way, or a full copy's refresh: the remote's title (or a replacement's filename_download) was edited
+    # after the source's; under last_writer_wins the later edit stays, as it does for items and binaries.
+    source = {**ROW, "title": "Old", "modified_on": "2026-01-02T10:00:00.000Z"}
+    remote = {**ROW, "title": "Newer", "modified_on": "2026-01-02T11:00:00.000Z"}
+    assert decide(source, remote) is None
+    assert decide(remote, source) == "metadata"
+    assert decide(source, remote, source_wins=True) == "metadata"
+    # The remote's last modification was the sync's own copy (the source was edited after it was read for it).
+    copied = {**remote, "modified_by": "sync-user"}
+    assert decide(source, copied, remote_sync_user="sync-user") == "metadata"
+    assert decide(source, copied, remote_sync_user="someone-else") is None
+
+
 def test_missing_folders_are_created_parents_first_and_present_ones_not_again() -> None:
     source = {"leaf": {"id": "leaf", "name": "covers", "parent": "mid"},
               "mid": {"id": "mid", "name": "2026", "parent": "root"},
