@@ -176,28 +176,37 @@ def test_with_prune_files_the_files_a_run_leaves_unreferenced_on_the_remote_are_
     a, b = instances["a"], instances["b"]
     for instance in (a, b):
         build(instance, collection)
+    # On the remote only, pages with a hero image: a collection no remote syncs (the sync user could not see
+    # its relation), yet provision --prune-files lets pruning read it.
+    pages = f"{collection}_pages"
+    b.create_collection(pages, [key_field(), plain_field("title")])
+    b.create_file_field(pages, "hero")
     provision(b.url, b.admin_token, [collection], token=sync_token(b), prune_files=True)
-    old, new, shared, avatar, gone = (upload(a, os.urandom(2_000), f"{n}.bin", "application/octet-stream")
-                                      for n in ("old", "new", "shared", "avatar", "gone"))
+    old, new, shared, avatar, gone, hero = (upload(a, os.urandom(2_000), f"{n}.bin", "application/octet-stream")
+                                            for n in ("old", "new", "shared", "avatar", "gone", "hero"))
     made = a.api("POST", f"/items/{collection}", json=[
         {"title": "replaced", "image": old}, {"title": "deleted, shared", "image": shared},
         {"title": "keeps shared", "image": shared}, {"title": "avatar", "image": avatar},
-        {"title": "deleted", "image": gone}])
-    replaced, deleted_shared, _, unlinked, deleted = (m["id"] for m in made)
+        {"title": "deleted", "image": gone}, {"title": "hero", "image": hero}])
+    replaced, deleted_shared, _, unlinked, deleted, heroic = (m["id"] for m in made)
     dag_id = airflow.add_remote(name=f"prune_{collection}", source_conn_id=conn_id(a), remote_conn_id=conn_id(b),
                                 schema=[{"name": collection, "fields": SCHEMA_FIELDS}], prune_files=True)
-    assert copied(run_ok(airflow, dag_id))[0] == 4
-    # On the remote, a user's avatar is one of the copies: a reference outside the synced collections.
+    assert copied(run_ok(airflow, dag_id))[0] == 5
+    # On the remote, a user's avatar and a page's hero are copies: references outside the synced collections.
     b.api("PATCH", "/users/me", json={"avatar": avatar})
+    b.api("POST", f"/items/{pages}", json={"title": "home", "hero": hero})
 
     a.api("PATCH", f"/items/{collection}/{replaced}", json={"image": new})
     a.api("PATCH", f"/items/{collection}/{unlinked}", json={"image": None})
-    a.api("DELETE", f"/items/{collection}", json=[deleted_shared, deleted])
+    a.api("DELETE", f"/items/{collection}", json=[deleted_shared, deleted, heroic])
     output = run_ok(airflow, dag_id)
 
-    assert pruned(output) == (2, 2)  # old and gone deleted; shared (another item) and avatar (a user) kept
-    assert set(file_rows(b, [old, new, shared, avatar, gone])) == {new, shared, avatar}
-    assert set(file_rows(a, [old, new, shared, avatar, gone])) == {old, new, shared, avatar, gone}  # source untouched
+    # old and gone deleted; shared (another item), avatar (a user) and hero (an unsynced page) kept.
+    assert pruned(output) == (2, 3)
+    every = [old, new, shared, avatar, gone, hero]
+    assert set(file_rows(b, every)) == {new, shared, avatar, hero}
+    assert set(file_rows(a, every)) == set(every)  # the source's files are never pruned
+    assert [p["hero"] for p in items(b, pages).values()] == [hero]
     assert items(b, collection, "id,title,image") == items(a, collection, "id,title,image")
     gone_asset = requests.get(f"{b.url}/assets/{old}", headers={"Authorization": f"Bearer {b.admin_token}"},
                               timeout=30)

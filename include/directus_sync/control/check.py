@@ -12,7 +12,7 @@ from typing import Any
 from directus_sync.config import RemoteSource
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
-from directus_sync.directus.provision import CRUD_ACTIONS, FILE_PERMISSIONS, PRUNE_GRANTS, UNENFORCED_NOTE
+from directus_sync.directus.provision import CRUD_ACTIONS, FILE_PERMISSIONS, PRUNE_PERMISSIONS, UNENFORCED_NOTE
 from directus_sync.directus.relations import (
     effective_schema,
     key_type_problems,
@@ -100,7 +100,7 @@ def _file_permissions(remote: RemoteSource, fields: dict[str, dict[str, dict[str
         return []
     needed = list(FILE_PERMISSIONS)
     if role == "remote" and remote.prune_files:
-        needed += [(g.collection, g.action) for g in PRUNE_GRANTS]
+        needed += list(PRUNE_PERMISSIONS)
     return needed
 
 

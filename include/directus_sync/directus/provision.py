@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from directus_sync.config import CollectionSchema
 from directus_sync.directus.client import DirectusClient, segment
 from directus_sync.directus.errors import DirectusError, refused_limit
-from directus_sync.directus.relations import parse_relations, with_aliases_expanded
+from directus_sync.directus.relations import FILES, Relation, file_holders, parse_relations, with_aliases_expanded
 from directus_sync.directus.schema import key_field, references_of
 
 POLICY_NAME = "Data Sync"
@@ -111,13 +111,9 @@ class Grant:
 
 
 # What pruning files takes (the row's ``prune_files``, see engine/files.py): deleting them, and reading every
-# field of Directus's own that may hold one, so that a file in use there is never taken for unreferenced.
-PRUNE_GRANTS = (
-    Grant("directus_files", "delete"),
-    Grant("directus_users", "read", ("id", "avatar")),
-    Grant("directus_settings", "read", ("id", "project_logo", "public_foreground", "public_background",
-                                        "public_favicon")),
-)
+# field that may hold one (:func:`file_reference_reads`: Directus's own and every collection's, which
+# ``/relations`` hides from a user who may not read them), so that a file in use is never taken for unreferenced.
+PRUNE_PERMISSIONS = (("directus_files", "delete"), ("directus_users", "read"), ("directus_settings", "read"))
 
 
 @dataclass(frozen=True)
@@ -141,14 +137,24 @@ def with_key(pk: str, fields: Sequence[str]) -> tuple[str, ...]:
     return (pk, *dict.fromkeys(f for f in fields if f != pk))
 
 
-def grants_for(collections: Mapping[str, Sequence[str] | None], files: bool = False, prune_files: bool = False
-               ) -> list[Grant]:
+def grants_for(collections: Mapping[str, Sequence[str] | None], files: bool = False, prune_files: bool = False,
+               reference_reads: Mapping[str, tuple[str, ...]] | None = None) -> list[Grant]:
     """The permissions the sync needs for ``collections`` (name -> the fields it may touch, primary key
     included, or ``None`` for every field), in the order they are printed; with ``files`` (a listed field
-    references ``directus_files``), what copying files takes too, and with ``prune_files`` what pruning them takes."""
+    references ``directus_files``), what copying files takes too, and with ``prune_files`` what pruning them
+    takes: deleting files and reading ``reference_reads`` (collection -> its key and the fields that may hold a
+    file; a synced collection's read grant gains them, any other collection gets a read grant of its own)."""
     names = sorted(collections)
     synced = {"collection": {"_in": names}}
-    grants = [Grant(name, action, tuple(collections[name] or EVERY_FIELD)) for name in names for action in CRUD_ACTIONS]
+    reads = dict(reference_reads or {}) if files and prune_files else {}
+
+    def fields_of(name: str, action: str) -> tuple[str, ...]:
+        granted = tuple(collections[name] or EVERY_FIELD)
+        if action != "read" or name not in reads or granted == EVERY_FIELD:
+            return granted
+        return granted + tuple(f for f in reads[name] if f not in granted)
+
+    grants = [Grant(name, action, fields_of(name, action)) for name in names for action in CRUD_ACTIONS]
     grants += [
         Grant("directus_activity", "read", ACTIVITY_FIELDS, synced),
         Grant("directus_collections", "read", COLLECTION_META_FIELDS, synced),
@@ -159,8 +165,20 @@ def grants_for(collections: Mapping[str, Sequence[str] | None], files: bool = Fa
     if files:
         grants += [Grant(collection, action) for collection, action in FILE_PERMISSIONS]
     if files and prune_files:
-        grants += PRUNE_GRANTS
+        grants.append(Grant(FILES, "delete"))
+        grants += [Grant(name, "read", fields) for name, fields in sorted(reads.items()) if name not in collections]
     return grants
+
+
+def file_reference_reads(relations: Iterable[Relation], key_of: Callable[[str], str]) -> dict[str, tuple[str, ...]]:
+    """Per collection holding a field that may hold a file (as the admin's ``relations`` show them: every one,
+    Directus's own included), its key (``key_of``) and those fields (a many-to-any's with its kind field)."""
+    reads: dict[str, tuple[str, ...]] = {}
+    for holder in file_holders(relations):
+        fields = (holder.field, *((holder.kind_field,) if holder.kind_field else ()))
+        known = reads.get(holder.collection) or (key_of(holder.collection),)
+        reads[holder.collection] = known + tuple(f for f in fields if f not in known)
+    return reads
 
 
 def provision(
@@ -188,11 +206,16 @@ def provision(
     fields = {name: None if listed is None else with_key(_primary_key(fields_of, name, api.url), listed)
               for name, listed in wanted.items()}
     files = _references_files(fields_of, fields)
+
+    def reads_of() -> dict[str, tuple[str, ...]]:
+        relations = parse_relations(api.call("GET", "/relations") or [])
+        return file_reference_reads(relations, lambda name: _primary_key(fields_of, name, api.url))
+
     try:
-        grants = _set_permissions(api, policy_id, fields, enforced, files, prune_files)
+        grants = _set_permissions(api, policy_id, fields, enforced, files, prune_files, reads_of)
     except _Restricted:
         enforced = False
-        grants = _set_permissions(api, policy_id, fields, enforced, files, prune_files)
+        grants = _set_permissions(api, policy_id, fields, enforced, files, prune_files, reads_of)
     user = _ensure_user(api, policy_id, token, email)
     return SyncUser(url, user["id"], user["token"], email, tuple(grants), enforced)
 
@@ -292,7 +315,7 @@ def _widened(granted: tuple[str, ...] | None, fields: tuple[str, ...] | None) ->
 
 def _set_permissions(
     api: _AdminApi, policy_id: str, wanted: Mapping[str, tuple[str, ...] | None], enforced: bool, files: bool = False,
-    prune_files: bool = False,
+    prune_files: bool = False, reads_of: Callable[[], dict[str, tuple[str, ...]]] = dict,
 ) -> list[Grant]:
     """Make the policy's permissions exactly the grants for ``wanted`` plus the collections it already
     covers (which keep theirs); a collection already covered keeps its fields and gains ``wanted``'s.
@@ -301,8 +324,9 @@ def _set_permissions(
                                              "fields": "id,collection,action,fields,permissions,validation,presets",
                                              "sort": "id"})
     covered: dict[str, tuple[str, ...] | None] = {}
+    # A synced collection's fields are its update grant's: its read grant may also hold fields pruning reads.
     for stored in existing:
-        if not _is_system(stored["collection"]) and stored["action"] == "read":
+        if not _is_system(stored["collection"]) and stored["action"] == "update":
             kept = tuple(stored.get("fields") or EVERY_FIELD)
             covered[stored["collection"]] = None if kept == EVERY_FIELD else kept
     for collection, fields in wanted.items():
@@ -310,7 +334,14 @@ def _set_permissions(
     # File permissions granted for another remote's collections stay: the policy serves every remote.
     files = files or any(stored["collection"] == "directus_files" for stored in existing)
     prune_files = prune_files or any((s["collection"], s["action"]) == ("directus_files", "delete") for s in existing)
-    grants = grants_for(covered, files, prune_files)
+    reads = reads_of() if files and prune_files else {}
+    for stored in existing:  # a collection read for pruning alone keeps what it was granted
+        name = stored["collection"]
+        if stored["action"] == "read" and not _is_system(name) and name not in covered:
+            granted = tuple(stored.get("fields") or EVERY_FIELD)
+            reads[name] = granted if granted == EVERY_FIELD else granted + tuple(
+                f for f in reads.get(name, ()) if f not in granted)
+    grants = grants_for(covered, files, prune_files, reads)
     if not enforced:
         grants = [g.whole() for g in grants]
     kept_collections = set(covered) - set(wanted)
@@ -320,8 +351,8 @@ def _set_permissions(
     obsolete: list[Any] = []
     for grant in grants:
         rows = by_pair.pop((grant.collection, grant.action), [])
-        if grant.collection in kept_collections and rows:
-            continue  # another remote's collection: left as it is
+        if grant.collection in kept_collections and rows and not (grant.action == "read" and grant.collection in reads):
+            continue  # another remote's collection: left as it is (but read for pruning)
         if rows and grant.matches(rows[0]):
             obsolete += [r["id"] for r in rows[1:]]
         elif rows:

@@ -116,6 +116,37 @@ def read_relations(hook: DirectusHook) -> list[Relation]:
         raise
 
 
+FILES = "directus_files"
+# Directus's own fields holding a file (@directus/system-data's relations): pruning must read them all.
+SYSTEM_FILE_FIELDS = (("directus_users", "avatar"), ("directus_settings", "project_logo"),
+                      ("directus_settings", "public_foreground"), ("directus_settings", "public_background"),
+                      ("directus_settings", "public_favicon"))
+
+
+@dataclass(frozen=True)
+class FileHolder:
+    """A field that may hold a file id: a file field, or a many-to-any field whose ``kind_field`` may say
+    ``directus_files``."""
+
+    collection: str
+    field: str
+    kind_field: str | None = None
+
+
+def file_holders(relations: Iterable[Relation]) -> list[FileHolder]:
+    """Every field the ``relations`` say may hold a file id."""
+    holders = {FileHolder(r.collection, r.field) for r in relations if r.related_collection == FILES}
+    holders |= {FileHolder(r.collection, r.field, r.one_collection_field) for r in relations
+                if r.related_collection is None and FILES in r.one_allowed_collections}
+    return sorted(holders, key=lambda h: (h.collection, h.field))
+
+
+def unseen_system_holders(holders: Iterable[FileHolder]) -> list[str]:
+    """Directus's own file fields missing from ``holders``: ones the sync user may not read."""
+    seen = {(h.collection, h.field) for h in holders}
+    return [f"{c}.{f}" for c, f in SYSTEM_FILE_FIELDS if (c, f) not in seen]
+
+
 def of_listed_fields(relations: Sequence[Relation], fields: Mapping[str, Iterable[str]]) -> list[Relation]:
     """The relations of the listed fields (``fields``: per synced collection): those whose foreign-key field is
     listed, or whose alias (``one_field``) is."""

@@ -31,11 +31,10 @@ from typing import Any, Literal
 from directus_sync.directus.activity import parse_timestamp
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import DirectusHook
-from directus_sync.directus.relations import Relation, parse_relations
+from directus_sync.directus.relations import FILES, file_holders, parse_relations, unseen_system_holders
 
 log = logging.getLogger(__name__)
 
-FILES = "directus_files"
 # The metadata a copy carries: what an editor sets, and what the remote accepts on a file it creates.
 METADATA = ("title", "description", "tags", "location", "focal_point_x", "focal_point_y", "filename_download",
             "folder")
@@ -43,11 +42,6 @@ METADATA = ("title", "description", "tags", "location", "focal_point_x", "focal_
 FILE_FIELDS = ("id", *METADATA, "type", "filesize", "uploaded_on", "modified_on", "modified_by")
 # Sent as multipart text fields with the binary (plain strings); the rest follows as JSON when it differs.
 UPLOAD_FIELDS = ("title", "description", "filename_download", "folder")
-
-# Directus's own fields holding a file (@directus/system-data's relations): pruning must read them all.
-SYSTEM_FILE_FIELDS = (("directus_users", "avatar"), ("directus_settings", "project_logo"),
-                      ("directus_settings", "public_foreground"), ("directus_settings", "public_background"),
-                      ("directus_settings", "public_favicon"))
 
 Decision = Literal["create", "replace", "metadata"]
 
@@ -259,16 +253,6 @@ def staged_file_ids(plans: Sequence[tuple[Mapping[str, str], Iterable[Mapping[st
     return found
 
 
-@dataclass(frozen=True)
-class FileHolder:
-    """A field that may hold a file id: a file field, or a many-to-any field whose ``kind_field`` may say
-    ``directus_files``."""
-
-    collection: str
-    field: str
-    kind_field: str | None = None
-
-
 @dataclass
 class FilePrune:
     """What pruning one run's released files did, for the run's log."""
@@ -281,20 +265,6 @@ class FilePrune:
     def describe(self) -> str:
         told = f"{self.pruned} deleted, {self.still_referenced} still referenced"
         return told + (f", {self.not_checked} left alone: {self.problem}" if self.problem else "")
-
-
-def file_holders(relations: Iterable[Relation]) -> list[FileHolder]:
-    """Every field the ``relations`` say may hold a file id."""
-    holders = {FileHolder(r.collection, r.field) for r in relations if r.related_collection == FILES}
-    holders |= {FileHolder(r.collection, r.field, r.one_collection_field) for r in relations
-                if r.related_collection is None and FILES in r.one_allowed_collections}
-    return sorted(holders, key=lambda h: (h.collection, h.field))
-
-
-def unseen_system_holders(holders: Iterable[FileHolder]) -> list[str]:
-    """Directus's own file fields missing from ``holders``: ones the sync user may not read."""
-    seen = {(h.collection, h.field) for h in holders}
-    return [f"{c}.{f}" for c, f in SYSTEM_FILE_FIELDS if (c, f) not in seen]
 
 
 def prune_files(target: DirectusHook, released: Iterable[str]) -> FilePrune:

@@ -18,6 +18,7 @@ from directus_sync.directus.provision import (
     grants_for,
     with_key,
 )
+from directus_sync.directus.relations import SYSTEM_FILE_FIELDS
 
 
 def test_grants_limit_each_synced_collection_to_its_key_and_listed_fields() -> None:
@@ -62,6 +63,10 @@ class FakeApi:
         self.policies = [policy] if policy else []
         self.permissions: dict[int, dict[str, Any]] = {}
         self.writes: list[tuple[str, str]] = []
+        # What the admin's /relations shows: Directus's own file fields always.
+        self.relations: list[dict[str, Any]] = [
+            {"collection": c, "field": f, "related_collection": "directus_files", "meta": None}
+            for c, f in SYSTEM_FILE_FIELDS]
 
     def call(self, method: str, path: str, json: Any = None, params: Any = None) -> Any:
         if path == "/license":
@@ -82,6 +87,8 @@ class FakeApi:
             return [] if method == "GET" else {"id": "user1"}
         if path == "/access":
             return []
+        if path == "/relations":
+            return self.relations
         return None
 
     def change(self, method: str, path: str, payload: dict[str, Any]) -> None:
@@ -196,13 +203,30 @@ def test_pruning_files_grants_deleting_them_and_reading_directus_own_file_fields
     """Pruning must see every field that may hold a file (engine/files.py), Directus's own included."""
     image = {"field": "image", "schema": {"foreign_key_table": "directus_files"}}
     monkeypatch.setattr(api, "call", _with_fields(api.call, image))
+    # File fields the sync user would not see otherwise: an unsynced collection's, an unlisted one of a synced
+    # collection, a many-to-any allowing files.
+    api.relations += [
+        {"collection": "pages", "field": "hero", "related_collection": "directus_files", "meta": {}},
+        {"collection": "articles", "field": "thumbnail", "related_collection": "directus_files", "meta": {}},
+        {"collection": "pages_blocks", "field": "item", "related_collection": None,
+         "meta": {"one_collection_field": "collection", "one_allowed_collections": ["directus_files", "text"]}}]
     prov.provision("http://cms", "admin", {"articles": ["title", "image"]}, token="t", prune_files=True)
     stored = {(p["collection"], p["action"]): p["fields"] for p in api.permissions.values()}
     assert stored[("directus_files", "delete")] == ["*"]
     assert stored[("directus_users", "read")] == ["id", "avatar"]
     assert "public_favicon" in stored[("directus_settings", "read")]
-    prov.provision("http://cms", "admin", {"authors": ["title"]}, token="t")  # another remote, no pruning
-    assert ("directus_files", "delete") in {(p["collection"], p["action"]) for p in api.permissions.values()}
+    assert stored[("pages", "read")] == ["id", "hero"] and ("pages", "update") not in stored  # read, nothing more
+    assert stored[("pages_blocks", "read")] == ["id", "item", "collection"]
+    assert stored[("articles", "read")] == ["id", "title", "image", "thumbnail"]
+    assert stored[("articles", "update")] == ["id", "title", "image"]  # writes stay the listed fields
+    before = dict(api.permissions)
+    prov.provision("http://cms", "admin", {"authors": ["title"]}, token="t")  # another remote, no pruning asked
+    after = {(p["collection"], p["action"]): p["fields"] for p in api.permissions.values()}
+    assert ("directus_files", "delete") in after and after[("pages", "read")] == ["id", "hero"]
+    assert ("pages", "update") not in after  # a collection read for pruning never becomes a synced one
+    # Nothing granted before is narrowed (the activity, collections and fields filters only widen to authors).
+    assert all(api.permissions[k] == v for k, v in before.items()
+               if v["collection"] not in ("directus_activity", "directus_collections", "directus_fields"))
 
 
 def test_pruning_without_a_file_field_grants_nothing_on_files(api: FakeApi) -> None:

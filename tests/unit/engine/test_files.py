@@ -9,6 +9,7 @@ import pytest
 
 from directus_sync.directus.errors import DirectusError
 from directus_sync.directus.hook import multipart_body
+from directus_sync.directus.relations import SYSTEM_FILE_FIELDS
 from directus_sync.engine import files
 from directus_sync.engine.files import decide, folders_to_create, referenced_files
 
@@ -185,7 +186,7 @@ def test_files_that_cannot_be_read_fail_their_items_not_the_run() -> None:
 # -- pruning files no item references any more (the row's prune_files) -------------------------------
 
 SYSTEM_RELATIONS = [{"collection": c, "field": f, "related_collection": "directus_files", "meta": None}
-                    for c, f in files.SYSTEM_FILE_FIELDS]
+                    for c, f in SYSTEM_FILE_FIELDS]
 
 
 class PruningRemote:
