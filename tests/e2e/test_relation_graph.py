@@ -10,9 +10,8 @@ compared through the API item by item with keys (junction rows included), and ev
 byte-for-byte equal (sha256 of ``/assets/{id}``). The sequence is seeded (``GRAPH_SEED``, printed), so a
 failure can be replayed (``GRAPH_RUNS`` and ``GRAPH_EDITS`` make longer ones).
 
-Not covered: a file replaced while no item naming it is written in the window (replaced alone, or named
-only by an update that loses a two-way conflict) does not travel: the files a run copies are those its
-written items name. A replacement here always comes with a new article naming the file.
+A file is sometimes replaced alone (no item naming it written in the window): the run's refresh of the
+remote's copies of files changed on the source must bring it.
 """
 
 from __future__ import annotations
@@ -346,20 +345,22 @@ class Editor:
         return f"article {key} -> new image {image}"
 
     def replace_image(self, image: str | None = None, content: bytes | None = None) -> str | None:
-        """A file replaced under its id (sometimes with as many bytes as before), and a new article naming it:
-        the remote's copy must be replaced (a file travels with the items a run writes: see the module's
-        docstring)."""
+        """A file replaced under its id (sometimes with as many bytes as before), and, for a file given or half
+        the time, a new article naming it: the remote's copy must be replaced either way."""
         n = self.n
         articles = rows(self.instance, n.articles)
         images = list(dict.fromkeys(a["image"] for a in articles.values() if a["image"]))  # in the articles' order
         if not images and image is None:
             return None
+        alone = image is None and self.rng.random() < 0.5
         image = image or self.rng.choice(images)
         size = self.instance.api("GET", f"/files/{image}", params={"fields": "filesize"})["filesize"]
         if content is None:
             content = self.rng.randbytes(int(size)) if self.rng.random() < 0.5 else self.file_bytes()
         upload(self.instance, content, "replaced.bin", "application/octet-stream", replace=image,
                title=self.text("replaced"))
+        if alone:
+            return f"file {image} replaced ({len(content)} bytes), alone"
         key = self.api("POST", f"/items/{n.articles}", json={"image": image, "title": self.text("reimaged"),
                                                              **self.key()})["id"]
         return f"file {image} replaced ({len(content)} bytes), new article {key} names it"
