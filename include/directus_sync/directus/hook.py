@@ -401,6 +401,12 @@ class DirectusHook(HttpHook):
         """Set metadata of file ``file_id`` (title, description, folder...), leaving its binary alone."""
         self.request("PATCH", f"/files/{segment(file_id)}", params={"fields": "id"}, payload=dict(changes))
 
+    def update_files(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Set metadata of several files in one request: each row holds a file's ``id`` and its own changes
+        (Directus updates them in one transaction: all or none)."""
+        if rows:
+            self.request("PATCH", "/files", params={"fields": "id"}, payload=[dict(r) for r in rows])
+
     # -- notifications ------------------------------------------------------------------------------
 
     def notify(self, recipients: Iterable[str], subject: str, message: str) -> None:
