@@ -225,10 +225,12 @@ class DirectusInstance:
         self.api("POST", "/relations", json={"collection": collection, "field": field, "related_collection": related,
                                              "schema": {"on_delete": "SET NULL"}})
 
-    def create_many_to_many(self, collection: str, alias: str, related: str, junction: str) -> tuple[str, str]:
+    def create_many_to_many(self, collection: str, alias: str, related: str, junction: str,
+                            keys: tuple[str, str] | None = None) -> tuple[str, str]:
         """Add the many-to-many alias ``collection.alias`` -> ``related`` through the ``junction`` collection, as
-        the Data Studio does (junction rows go with either side's item); returns the junction's two key fields."""
-        mine, theirs = f"{collection}_id", f"{related}_id"
+        the Data Studio does (junction rows go with either side's item); returns the junction's two key fields,
+        ``keys`` or, as the Data Studio names them, ``{collection}_id`` and ``{related}_id``."""
+        mine, theirs = keys or (f"{collection}_id", f"{related}_id")
         self.create_collection(junction, [key_field(), plain_field(mine, "integer"), plain_field(theirs, "integer")])
         self.api("POST", f"/fields/{collection}", json={
             "field": alias, "type": "alias", "meta": {"interface": "list-m2m", "special": ["m2m"]}})
