@@ -2,6 +2,7 @@
 
     make bench                      # N = 1,000 and 10,000
     make bench BENCH_ARGS="--n 200" # the smoke size the test suite runs
+    make bench BENCH_ARGS="--n 10000 --shapes items relational --methods sync ceiling"
 
 Starts two Directus 12.4.0 instances on PostgreSQL (127.0.0.1:5432), and for each N measures, on a
 collection of a dozen mixed fields (~1 KB an item):
@@ -17,6 +18,13 @@ collection of a dozen mixed fields (~1 KB an item):
    as many at a time as directus-sync sends (``write_concurrency``); ratios use the faster of the two.
    The parallel one is measured just before and just after each sync run and combined (total items over
    total time), so that the instances' drift during a phase weighs on both sides of the ratio.
+
+``--shapes relational`` (or ``items relational``) measures the same on relational content: N authors,
+N/10 tags, N articles with a many-to-one ``author`` and a many-to-many ``tags`` listed as the alias (the run
+syncs the junction behind it), one link per article; create copies all four collections, update changes
+every article (its author too) and every link, delete removes every article (and its links) and every
+author. Its rates count the items of every collection, for all three methods alike; baseline and ceiling
+write the same items in the same dependency order, each collection's batches in flight before the next.
 
 Baseline and ceiling write to collections of their own on the same remote, as the remote's sync user
 (the non-admin user directus-sync writes as: its writes cost Directus permission checks that an admin's
@@ -78,6 +86,8 @@ from devtools.devserver import (
     default_cache_dir,
     ensure_directus,
     exit_on_sigterm,
+    key_field,
+    plain_field,
     running_instances,
 )
 from devtools.localairflow import AIRFLOW_BIN, LocalAirflow
@@ -112,6 +122,16 @@ PROBE_SIZES = (100, 250, 500, 1000)  # batch sizes the ceiling tries
 WRITE_CONCURRENCY: int = RemoteSource.model_fields["write_concurrency"].default
 BATCH_SIZE: int = RemoteSource.model_fields["batch_size"].default
 PHASES = ("create", "update", "delete")
+SHAPES = ("items", "relational")
+# The relational shape: authors <- articles (many-to-one ``author``) -> tags (many-to-many alias ``tags`` through
+# the junction ``articles_tags``). Articles have the items' fields but the two that the relations replace.
+ARTICLE_FIELDS = [f for f in FIELDS if f["field"] not in ("tags", "author")]
+AUTHOR_FIELDS = [key_field(), plain_field("name"), plain_field("bio", "text")]
+TAG_FIELDS = [key_field(), plain_field("label")]
+JUNCTION_KEYS = ("articles_id", "tags_id")
+ROLES = ("authors", "tags", "articles", "articles_tags")  # the relational collections, in dependency order
+# One write of a phase: the collection's role ("" for the items' one collection), the HTTP method, the payload.
+Step = tuple[str, str, list[Any]]
 
 
 class RateColumn(ProgressColumn):
@@ -182,6 +202,8 @@ class Bench:
         self.remote_token = remote.admin_token
         self.last_source_change = time.time()
         self.phase_done: Callable[[], None] = lambda: None  # the overall progress: one phase of one N more
+        self.batch_sizes: dict[int, int] = {}  # the ceiling's best batch size at each N
+        self.probes: set[int] = set()  # the Ns whose probe collections exist on the remote
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -253,35 +275,62 @@ class Bench:
         return {"seconds": span.total_seconds(), "airflow_run_seconds": duration,
                 "task_seconds": task_time, "peak_rss_mb": peak_kb / 1024, "activity_rows": activity}
 
-    def per_item(self, method: str, name: str, payloads: list[tuple[str, Any]]) -> float:
-        with step(f"per-item {method} on {name}", len(payloads)) as advance:
+    def per_item(self, steps: list[Step], name: str) -> float:
+        """Seconds to write ``steps`` one item per request, sequentially, into the collections of ``name``."""
+        calls = [(method, target(name, role), path, body) for role, method, payload in steps
+                 for path, body in singles(method, payload)]
+        with step(f"per-item {steps[0][1]} on {name}", len(calls)) as advance:
             started = time.perf_counter()
-            for path, payload in payloads:
-                self.call(self.remote, method, f"/items/{name}{path}", payload)
+            for method, collection, path, body in calls:
+                self.call(self.remote, method, f"/items/{collection}{path}", body)
                 advance(1)
             return time.perf_counter() - started
 
-    def ceiling(self, method: str, name: str, payload: list[Any], size: int, in_flight: int = 1) -> float:
-        """Seconds to write ``payload`` with raw bulk requests of ``size``, ``in_flight`` at a time."""
-        batches = list(request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES))  # cut before the clock starts
-        with step(f"ceiling {method} on {name}, {in_flight} in flight", len(payload)) as advance:
+    def ceiling(self, steps: list[Step], name: str, size: int, in_flight: int = 1) -> float:
+        """Seconds to write ``steps`` (one after the other) with raw bulk requests of ``size``, ``in_flight`` at
+        a time, into the collections of ``name``."""
+        # Cut before the clock starts.
+        cut = [(method, target(name, role), list(request_batches(payload, size, DEFAULT_MAX_REQUEST_BYTES)))
+               for role, method, payload in steps]
+        total = sum(len(payload) for _, _, payload in steps)
+        with step(f"ceiling {steps[0][1]} on {name}, {in_flight} in flight", total) as advance:
             started = time.perf_counter()
-            self.send_all(self.remote, method, name, batches, in_flight, advance)
+            for method, collection, batches in cut:
+                self.send_all(self.remote, method, collection, batches, in_flight, advance)
             return time.perf_counter() - started
 
     def best_batch_size(self, n: int, rng: random.Random) -> int:
-        """The create batch size that writes fastest on this remote, tried on a sample."""
+        """The create batch size that writes fastest on this remote, tried on a sample (once per N: the
+        relational shape at an N the items shape measured reuses its size)."""
+        if n in self.batch_sizes:
+            return self.batch_sizes[n]
         sample = [make_item(i, rng) for i in range(min(n, 2000))]
         timings = {}
         for size in PROBE_SIZES:
-            name = f"bench_probe_{size}_{n}"
-            timings[size] = self.ceiling("POST", name, sample, size)
+            timings[size] = self.ceiling([("", "POST", sample)], f"bench_probe_{size}_{n}", size)
         best = min(timings, key=lambda s: timings[s])
         print(f"  ceiling batch sizes (s for {len(sample)} creates): {timings} -> {best}", flush=True)
+        self.batch_sizes[n] = best
         return best
 
+    def change_source(self, name: str, steps: list[Step]) -> None:
+        """Make a phase's change on the source, in bulk."""
+        for role, method, payload in steps:
+            self.bulk(self.source, method, target(name, role), payload, 1000)
 
-Phase = tuple[str, Callable[[], None], str, list[tuple[str, Any]], list[Any]]
+
+def target(name: str, role: str) -> str:
+    """The collection of ``role`` in the collections of ``name`` (``name`` itself for the items' shape)."""
+    return f"{name}_{role}" if role else name
+
+
+def singles(method: str, payload: list[Any]) -> list[tuple[str, Any]]:
+    """The per-item calls (path after the collection, body) that write ``payload`` one item at a time."""
+    if method == "POST":
+        return [("", item) for item in payload]
+    if method == "PATCH":
+        return [(f"/{u['id']}", {k: v for k, v in u.items() if k != "id"}) for u in payload]
+    return [(f"/{k}", None) for k in payload]
 
 
 def setup_size(bench: Bench, n: int, engine: sa.engine.Engine) -> str:
@@ -290,62 +339,127 @@ def setup_size(bench: Bench, n: int, engine: sa.engine.Engine) -> str:
     for instance in (bench.source, bench.remote):
         bench.collection(instance, name)
     own = [f"{name}_{suffix}" for suffix in ("baseline", "ceiling", "ceiling2", "ceiling2b")]
-    own += [f"bench_probe_{size}_{n}" for size in PROBE_SIZES]
     for collection in own:
         bench.collection(bench.remote, collection)
+    register(bench, engine, name, [name], [*own, *probes(bench, n)], [{"name": name, "fields": SYNCED}])
+    return name
+
+
+def probes(bench: Bench, n: int) -> list[str]:
+    """The remote's collections the ceiling's batch size is tried on at ``n``, created once."""
+    names = [f"bench_probe_{size}_{n}" for size in PROBE_SIZES]
+    if n not in bench.probes and "ceiling" in bench.methods:
+        for collection in names:
+            bench.collection(bench.remote, collection)
+        bench.probes.add(n)
+        return names
+    return []
+
+
+def register(bench: Bench, engine: sa.engine.Engine, name: str, synced: list[str], remote_only: list[str],
+             schema: list[dict[str, Any]]) -> None:
+    """The sync users (granted ``synced`` on both instances, ``remote_only`` on the remote too), their
+    connections, and the sync row ``name`` with ``schema``."""
     for instance in (bench.source, bench.remote):
         token = f"bench-sync-{instance.name}"
-        provision(instance.url, instance.admin_token, [name, *own] if instance is bench.remote else [name],
-                  token=token)
+        provision(instance.url, instance.admin_token,
+                  [*synced, *remote_only] if instance is bench.remote else synced, token=token)
         bench.airflow.connections[f"bench_{instance.name}"] = {"conn_type": "http", "host": instance.url,
                                                                  "password": token}
     sources.upsert_row(engine, {"name": name, "status": "published", "source_conn_id": f"bench_{bench.source.name}",
                               "remote_conn_id": f"bench_{bench.remote.name}", "retries": 0,
                               "schedule": SCHEDULE, "overlap_seconds": OVERLAP_SECONDS,
-                              "write_concurrency": bench.write_concurrency,
-                              "schema": [{"name": name, "fields": SYNCED}]})
+                              "write_concurrency": bench.write_concurrency, "schema": schema})
     bench.remote_token = f"bench-sync-{bench.remote.name}"
+
+
+def relational_collections(instance: DirectusInstance, name: str) -> list[str]:
+    """Authors, tags, articles (``author`` -> authors, ``tags`` -> tags through the junction) named after
+    ``name``, as the Data Studio makes them; returns the four collections in dependency order."""
+    authors, tags, articles, junction = (target(name, role) for role in ROLES)
+    instance.create_collection(authors, AUTHOR_FIELDS)
+    instance.create_collection(tags, TAG_FIELDS)
+    instance.create_collection(articles, ARTICLE_FIELDS)
+    instance.create_many_to_one(articles, "author", authors)
+    instance.create_many_to_many(articles, "tags", tags, junction, keys=JUNCTION_KEYS)
+    return [authors, tags, articles, junction]
+
+
+def setup_relational(bench: Bench, n: int, engine: sa.engine.Engine) -> str:
+    """The relational collections of size ``n`` on both instances (and the remote's own for the other
+    methods), sync users, connections and the sync row, which lists the alias ``tags`` (not the junction)."""
+    name = f"bench_rel_{n}"
+    for instance in (bench.source, bench.remote):
+        synced = relational_collections(instance, name)
+    suffixes = (["baseline"] if "baseline" in bench.methods else []) + (
+        ["ceiling", "ceiling2", "ceiling2b"] if "ceiling" in bench.methods else [])
+    own = [c for suffix in suffixes for c in relational_collections(bench.remote, f"{name}_{suffix}")]
+    article_fields = [f["field"] for f in ARTICLE_FIELDS if f["field"] != "id"] + ["author", "tags"]
+    register(bench, engine, name, synced, [*own, *probes(bench, n)], [
+        {"name": target(name, "articles"), "fields": article_fields},
+        {"name": target(name, "authors"), "fields": ["name", "bio"]},
+        {"name": target(name, "tags"), "fields": ["label"]}])
     return name
 
 
-def phases_of(bench: Bench, name: str, items: list[dict[str, Any]], rng: random.Random) -> list[Phase]:
-    """(phase, change on the source, HTTP method, per-item calls, bulk payload) for create, update, delete."""
-    updated = [{"id": item["id"], **make_item(item["id"], rng, version=1)} for item in items]
-    keys = [item["id"] for item in items]
-    return [
-        ("create", lambda: None, "POST", [("", item) for item in items], items),
-        ("update", lambda: bench.bulk(bench.source, "PATCH", name, updated, 1000), "PATCH",
-         [(f"/{u['id']}", {k: v for k, v in u.items() if k != "id"}) for u in updated], updated),
-        ("delete", lambda: bench.bulk(bench.source, "DELETE", name, keys, 1000), "DELETE",
-         [(f"/{k}", None) for k in keys], keys),
-    ]
-
-
-def run_size(bench: Bench, n: int, engine: sa.engine.Engine) -> dict[str, Any]:
-    rng = random.Random(n)
-    name = setup_size(bench, n, engine)
-    size = bench.best_batch_size(n, rng) if "ceiling" in bench.methods else BATCH_SIZE
-    result: dict[str, Any] = {"n": n, "ceiling_batch_size": size, "phases": {}}
+def item_changes(n: int, rng: random.Random) -> dict[str, list[Step]]:
+    """Each phase's writes on the items' one collection: N creates, N updates, N deletes."""
     items = [{"id": i + 1, **make_item(i + 1, rng)} for i in range(n)]
-    bench.bulk(bench.source, "POST", name, items, 1000)
-    for phase, change_source, method, singles, bulk_payload in phases_of(bench, name, items, rng):
-        change_source()
-        figures = run_phase(bench, n, f"{name}_{phase}", (method, singles, bulk_payload), size)
+    updated = [{"id": item["id"], **make_item(item["id"], rng, version=1)} for item in items]
+    return {"create": [("", "POST", items)], "update": [("", "PATCH", updated)],
+            "delete": [("", "DELETE", [item["id"] for item in items])]}
+
+
+def relational_changes(n: int, rng: random.Random) -> dict[str, list[Step]]:
+    """Each phase's writes on the relational collections, in dependency order.
+
+    create: N authors, N/10 tags, N articles (each with an author), N links (one tag each); update: the N
+    articles (fields and author) and the N links (another tag); delete: the N articles (their links go with
+    them, on both instances, by the junction's cascade) and the N authors.
+    """
+    tags = max(1, n // 10)
+
+    def article(k: int, version: int) -> dict[str, Any]:
+        item = {f: v for f, v in make_item(k, rng, version).items() if f not in ("tags", "author")}
+        return {"id": k, **item, "author": (k + version - 1) % n + 1}
+
+    authors = [{"id": k, "name": f"Author {k}", "bio": f"Writes article {k}. " * 8} for k in range(1, n + 1)]
+    labels = [{"id": k, "label": f"tag {k}"} for k in range(1, tags + 1)]
+    links = [{"id": k, JUNCTION_KEYS[0]: k, JUNCTION_KEYS[1]: k % tags + 1} for k in range(1, n + 1)]
+    relinked = [{"id": k, JUNCTION_KEYS[1]: (k + 1) % tags + 1} for k in range(1, n + 1)]
+    keys = list(range(1, n + 1))
+    return {"create": [("authors", "POST", authors), ("tags", "POST", labels),
+                       ("articles", "POST", [article(k, 0) for k in keys]), ("articles_tags", "POST", links)],
+            "update": [("articles", "PATCH", [article(k, 1) for k in keys]), ("articles_tags", "PATCH", relinked)],
+            "delete": [("articles", "DELETE", keys), ("authors", "DELETE", keys)]}
+
+
+def run_size(bench: Bench, n: int, engine: sa.engine.Engine, shape: str = "items") -> dict[str, Any]:
+    rng = random.Random(n)
+    name = (setup_size if shape == "items" else setup_relational)(bench, n, engine)
+    size = bench.best_batch_size(n, rng) if "ceiling" in bench.methods else BATCH_SIZE
+    result: dict[str, Any] = {"n": n, "shape": shape, "ceiling_batch_size": size, "phases": {}}
+    changes = (item_changes if shape == "items" else relational_changes)(n, rng)
+    bench.change_source(name, changes["create"])
+    for phase, steps in changes.items():
+        if phase != "create":
+            bench.change_source(name, steps)
+        figures = run_phase(bench, n, f"{name}_{phase}", steps, size, shape)
         result["phases"][phase] = figures
         bench.phase_done()
-        if phase == "create" and "sync" in bench.methods:
-            result["no_change_run"] = no_change_run(bench, n)
+        if phase == "create" and "sync" in bench.methods and shape == "items":
+            result["no_change_run"] = no_change_run(bench, n, name)
         if phase == bench.last_phase:
             break
     return result
 
 
-def run_phase(bench: Bench, n: int, label: str, change: tuple[str, list[tuple[str, Any]], list[Any]],
-              size: int) -> dict[str, float]:
-    """One phase by each chosen method, in items per second, with the ratios."""
-    method, singles, bulk_payload = change
+def run_phase(bench: Bench, n: int, label: str, steps: list[Step], size: int,
+              shape: str = "items") -> dict[str, float]:
+    """One phase by each chosen method, in items per second (items of every step), with the ratios."""
+    count = sum(len(payload) for _, _, payload in steps)
     name, phase = label.rsplit("_", 1)
-    figures: dict[str, float] = {}
+    figures: dict[str, float] = {"items": count}
     in_flight = max(2, bench.write_concurrency)
     if "sync" in bench.methods:
         if phase == "create":  # the full copy's window must not hold the load (see the no-change run)
@@ -354,21 +468,21 @@ def run_phase(bench: Bench, n: int, label: str, change: tuple[str, list[tuple[st
             # The parallel ceiling is measured just before the sync and just after it, and combined: the
             # instances drift (PostgreSQL's autovacuum after a bulk change, Node's warm-up), and a ceiling
             # taken on one side of the sync only would carry that drift into the ratio.
-            figures["ceiling_parallel_before_items_per_s"] = n / bench.ceiling(
-                method, f"{name}_ceiling2b", bulk_payload, size, in_flight)
+            figures["ceiling_parallel_before_items_per_s"] = count / bench.ceiling(
+                steps, f"{name}_ceiling2b", size, in_flight)
         sync = bench.sync_run(f"directus_sync__{name}", label)
-        figures.update({"directus_sync_items_per_s": n / sync["seconds"], "directus_sync_seconds": sync["seconds"],
+        figures.update({"directus_sync_items_per_s": count / sync["seconds"], "directus_sync_seconds": sync["seconds"],
                         "directus_sync_task_seconds": sync["task_seconds"], "peak_rss_mb": sync["peak_rss_mb"],
                         "airflow_run_seconds": sync["airflow_run_seconds"]})
     if "baseline" in bench.methods:
-        figures["baseline_items_per_s"] = n / bench.per_item(method, f"{name}_baseline", singles)
+        figures["baseline_items_per_s"] = count / bench.per_item(steps, f"{name}_baseline")
     if "ceiling" in bench.methods:
         # Sequential, as the issue defines it, and with as many requests in flight as directus-sync sends:
         # the ratio is taken against the faster, so that concurrency alone cannot flatter it.
-        figures["ceiling_sequential_items_per_s"] = n / bench.ceiling(method, f"{name}_ceiling", bulk_payload, size)
+        figures["ceiling_sequential_items_per_s"] = count / bench.ceiling(steps, f"{name}_ceiling", size)
         figures["ceiling_in_flight"] = in_flight
-        figures["ceiling_parallel_after_items_per_s"] = n / bench.ceiling(method, f"{name}_ceiling2", bulk_payload,
-                                                                          size, in_flight)
+        figures["ceiling_parallel_after_items_per_s"] = count / bench.ceiling(steps, f"{name}_ceiling2", size,
+                                                                              in_flight)
         if "ceiling_parallel_before_items_per_s" in figures:
             figures["ceiling_parallel_items_per_s"] = statistics.harmonic_mean(
                 (figures["ceiling_parallel_before_items_per_s"], figures["ceiling_parallel_after_items_per_s"]))
@@ -380,7 +494,7 @@ def run_phase(bench: Bench, n: int, label: str, change: tuple[str, list[tuple[st
         for other, ratio in (("baseline_items_per_s", "vs_baseline"), ("ceiling_items_per_s", "vs_ceiling")):
             if other in figures:
                 figures[ratio] = figures["directus_sync_items_per_s"] / figures[other]
-    print(f"  N={n} {phase:<6} " + describe(figures), flush=True)
+    print(f"  N={n}{'' if shape == 'items' else ' ' + shape} {phase:<6} " + describe(figures), flush=True)
     return figures
 
 
@@ -403,10 +517,10 @@ def describe(f: dict[str, float]) -> str:
     return " | ".join([*parts, ", ".join(r for r in ratios if r)])
 
 
-def no_change_run(bench: Bench, n: int) -> dict[str, float]:
-    """A run over a window without source activity, on the collection of ``n`` items just copied."""
+def no_change_run(bench: Bench, n: int, name: str) -> dict[str, float]:
+    """A run over a window without source activity, on the collection ``name`` of ``n`` items just copied."""
     bench.wait_for_quiet_window(OVERLAP_SECONDS + 60)  # a manual run's interval starts a minute back
-    quiet = bench.sync_run(f"directus_sync__bench_{n}", f"bench_{n}_no_change")
+    quiet = bench.sync_run(f"directus_sync__{name}", f"{name}_no_change")
     print(f"  N={n} no-change run: {quiet['seconds']:.1f} s, in tasks {quiet['task_seconds']:.2f} s, "
           f"{quiet['activity_rows']} activity rows read", flush=True)
     return quiet
@@ -427,6 +541,12 @@ def _cell(f: dict[str, float], key: str, pattern: str) -> str:
     return pattern.format(f[key])
 
 
+def size_label(r: dict[str, Any]) -> str:
+    """N, and the shape when it is not the items' one collection."""
+    shape = r.get("shape", "items")
+    return f"{r['n']:,}" + ("" if shape == "items" else f" {shape}")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The figures as Markdown tables, with the machine's load while they were taken."""
     lines = [f"Load averages (1/5/15 min) at start {report['machine_before']['load_average']}, at end "
@@ -444,7 +564,7 @@ def markdown(report: dict[str, Any]) -> str:
                ("vs_ceiling", "{:.2f}"), ("peak_rss_mb", "{:.0f}"))
     for r in report["sizes"]:
         for phase, f in r["phases"].items():
-            lines.append(f"| {r['n']:,} | {phase} | " + " | ".join(_cell(f, k, p) for k, p in columns) + " |")
+            lines.append(f"| {size_label(r)} | {phase} | " + " | ".join(_cell(f, k, p) for k, p in columns) + " |")
     lines += ["", "| N | no-change run s | in tasks s | `dags test` s | activity rows read | peak MB |",
               "|---|---|---|---|---|---|"]
     lines += [f"| {r['n']:,} | {q['seconds']:.1f} | {q['task_seconds']:.2f} | {q['airflow_run_seconds']:.1f} | "
@@ -462,6 +582,8 @@ def chart(sizes: list[dict[str, Any]], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: no chart (pip install '.[bench]')")
+        return
+    if not sizes:
         return
     figure, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=False)
     ns = [r["n"] for r in sizes]
@@ -486,7 +608,7 @@ def write_reports(report: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(report, indent=2))
     (out / "results.md").write_text(markdown(report))
-    chart(report["sizes"], out / "throughput.png")
+    chart([r for r in report["sizes"] if r.get("shape", "items") == "items"], out / "throughput.png")
 
 
 def main() -> int:
@@ -499,6 +621,9 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, help="keep each directus-sync run's `dags test` output in this folder")
     parser.add_argument("--write-concurrency", type=int, default=WRITE_CONCURRENCY,
                         help="the sync row's write_concurrency (the parallel ceiling uses at least 2)")
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=["items"],
+                        help="items: one collection of a dozen fields; relational: authors, articles with a "
+                             "many-to-one author and a many-to-many alias tags (junction), N/10 tags")
     parser.add_argument("--stop-after", choices=PHASES, default="delete",
                         help="the last phase to run (memory and the no-change run at a large N: create)")
     args = parser.parse_args()
@@ -517,12 +642,12 @@ def main() -> int:
         tables.migrate(engine)
         bench = Bench(source, remote, airflow, tuple(args.methods), args.profile, args.logs)
         bench.last_phase, bench.write_concurrency = args.stop_after, args.write_concurrency
-        phases = len(args.n) * (PHASES.index(args.stop_after) + 1)
+        phases = len(args.n) * len(args.shapes) * (PHASES.index(args.stop_after) + 1)
         try:
             with PROGRESS, step(f"benchmark: phases of N={', '.join(map(str, args.n))}", phases,
                                 rate=False) as advance:
                 bench.phase_done = lambda: advance(1)
-                report["sizes"] = [run_size(bench, n, engine) for n in args.n]
+                report["sizes"] = [run_size(bench, n, engine, shape) for n in args.n for shape in args.shapes]
         finally:
             for _, database in databases:
                 source.stop()

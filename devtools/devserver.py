@@ -265,11 +265,12 @@ class DirectusInstance:
         return digest.hexdigest()
 
     def create_many_to_many(self, collection: str, alias: str, related: str, junction: str,
-                            key_type: str = "integer") -> tuple[str, str]:
+                            key_type: str = "integer", keys: tuple[str, str] | None = None) -> tuple[str, str]:
         """Add the many-to-many alias ``collection.alias`` -> ``related`` through the ``junction`` collection, as
-        the Data Studio does (junction rows go with either side's item); returns the junction's two key fields.
-        ``key_type``: the keys of all three collections."""
-        mine, theirs = f"{collection}_id", f"{related}_id"
+        the Data Studio does (junction rows go with either side's item); returns the junction's two key fields,
+        ``keys`` or, as the Data Studio names them, ``{collection}_id`` and ``{related}_id``. ``key_type``: the
+        keys of all three collections."""
+        mine, theirs = keys or (f"{collection}_id", f"{related}_id")
         self.create_collection(junction, [key_field(key_type), plain_field(mine, key_type),
                                           plain_field(theirs, key_type)])
         self.api("POST", f"/fields/{collection}", json={

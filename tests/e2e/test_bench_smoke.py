@@ -46,3 +46,29 @@ def test_the_parse_benchmark_runs_at_a_small_size(tmp_path: Path) -> None:
     assert all(c["dagbag"]["median"] > 0 for c in figures["cases"].values())
     for case in ("full cold", "full warm", "worker"):
         assert f"  {case:<9} DagBag median" in result.stdout
+
+
+def test_the_relational_benchmark_sets_up_and_writes_its_collections(tmp_path: Path) -> None:
+    """The relational shape's collections, sync row and ceilings (the sync runs are the shape-blind code the
+    first test runs; skipping them skips the wait for a quiet window)."""
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "sync_bench.py"), "--n", "50", "--shapes",
+                             "relational", "--methods", "ceiling", "--out", str(tmp_path)], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    figures = json.loads((tmp_path / "results.json").read_text())
+    [size] = figures["sizes"]
+    assert (size["n"], size["shape"]) == (50, "relational")
+    # 50 authors, 5 tags, 50 articles, 50 links; then 50 articles and 50 links; then 50 articles and 50 authors.
+    assert {p: f["items"] for p, f in size["phases"].items()} == {"create": 155, "update": 100, "delete": 100}
+    assert all(f["ceiling_items_per_s"] > 0 for f in size["phases"].values())
+    assert "N=50 relational create" in result.stdout
+
+
+def test_the_files_benchmark_runs_at_a_small_size() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "files_bench.py"), "--small", "2", "--small-mb",
+                             "0.1", "--large", "1", "--large-mb", "1", "--reps", "1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if " | library/raw " in line}
+    assert set(lines) == {"small", "large", "all"}
+    assert "peak RSS, median: library" in result.stdout

@@ -437,6 +437,12 @@ class DirectusHook(HttpHook):
         if ids:
             self.request("DELETE", "/files", payload=list(ids))
 
+    def update_files(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Set metadata of several files in one request: each row holds a file's ``id`` and its own changes
+        (Directus updates them in one transaction: all or none)."""
+        if rows:
+            self.request("PATCH", "/files", params={"fields": "id"}, payload=[dict(r) for r in rows])
+
     # -- notifications ------------------------------------------------------------------------------
 
     def notify(self, recipients: Iterable[str], subject: str, message: str) -> None:

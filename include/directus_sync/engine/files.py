@@ -4,6 +4,8 @@ A listed many-to-one field to ``directus_files`` (an image or file field) holds 
 a file the remote lacks is refused there (a foreign key). So each apply step copies the files its items
 reference first, with the same id: its folder chain (parents first), then the row and the binary, streamed
 from the source's ``/assets`` into the remote's ``/files`` as one multipart body, never held whole in memory.
+What the upload cannot set (the source's upload time, metadata multipart text cannot carry) is set afterwards
+on up to ``FINISH_BATCH`` copies at once.
 
 A file is sent again only when its binary changed on the source: another size, or uploaded (replaced)
 after the remote's copy was (a copy carries its original's upload time, so syncing back sends nothing and
@@ -44,6 +46,9 @@ FILE_FIELDS = ("id", *METADATA, "type", "filesize", "uploaded_on", "modified_on"
 UPLOAD_FIELDS = ("title", "description", "filename_download", "folder")
 
 Decision = Literal["create", "replace", "metadata"]
+# The uploaded copies whose last metadata (the source's upload time, what multipart cannot carry) one
+# ``PATCH /files`` sets: one request per copy cost small files a third of their copy time.
+FINISH_BATCH = 100
 
 
 @dataclass
@@ -189,12 +194,20 @@ def copy_files(source: DirectusHook, target: DirectusHook, file_ids: Iterable[st
         ensure_folders(source, target, {str(r["folder"]) for r in mine.values() if r.get("folder")})
     except DirectusError as exc:
         log.warning("Could not create the files' folders on %s: %s", target.directus_conn_id, exc)
+    unfinished: list[Uploaded] = []
     for file_id, row in mine.items():
         try:
-            _copy_one(source, target, row, theirs.get(file_id), done, source_wins, remote_sync_user)
+            uploaded = _copy_one(source, target, row, theirs.get(file_id), done, source_wins, remote_sync_user)
         except DirectusError as exc:
             log.warning("Could not copy file %s to %s: %s", file_id, target.directus_conn_id, exc)
             done.failed[file_id] = str(exc)
+            continue
+        if uploaded is not None:
+            unfinished.append(uploaded)
+        if len(unfinished) >= FINISH_BATCH:
+            finish(target, unfinished, done)
+            unfinished = []
+    finish(target, unfinished, done)
     return done
 
 
@@ -216,28 +229,57 @@ def refresh_copies(source: DirectusHook, target: DirectusHook, since: str | None
     return done
 
 
+@dataclass(frozen=True)
+class Uploaded:
+    """A binary just sent, and the metadata its row still needs (``rest``, empty when none)."""
+
+    file_id: str
+    decision: Decision
+    rest: dict[str, Any]
+
+
 def _copy_one(source: DirectusHook, target: DirectusHook, row: Mapping[str, Any],
               remote: Mapping[str, Any] | None, done: FileCopy, source_wins: bool = False,
-              remote_sync_user: str | None = None) -> None:
+              remote_sync_user: str | None = None) -> Uploaded | None:
+    """Bring one file up to date, but for the metadata an uploaded copy still needs: returned, for
+    :func:`finish` to set with others."""
     decision = decide(row, remote, source_wins, remote_sync_user)
     file_id = str(row["id"])
     if decision is None:
         done.unchanged += 1
-        return
+        return None
     if decision == "metadata":
         target.update_file(file_id, metadata_changes(row, remote or {}))
         done.metadata += 1
-        return
+        return None
     written = target.upload_file(file_id, upload_fields(row), str(row.get("filename_download") or file_id),
                                  str(row.get("type") or "application/octet-stream"), source.download(file_id),
                                  replace=decision == "replace")
-    rest = {**metadata_changes(row, written), **copy_stamp(row, written)}
-    if rest:  # what multipart text cannot carry (tags, nulls, focal points), Directus filled in, the stamp
-        target.update_file(file_id, rest)
-    if decision == "create":
-        done.created += 1
-    else:
-        done.replaced += 1
+    # What multipart text cannot carry (tags, nulls, focal points), what Directus filled in, the stamp.
+    return Uploaded(file_id, decision, {**metadata_changes(row, written), **copy_stamp(row, written)})
+
+
+def finish(target: DirectusHook, uploaded: Sequence[Uploaded], done: FileCopy) -> None:
+    """Set the rest of the uploaded copies' metadata, in one ``PATCH /files`` (each row its own changes), and
+    count them. When that is refused, each is set alone, so that a copy that cannot be finished fails alone."""
+    pending = [u for u in uploaded if u.rest]
+    try:
+        if pending:
+            target.update_files([{"id": u.file_id, **u.rest} for u in pending])
+    except DirectusError as exc:
+        log.warning("Could not set the metadata of %d copied files on %s at once (%s); setting each alone",
+                    len(pending), target.directus_conn_id, exc)
+        failed: set[str] = set()
+        for u in pending:
+            try:
+                target.update_file(u.file_id, u.rest)
+            except DirectusError as one:
+                log.warning("Could not copy file %s to %s: %s", u.file_id, target.directus_conn_id, one)
+                done.failed[u.file_id] = str(one)
+                failed.add(u.file_id)
+        uploaded = [u for u in uploaded if u.file_id not in failed]
+    done.created += sum(1 for u in uploaded if u.decision == "create")
+    done.replaced += sum(1 for u in uploaded if u.decision == "replace")
 
 
 def upload_fields(row: Mapping[str, Any]) -> dict[str, str]:

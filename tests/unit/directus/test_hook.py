@@ -276,6 +276,22 @@ def test_keyed_reads_share_the_sizer_of_their_collection_and_fields() -> None:
     assert hook.limits[0] == 16  # keys only: another sizer
 
 
+def test_several_files_metadata_is_one_patch_of_rows_each_with_its_own_changes() -> None:
+    """Directus 12.4's ``PATCH /files`` with a list updates each row with its own payload (updateBatch)."""
+    calls: list[tuple[str, str, Any]] = []
+
+    class Recording(DirectusHook):
+        def request(self, method: str, path: str, **kwargs: Any) -> Any:
+            calls.append((method, path, kwargs.get("payload")))
+            return []
+
+    hook = Recording("directus_x")
+    hook.update_files([{"id": "a", "uploaded_on": "t1"}, {"id": "b", "title": "B", "uploaded_on": "t2"}])
+    hook.update_files([])
+    assert calls == [("PATCH", "/files", [{"id": "a", "uploaded_on": "t1"},
+                                          {"id": "b", "title": "B", "uploaded_on": "t2"}])]
+
+
 def test_every_collection_name_is_one_quoted_path_segment() -> None:
     """Names are validated as identifiers first; quoting keeps a path from ever reaching another endpoint."""
     seen: list[str] = []

@@ -110,12 +110,14 @@ class FakeInstance:
     """One instance's files and folders, and the calls made to it."""
 
     def __init__(self, name: str, rows: Sequence[dict[str, Any]] = (), folders: Sequence[dict[str, Any]] = (),
-                 refuse: Iterable[str] = ()) -> None:
+                 refuse: Iterable[str] = (), refuse_metadata: Iterable[str] = ()) -> None:
         self.directus_conn_id = name
         self.rows = {r["id"]: dict(r) for r in rows}
         self.folders = {f["id"]: dict(f) for f in folders}
         self.refuse = set(refuse)
+        self.refuse_metadata = set(refuse_metadata)
         self.calls: list[tuple[str, str]] = []
+        self.batches: list[list[dict[str, Any]]] = []  # each update_files call's rows
 
     def file_rows(self, ids: Sequence[str], fields: Sequence[str]) -> list[dict[str, Any]]:
         return [self.rows[i] for i in ids if i in self.rows]
@@ -135,10 +137,19 @@ class FakeInstance:
             raise DirectusError(self.directus_conn_id, "POST", "/files", 400, "refused")
         self.calls.append(("replace" if replace else "create", file_id))
         assert b"".join(content) == b"bytes of " + file_id.encode()
-        return {**ROW, "id": file_id, **fields, "title": "Filled in"}
+        # As Directus answers: its own title when none was sent, and the time of this upload.
+        return {**ROW, "id": file_id, **fields, "title": "Filled in", "uploaded_on": "2026-05-01T00:00:00.000Z"}
 
     def update_file(self, file_id: str, changes: Mapping[str, Any]) -> None:
+        if file_id in self.refuse_metadata:
+            raise DirectusError(self.directus_conn_id, "PATCH", f"/files/{file_id}", 400, "refused")
         self.calls.append(("metadata", file_id))
+
+    def update_files(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self.refuse_metadata & {r["id"] for r in rows}:  # one transaction: all or none
+            raise DirectusError(self.directus_conn_id, "PATCH", "/files", 400, "refused")
+        self.batches.append([dict(r) for r in rows])
+        self.calls += [("metadata", r["id"]) for r in rows]
 
 
 def test_copying_creates_replaces_and_skips_and_a_failed_file_fails_alone() -> None:
@@ -181,6 +192,28 @@ def test_files_that_cannot_be_read_fail_their_items_not_the_run() -> None:
 
     done = files.copy_files(Refusing("a"), FakeInstance("b"), ["x", "y"])  # type: ignore[arg-type]
     assert list(done.failed) == ["x", "y"] and "could not be read" in done.failed["x"]
+
+
+def test_uploaded_copies_get_their_upload_time_in_one_request_per_batch() -> None:
+    ids = [f"f{n:03}" for n in range(files.FINISH_BATCH + 5)]
+    source = FakeInstance("a", [{**ROW, "id": i} for i in ids])
+    remote = FakeInstance("b")
+    done = files.copy_files(source, remote, ids)  # type: ignore[arg-type]
+    assert done.created == len(ids) and not done.failed
+    assert [len(b) for b in remote.batches] == [files.FINISH_BATCH, 5]
+    # Each row its own changes: the source's upload time, and the title Directus filled in set back.
+    assert remote.batches[0][0] == {"id": "f000", "title": "Photo", "uploaded_on": ROW["uploaded_on"]}
+    # Every binary of a batch went before its rows were finished: no request per file.
+    assert remote.calls.index(("create", "f099")) < remote.calls.index(("metadata", "f000"))
+
+
+def test_a_copy_whose_metadata_is_refused_fails_alone() -> None:
+    source = FakeInstance("a", [{**ROW, "id": i} for i in ("ok", "bad", "also")])
+    remote = FakeInstance("b", refuse_metadata=["bad"])
+    done = files.copy_files(source, remote, ["ok", "bad", "also"])  # type: ignore[arg-type]
+    assert (done.created, list(done.failed)) == (2, ["bad"])
+    assert remote.batches == []  # the batch was refused: each file was set alone
+    assert ("metadata", "ok") in remote.calls and ("metadata", "also") in remote.calls
 
 
 # -- pruning files no item references any more (the row's prune_files) -------------------------------
