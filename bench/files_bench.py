@@ -137,12 +137,7 @@ def setup(instance: DirectusInstance, token: str) -> None:
     """An articles collection with an image field, as the Data Studio makes it, and the sync user: provision
     grants ``directus_files`` because a listed field references it."""
     instance.create_collection(COLLECTION, [key_field(), plain_field("title")])
-    instance.api("POST", f"/fields/{COLLECTION}", json={
-        "field": "image", "type": "uuid", "schema": {},
-        "meta": {"special": ["file"], "interface": "file-image", "display": "image"}})
-    instance.api("POST", "/relations", json={"collection": COLLECTION, "field": "image",
-                                             "related_collection": "directus_files",
-                                             "schema": {"on_delete": "SET NULL"}})
+    instance.create_file_field(COLLECTION, "image")
     provision(instance.url, instance.admin_token, {COLLECTION: ["title", "image"]}, token=token)
 
 

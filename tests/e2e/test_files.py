@@ -46,12 +46,7 @@ def run_ok(airflow: Airflow, dag_id: str) -> str:
 def build(instance: DirectusInstance, articles: str) -> None:
     """``articles`` with an ``image`` file field made as the Data Studio makes it, granted to the sync user."""
     instance.create_collection(articles, [key_field(), plain_field("title")])
-    instance.api("POST", f"/fields/{articles}", json={
-        "field": "image", "type": "uuid", "schema": {},
-        "meta": {"special": ["file"], "interface": "file-image", "display": "image"}})
-    instance.api("POST", "/relations", json={"collection": articles, "field": "image",
-                                             "related_collection": "directus_files",
-                                             "schema": {"on_delete": "SET NULL"}})
+    instance.create_file_field(articles, "image")
     provision(instance.url, instance.admin_token, [articles], token=sync_token(instance))
 
 

@@ -90,12 +90,7 @@ def build(instance: DirectusInstance, n: Names, key: str = "integer") -> None:
                                                plain_field("attribution")])
     instance.create_collection(n.articles, [key_field(key), plain_field("title")])
     instance.create_many_to_one(n.articles, "author", n.authors, key)
-    instance.api("POST", f"/fields/{n.articles}", json={
-        "field": "image", "type": "uuid", "schema": {},
-        "meta": {"special": ["file"], "interface": "file-image", "display": "image"}})
-    instance.api("POST", "/relations", json={"collection": n.articles, "field": "image",
-                                             "related_collection": "directus_files",
-                                             "schema": {"on_delete": "SET NULL"}})
+    instance.create_file_field(n.articles, "image")
     instance.create_many_to_many(n.articles, "tags", n.tags, n.articles_tags, key)
     instance.create_translations(n.articles, n.articles_translations, n.languages, [plain_field("title")],
                                  key_type=key)
