@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -164,11 +165,13 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
     if planned.plan is None:
         raise ValueError("a dry run's plan has nothing to apply")
     target = hook_for(remote, remote.remote_conn_id)
-    # Deletes include the prunes of a reconcile, checked against the source right before deleting.
-    source = hook_for(remote, remote.source_conn_id) if action == "delete" else None
+    # Deletes include the prunes of a reconcile, checked against the source right before deleting; creates and
+    # updates copy the files their items name first (each task its own: they may run on other workers).
+    copies_files = action != "delete" and any(c.file_fields for c in planned.plan.collections)
+    source = hook_for(remote, remote.source_conn_id) if action == "delete" or copies_files else None
     engine = tables.engine_for()
-    # The files this action's items name first (each task copies its own: they may run on other workers).
-    uncopied = copy_referenced_files(remote, planned.plan, target, action).failed if action != "delete" else {}
+    files_from = FileSource(remote, source, target.current_user_id()) if copies_files and source else None
+    uncopied = copy_referenced_files(files_from, planned.plan, target, action).failed if files_from else {}
     open_letters = ledger.open_dead_letters(engine, remote.name)
     written: dict[str, int] = {}
     failures: list[Failure] = []
@@ -181,7 +184,8 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
         written[c.collection] = outcome.written
         failures += outcome.failures
     if action == "update":  # the run's last writes: references are now as they will stay
-        refresh_changed_files(remote, planned.plan, target)
+        if files_from:
+            refresh_changed_files(files_from, planned.plan, target)
         if remote.prune_files:
             prune_released_files(remote, planned.plan, target)
     applied = Applied(action=action, written=written)
@@ -194,30 +198,38 @@ def apply_writes(remote: RemoteSource, planned: Planned, action: Action, context
     return applied
 
 
-def copy_referenced_files(remote: RemoteSource, sync_plan: SyncPlan, target: DirectusHook, action: Action
+@dataclass(frozen=True)
+class FileSource:
+    """Where an apply task copies files from, and how the remote's copies are weighed (see files.decide)."""
+
+    remote: RemoteSource
+    source: DirectusHook
+    remote_sync_user: str  # the sync user's id on the remote: its own edits of a copy are not the remote's
+
+    @property
+    def source_wins(self) -> bool:
+        return self.remote.conflict_policy == ConflictPolicy.SOURCE_WINS
+
+
+def copy_referenced_files(files_from: FileSource, sync_plan: SyncPlan, target: DirectusHook, action: Action
                           ) -> files.FileCopy:
     """Copy the files the run's staged creates (or updates) reference, before any item naming them is written
     (see engine/files.py). A file that fails is logged; the items naming it then fail alone, as dead letters."""
-    staged = [(c.references, _staged_writes(c, action)) for c in sync_plan.collections
-              if files.FILES in c.references.values()]
+    staged = [(c.references, _staged_writes(c, action)) for c in sync_plan.collections if c.file_fields]
     file_ids = files.staged_file_ids(staged)
     if not file_ids:
         return files.FileCopy()
-    copied = files.copy_files(hook_for(remote, remote.source_conn_id), target, file_ids,
-                              source_wins=remote.conflict_policy == ConflictPolicy.SOURCE_WINS,
-                              remote_sync_user=target.current_user_id())
-    log.info("Remote %s: files referenced by this run's items: %s", remote.name, copied.describe())
+    copied = files.copy_files(files_from.source, target, file_ids, files_from.source_wins, files_from.remote_sync_user)
+    log.info("Remote %s: files referenced by this run's items: %s", files_from.remote.name, copied.describe())
     return copied
 
 
-def refresh_changed_files(remote: RemoteSource, sync_plan: SyncPlan, target: DirectusHook) -> files.FileCopy:
-    """Bring the remote's copies of files replaced or edited on the source in the run's window up to date, when
-    the remote syncs file fields (see engine/files.py): such a change reaches the remote with no item written."""
-    if not any(files.FILES in c.references.values() for c in sync_plan.collections):
-        return files.FileCopy()
-    source_wins = remote.conflict_policy == ConflictPolicy.SOURCE_WINS
-    refreshed = files.refresh_copies(hook_for(remote, remote.source_conn_id), target, sync_plan.changed_since,
-                                     remote.batch_size, source_wins, target.current_user_id())
+def refresh_changed_files(files_from: FileSource, sync_plan: SyncPlan, target: DirectusHook) -> files.FileCopy:
+    """Bring the remote's copies of files replaced or edited on the source in the run's window up to date (see
+    engine/files.py): such a change reaches the remote with no item written."""
+    remote = files_from.remote
+    refreshed = files.refresh_copies(files_from.source, target, sync_plan.changed_since, remote.batch_size,
+                                     files_from.source_wins, files_from.remote_sync_user)
     log.info("Remote %s: copies of files changed on the source %s: %s", remote.name,
              f"since {sync_plan.changed_since}" if sync_plan.changed_since else "(all, a full copy)",
              refreshed.describe())

@@ -142,8 +142,7 @@ class Applier:
 
     def _naming_copied_files(self, action: Action, records: Iterator[Any]) -> Iterator[Any]:
         """``records`` without those setting a file field to a file the run could not copy (each a failure)."""
-        fields = [f for f, related in self.plan.references.items() if related == FILES]
-        if action == "delete" or not fields or not self.uncopied_files:
+        if action == "delete" or not self.plan.file_fields or not self.uncopied_files:
             yield from records
             return
         for record in records:
@@ -152,8 +151,8 @@ class Applier:
 
     def _names_copied_files(self, action: Action, record: Any, values: Mapping[str, Any]) -> bool:
         """Whether the file fields ``values`` set name no file the run could not copy; else ``record`` fails."""
-        fields = [f for f, related in self.plan.references.items() if related == FILES]
-        uncopied = [(f, str(values[f])) for f in fields if values.get(f) and str(values[f]) in self.uncopied_files]
+        uncopied = [(f, str(values[f])) for f in self.plan.file_fields
+                    if values.get(f) and str(values[f]) in self.uncopied_files]
         if not uncopied:
             return True
         why = "; ".join(f"{f} -> {FILES} {file_id} could not be copied: {self.uncopied_files[file_id]}"

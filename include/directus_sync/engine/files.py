@@ -63,6 +63,15 @@ class FileCopy:
     # The files that could not be copied, and why (the safe form of the remote's answer).
     failed: dict[str, str] = field(default_factory=dict)
 
+    def absorb(self, other: FileCopy) -> None:
+        """Count what ``other`` did too."""
+        self.created += other.created
+        self.replaced += other.replaced
+        self.metadata += other.metadata
+        self.unchanged += other.unchanged
+        self.missing += other.missing
+        self.failed.update(other.failed)
+
     def describe(self) -> str:
         return (f"{self.created} created, {self.replaced} replaced, {self.metadata} with new metadata only, "
                 f"{self.unchanged} unchanged, {self.missing} not on the source, {len(self.failed)} failed")
@@ -219,13 +228,7 @@ def refresh_copies(source: DirectusHook, target: DirectusHook, since: str | None
     done = FileCopy()
     for ids in source.files_changed_since(since, page_size):
         copies = [str(r["id"]) for r in target.file_rows(ids, ("id",))]
-        page = copy_files(source, target, copies, source_wins, remote_sync_user)
-        done.created += page.created
-        done.replaced += page.replaced
-        done.metadata += page.metadata
-        done.unchanged += page.unchanged
-        done.missing += page.missing
-        done.failed.update(page.failed)
+        done.absorb(copy_files(source, target, copies, source_wins, remote_sync_user))
     return done
 
 

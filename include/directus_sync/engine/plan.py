@@ -71,6 +71,11 @@ class CollectionPlan(BaseModel):
     released_files_path: str | None = None
     released_files: int = 0
 
+    @property
+    def file_fields(self) -> list[str]:
+        """The listed file fields: the many-to-one fields to ``directus_files``."""
+        return [f for f, related in self.references.items() if related == FILES]
+
 
 class SyncPlan(BaseModel):
     """The plan passed through XCom: counts and paths, never item contents."""
@@ -254,7 +259,7 @@ class _Writes:
         self.origins = JsonlWriter(ObjectStoragePath(plan.origins_path)) if plan.origins_path else None
         self.released = JsonlWriter(ObjectStoragePath(plan.released_files_path)) if plan.released_files_path else None
         # The fields whose remote values are noted as released when a write replaces or deletes them.
-        self.file_fields = [f for f, related in plan.references.items() if related == FILES] if self.released else []
+        self.file_fields = plan.file_fields if self.released else []
         self.retried = set(retried)
         self.retried_seen: set[str] = set()
         self.retried_staged: set[str] = set()
